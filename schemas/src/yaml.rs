@@ -1,0 +1,194 @@
+//! YAML text -> JSON values plus a map from field paths to source positions.
+//!
+//! Checking happens on plain JSON values (the JSON Schema pass, then serde),
+//! and every later rule names the field it is about by its path. The
+//! [`SourceMap`] built here turns such a path back into `line:col`, so every
+//! stage can report a located error without carrying spans in the types.
+
+use std::collections::HashMap;
+
+use saphyr::{MarkedYaml, Scalar, YamlData};
+use serde_json::{Map, Number, Value};
+
+use crate::diag::Position;
+
+/// Positions of the nodes of one document, by field path
+/// (`spec.addresses[0].address`; the document root is `""`).
+#[derive(Debug, Default, Clone)]
+pub struct SourceMap {
+    values: HashMap<String, Position>,
+    keys: HashMap<String, Position>,
+}
+
+impl SourceMap {
+    /// Position of the value at `path`, or of its nearest ancestor that exists
+    /// (a missing field is reported where its parent mapping starts).
+    pub fn value(&self, path: &str) -> Position {
+        let mut path = path;
+        loop {
+            if let Some(p) = self.values.get(path) {
+                return *p;
+            }
+            match parent(path) {
+                Some(up) => path = up,
+                None => return self.values.get("").copied().unwrap_or_default(),
+            }
+        }
+    }
+
+    /// Position of the key naming the field at `path` (for unknown fields),
+    /// falling back to the value position.
+    pub fn key(&self, path: &str) -> Position {
+        self.keys
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.value(path))
+    }
+}
+
+/// The path one level up: `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> ``.
+fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    let cut = path.rfind(['.', '[']).unwrap_or(0);
+    Some(&path[..cut])
+}
+
+/// Join a mapping key onto a path.
+pub(crate) fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Join a sequence index onto a path.
+pub(crate) fn join_index(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}
+
+/// A YAML document as JSON, with where each of its nodes was written.
+#[derive(Debug)]
+pub struct Document {
+    pub value: Value,
+    pub map: SourceMap,
+}
+
+/// A problem found while reading YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub position: Position,
+    pub field: String,
+    pub message: String,
+}
+
+/// Anchors may be reused, but a file may not expand into more nodes than this;
+/// it stops "billion laughs" documents long before memory runs out.
+const ALIAS_EXPANSION_LIMIT: usize = 100_000;
+
+/// Parse every document of a YAML stream. A syntax error fails the whole file
+/// (what follows it cannot be trusted); problems inside well-formed documents
+/// (tags, non-string keys, non-finite numbers) are collected per node.
+pub fn parse(text: &str) -> Result<(Vec<Document>, Vec<YamlError>), YamlError> {
+    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    let mut loader = saphyr::YamlLoader::<MarkedYaml>::default();
+    loader.alias_limit(ALIAS_EXPANSION_LIMIT);
+    let scan = parser.load(&mut loader, true);
+    if let Some(e) = scan.err().or_else(|| loader.error().cloned()) {
+        return Err(YamlError {
+            position: Position {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            },
+            field: String::new(),
+            message: format!("invalid YAML: {}", e.info()),
+        });
+    }
+    let mut documents = Vec::new();
+    let mut errors = Vec::new();
+    for node in loader.into_documents() {
+        if matches!(node.data, YamlData::Value(Scalar::Null)) {
+            // An empty document, e.g. after a trailing `---`.
+            continue;
+        }
+        let mut map = SourceMap::default();
+        let value = convert(&node, String::new(), &mut map, &mut errors);
+        documents.push(Document { value, map });
+    }
+    Ok((documents, errors))
+}
+
+fn position(node: &MarkedYaml) -> Position {
+    Position {
+        line: node.span.start.line(),
+        column: node.span.start.col() + 1,
+    }
+}
+
+fn convert(
+    node: &MarkedYaml,
+    path: String,
+    map: &mut SourceMap,
+    errors: &mut Vec<YamlError>,
+) -> Value {
+    let here = position(node);
+    map.values.insert(path.clone(), here);
+    let mut fail = |message: String| {
+        errors.push(YamlError {
+            position: here,
+            field: path.clone(),
+            message,
+        });
+        Value::Null
+    };
+    match &node.data {
+        YamlData::Value(scalar) => match scalar {
+            Scalar::Null => Value::Null,
+            Scalar::Boolean(b) => Value::Bool(*b),
+            Scalar::Integer(i) => Value::Number((*i).into()),
+            Scalar::FloatingPoint(f) => match Number::from_f64(f.into_inner()) {
+                Some(n) => Value::Number(n),
+                None => fail(format!("{} is not a finite number", f.into_inner())),
+            },
+            Scalar::String(s) => Value::String(s.to_string()),
+        },
+        YamlData::Representation(text, _, _) => Value::String(text.to_string()),
+        YamlData::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| convert(item, join_index(&path, i), map, errors))
+                .collect(),
+        ),
+        YamlData::Mapping(entries) => {
+            let mut object = Map::new();
+            for (k, v) in entries {
+                let key = match &k.data {
+                    YamlData::Value(Scalar::String(s)) => s.to_string(),
+                    YamlData::Value(Scalar::Integer(i)) => i.to_string(),
+                    YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
+                    _ => {
+                        errors.push(YamlError {
+                            position: position(k),
+                            field: path.clone(),
+                            message: "a mapping key must be a plain string".into(),
+                        });
+                        continue;
+                    }
+                };
+                let child = join_key(&path, &key);
+                map.keys.insert(child.clone(), position(k));
+                let value = convert(v, child, map, errors);
+                object.insert(key, value);
+            }
+            Value::Object(object)
+        }
+        YamlData::Tagged(tag, _) => fail(format!(
+            "YAML tags are not used in manifests (found !{})",
+            tag.suffix
+        )),
+        YamlData::Alias(_) | YamlData::BadValue => fail("unresolvable YAML value".into()),
+    }
+}

@@ -1,0 +1,229 @@
+//! Command-line verbs (DESIGN.md §7). Arguments are parsed by clap into the
+//! types below; each verb is one function returning the process exit code.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use mailctl_schemas::{Kind, json_schema, load};
+
+/// Move a mail service between hosts as a sequence of declared, verified states.
+#[derive(Debug, Parser)]
+#[command(name = "mailctl", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format of read verbs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifests (files or folders) and report every problem as FILE:LINE:COL.
+    Validate {
+        /// Manifest files or folders (read recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print the validated manifests.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Write the JSON Schema of each manifest kind (for editors).
+    Schema {
+        /// Folder to write host.json, migration.json and phase.json into; stdout when omitted.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show what applying a Host manifest would change on this host (exit 2: changes pending).
+    Plan {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Which host, when the manifest names several.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Apply a manifest: converge this host (--local) or hand it to the controller.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long)]
+        local: bool,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Show migrations and where each one stands.
+    Status {
+        migration: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List objects known to the controller.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one object in detail, with its recent events.
+    Describe { kind: String, name: String },
+    /// Approve the pending approval gate of a migration.
+    Approve { migration: String },
+    /// Walk a migration back to its previous phase.
+    Rollback { migration: String },
+    /// Stop a migration where it stands.
+    Pause { migration: String },
+    /// Let a paused migration go on.
+    Resume { migration: String },
+    /// Show the steps a migration went through.
+    History { migration: String },
+    /// Sync jobs.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// Certificates for mutual TLS between controller and agents.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Run the host agent daemon.
+    Agent {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the migration controller.
+    Controller {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// A two-host lab with real Postfix and Dovecot on this machine.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+    /// Print a shell completion script.
+    Completions { shell: Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Run one sync job now and wait until it finished and verified.
+    Run {
+        /// HOST JOB, or only JOB with --local.
+        #[arg(required = true, num_args = 1..=2)]
+        args: Vec<String>,
+        #[arg(long)]
+        local: bool,
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Create a CA and certificates for the controller and each agent.
+    Init {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Set up the lab, migrate it under mail load, check, tear down.
+    Run,
+    /// Set up the two hosts.
+    Up,
+    /// Migrate the lab.
+    Migrate,
+    /// Remove the lab.
+    Down,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { paths, output } => validate(&paths, output),
+        Command::Schema { out } => schema(out.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mailctl",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        other => not_built(&other),
+    }
+}
+
+/// Verbs whose machinery lands in later milestones say so plainly.
+fn not_built(command: &Command) -> Result<ExitCode> {
+    let verb = format!("{command:?}");
+    let verb = verb
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    eprintln!(
+        "mailctl {verb}: not built yet in this version of mailctl; only validate, schema and completions work so far"
+    );
+    Ok(ExitCode::from(1))
+}
+
+fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
+    match load::load_paths(paths) {
+        Ok(set) => {
+            let mut out = std::io::stdout().lock();
+            match output {
+                Some(Output::Yaml) => write!(out, "{}", mailctl_schemas::render::to_yaml(&set))?,
+                Some(Output::Json) | Some(Output::Table) | None => writeln!(
+                    out,
+                    "valid: {} migration(s), {} phase(s), {} host(s)",
+                    set.migrations.len(),
+                    set.phases.len(),
+                    set.hosts.len()
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diags) => {
+            let mut err = std::io::stderr().lock();
+            write!(err, "{diags}")?;
+            writeln!(err, "{} problem(s) found; nothing was changed", diags.len())?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn schema(out: Option<&Path>) -> Result<ExitCode> {
+    for kind in Kind::ALL {
+        let text = schema_text(kind);
+        match out {
+            Some(dir) => {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(kind.schema_file());
+                fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => print!("{text}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The committed form of a schema: pretty JSON with a trailing newline.
+pub fn schema_text(kind: Kind) -> String {
+    let mut text = serde_json::to_string_pretty(&json_schema(kind)).unwrap_or_default();
+    text.push('\n');
+    text
+}
