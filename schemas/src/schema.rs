@@ -117,6 +117,10 @@ pub struct ShapeError {
     pub at_key: bool,
     pub message: String,
     pub hint: Option<String>,
+    /// For an unknown field: the allowed field it most likely meant.
+    suggestion: Option<String>,
+    /// For a missing field: its name.
+    missing: Option<String>,
 }
 
 impl ShapeError {
@@ -157,9 +161,32 @@ pub fn check_shape(kind: Kind, document: &Value) -> Vec<ShapeError> {
                 LocationSegment::Index(i) => join_index(&field, i),
             };
         }
+        // apiVersion and kind get their own, more helpful, messages from the loader.
+        if field == "apiVersion" || field == "kind" {
+            continue;
+        }
         out.push(describe(error.kind(), &error.to_string(), field, document));
     }
+    // A misspelt required field shows up twice: as unknown (`interfase`) and as
+    // missing (`interface`). The first, with its "did you mean", says it all.
+    let misspelt: Vec<String> = out
+        .iter()
+        .filter_map(|e| {
+            e.suggestion
+                .as_ref()
+                .map(|s| join_key(parent_of(&e.field), s))
+        })
+        .collect();
+    out.retain(|e| {
+        !e.missing
+            .as_ref()
+            .is_some_and(|m| misspelt.contains(&join_key(&e.field, m)))
+    });
     out
+}
+
+fn parent_of(field: &str) -> &str {
+    field.rfind('.').map_or("", |cut| &field[..cut])
 }
 
 /// The value at a dotted path, for messages that quote it.
@@ -273,6 +300,8 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
         at_key: false,
         message,
         hint: None,
+        suggestion: None,
+        missing: None,
     };
     match kind {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -294,6 +323,8 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
                 at_key: true,
                 message: format!("unknown field `{name}`"),
                 hint,
+                suggestion: close.cloned(),
+                missing: None,
             }
         }
         ValidationErrorKind::Required { property } => {
@@ -303,6 +334,8 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
                 at_key: false,
                 message: format!("missing required field `{name}`"),
                 hint: None,
+                suggestion: None,
+                missing: Some(name.to_owned()),
             }
         }
         ValidationErrorKind::Type { kind } => plain(format!(

@@ -62,6 +62,10 @@ struct Checked {
     file: Arc<Path>,
     map: SourceMap,
     object: Object,
+    /// No value errors: item indices match the file, deep cross checks apply.
+    /// Documents with errors still count for "does this name exist" checks,
+    /// so one mistake does not cascade into a page of follow-up errors.
+    clean: bool,
 }
 
 enum Object {
@@ -109,11 +113,14 @@ fn parse_file(
             manifest: &source.path,
             content,
         };
+        let before = check.diags.len();
         if let Some(object) = check.document(&document.value) {
+            let clean = diags.len() == before;
             docs.push(Checked {
                 file: file.clone(),
                 map: document.map,
                 object,
+                clean,
             });
         }
     }
@@ -223,7 +230,6 @@ impl Checker<'_> {
             return None;
         }
         let value = pruned.as_ref().unwrap_or(value);
-        let before = self.diags.len();
         let object = match kind {
             Kind::Host => {
                 let doc: raw::HostDocument = self.deserialize(value)?;
@@ -244,7 +250,7 @@ impl Checker<'_> {
                 Object::Phase(self.phase(doc))
             }
         };
-        (self.diags.len() == before).then_some(object)
+        Some(object)
     }
 
     fn deserialize<T: serde::de::DeserializeOwned>(&mut self, value: &Value) -> Option<T> {
@@ -1180,9 +1186,16 @@ impl Checker<'_> {
         if let Some(b) = &p.banner
             && let Err(e) = regex::Regex::new(b)
         {
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or("cannot be parsed")
+                .to_owned();
             self.error(
                 &join_key(at, "banner"),
-                format!("not a valid regular expression: {e}"),
+                format!("not a valid regular expression: {why}"),
             );
             return None;
         }
@@ -1303,19 +1316,45 @@ fn takes_mail(spec: &model::HostSpec) -> bool {
     })
 }
 
+fn origin(doc: &Checked, field: &str, at_key: bool) -> Origin {
+    Origin {
+        file: doc.file.clone(),
+        position: if at_key {
+            doc.map.key(field)
+        } else {
+            doc.map.value(field)
+        },
+    }
+}
+
+fn report(
+    diags: &mut Diagnostics,
+    doc: &Checked,
+    field: &str,
+    message: String,
+    hint: Option<String>,
+) {
+    let mut d = Diagnostic::new(origin(doc, field, false), field, message);
+    d.hint = hint;
+    diags.push(d);
+}
+
+/// Problems about a map key (a host name under spec.hosts) point at the key.
+fn report_key(
+    diags: &mut Diagnostics,
+    doc: &Checked,
+    field: &str,
+    message: String,
+    hint: Option<String>,
+) {
+    let mut d = Diagnostic::new(origin(doc, field, true), field, message);
+    d.hint = hint;
+    diags.push(d);
+}
+
 /// Pass 4: references between documents.
 fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet {
     let mut set = model::ManifestSet::default();
-    let origin = |doc: &Checked, field: &str| Origin {
-        file: doc.file.clone(),
-        position: doc.map.value(field),
-    };
-    let mut report = |doc: &Checked, field: &str, message: String, hint: Option<String>| {
-        let mut d = Diagnostic::new(origin(doc, field), field, message);
-        d.hint = hint;
-        diags.push(d);
-    };
-
     // Names are unique per kind (phases per migration).
     let mut seen: HashMap<(Kind, String, String), &Checked> = HashMap::new();
     for doc in docs {
@@ -1326,10 +1365,11 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
         };
         if let Some(first) = seen.get(&key) {
             report(
+                diags,
                 doc,
                 "metadata.name",
                 format!("{} \"{}\" is declared twice", key.0.name(), key.2),
-                Some(format!("first declared at {}", origin(first, ""))),
+                Some(format!("first declared at {}", origin(first, "", false))),
             );
         } else {
             seen.insert(key, doc);
@@ -1352,6 +1392,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                     let declared = docs.iter().any(|d| matches!(&d.object, Object::Phase(p) if p.migration == m.name && &p.name == name));
                     if !declared {
                         report(
+                            diags,
                             doc,
                             &join_index("spec.phases", i),
                             format!("phase \"{name}\" has no Phase document"),
@@ -1365,6 +1406,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                 set.migrations.push(m.clone());
             }
             Object::Phase(p) => {
+                set.phases.push(p.clone());
                 let Some((_, m)) = migrations.get(p.migration.as_str()) else {
                     let hint = if migrations.is_empty() {
                         "validate the Phase together with its Migration (e.g. the whole folder)"
@@ -1376,6 +1418,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                         )
                     };
                     report(
+                        diags,
                         doc,
                         "metadata.migration",
                         format!("unknown migration \"{}\"", p.migration),
@@ -1385,6 +1428,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                 };
                 let Some(index) = m.phases.iter().position(|n| n == &p.name) else {
                     report(
+                        diags,
                         doc,
                         "metadata.name",
                         format!(
@@ -1400,7 +1444,8 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                 };
                 for host in p.hosts.keys() {
                     if !m.hosts.contains_key(host) {
-                        report(
+                        report_key(
+                            diags,
                             doc,
                             &join_key("spec.hosts", host),
                             format!("host \"{host}\" is not a host of migration \"{}\"", m.name),
@@ -1411,7 +1456,10 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                         );
                     }
                 }
-                check_exclusive(doc, p, &mut report);
+                if !doc.clean {
+                    continue;
+                }
+                check_exclusive(diags, doc, p);
                 let past_no_return = m
                     .point_of_no_return
                     .as_ref()
@@ -1425,6 +1473,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                         for (i, job) in spec.sync_jobs.iter().enumerate() {
                             if job.delete {
                                 report(
+                                    diags,
                                     doc,
                                     &format!("spec.hosts.{host}.syncJobs[{i}].delete"),
                                     format!("delete: true on \"{host}\", which takes mail in phase \"{}\" (at or after the point of no return)", p.name),
@@ -1434,7 +1483,6 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                         }
                     }
                 }
-                set.phases.push(p.clone());
             }
         }
     }
@@ -1442,11 +1490,7 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
 }
 
 /// An exclusive (service) address may be present on only one host per phase.
-fn check_exclusive(
-    doc: &Checked,
-    phase: &model::Phase,
-    report: &mut impl FnMut(&Checked, &str, String, Option<String>),
-) {
+fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase) {
     let mut holders: HashMap<IpAddr, (&str, usize)> = HashMap::new();
     for (host, spec) in &phase.hosts {
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -1465,6 +1509,7 @@ fn check_exclusive(
             }
             match holders.get(&ip) {
                 Some((first, _)) if *first != host.as_str() => report(
+                    diags,
                     doc,
                     &format!("spec.hosts.{host}.addresses[{i}].address"),
                     format!(

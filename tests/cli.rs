@@ -1,0 +1,235 @@
+//! End-to-end checks of the `mailctl` binary: what an admin sees.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mailctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailctl"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the mailctl binary runs")
+}
+
+/// Diagnostic lines (without hints and the summary line).
+fn problems(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("  hint:") && !l.ends_with("nothing was changed"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn examples_are_valid() {
+    let out = mailctl(&["validate", "manifests/examples"]);
+    assert!(
+        out.status.success(),
+        "examples must validate:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let examples: Vec<_> = fs::read_dir(root().join("manifests/examples"))
+        .expect("examples folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(examples.len() >= 4, "four real-world examples");
+    for example in examples {
+        let path = example.path();
+        assert!(
+            path.join("README.md").is_file(),
+            "{} has a README",
+            path.display()
+        );
+        let out = mailctl(&["validate", path.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "{} validates on its own",
+            path.display()
+        );
+    }
+}
+
+fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).expect("folder").filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(manifest_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_example_file_names_its_schema() {
+    for file in manifest_files(&root().join("manifests")) {
+        let text = fs::read_to_string(&file).expect("readable");
+        let first = text.lines().next().unwrap_or_default();
+        let schema = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{} starts with a $schema line", file.display()));
+        let target = file.parent().expect("folder").join(schema);
+        assert!(target.is_file(), "{}: {schema} exists", file.display());
+    }
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_its_expected_error() {
+    let dir = root().join("manifests/invalid");
+    let mut fixtures: Vec<_> = fs::read_dir(&dir)
+        .expect("invalid fixtures")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 20, "one fixture per rule");
+    for fixture in fixtures {
+        let relative = fixture.strip_prefix(root()).expect("under the repo");
+        let relative = relative.to_str().expect("utf-8 path");
+        let text = fs::read_to_string(&fixture).expect("readable");
+        let expected: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .map(|e| format!("{relative}:{e}"))
+            .collect();
+        assert!(!expected.is_empty(), "{relative} says what it expects");
+        let out = mailctl(&["validate", relative]);
+        assert_eq!(out.status.code(), Some(1), "{relative} exits 1");
+        assert_eq!(problems(&out), expected, "{relative}");
+    }
+}
+
+/// The faults the issue lists, as a colleague might write them, in one folder:
+/// each gets exactly one located error, and validation exits 1.
+#[test]
+fn a_colleagues_broken_manifests_get_one_error_per_fault() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).expect("write");
+    write(
+        "indent.yaml",
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: carol}\nspec:\n  services:\n    - name: postfix\n     state: running\n",
+    );
+    write(
+        "eve.yaml",
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: eve}\nspec:\n  adresses:\n    - {address: 192.0.2.25/24, interface: eth0}\n  firewall:\n    rules:\n      - {name: smtp, protocol: tcp, ports: [70000], action: accept}\n      - {name: imap, protocol: tcp, ports: [143], sources: [10.0.0.300/24], action: accept}\n",
+    );
+    write(
+        "migration.yaml",
+        "apiVersion: mailctl/v1alpha1\nkind: Migration\nmetadata: {name: m}\nspec:\n  hosts:\n    bob: {agent: \"https://192.0.2.11:7443\"}\n    eve: {agent: \"https://192.0.2.12:7443\"}\n  phases: [prepare, cutover, smtp-only]\n  targetPhase: prepare\n---\napiVersion: mailctl/v1alpha1\nkind: Phase\nmetadata: {name: prepare, migration: m}\nspec:\n  hosts: {bob: {}, eve: {}}\n---\napiVersion: mailctl/v1alpha1\nkind: Phase\nmetadata: {name: cutover, migration: m}\nspec:\n  hosts:\n    bob:\n      addresses: [{address: 192.0.2.25/24, interface: eth0, exclusive: true}]\n    eve:\n      addresses: [{address: 192.0.2.25/24, interface: eth0, exclusive: true}]\n",
+    );
+    let out = mailctl(&["validate", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let got = problems(&out);
+    let d = dir.path().display().to_string();
+    let want = [
+        format!("{d}/eve.yaml:5:3: spec.adresses: unknown field `adresses`"),
+        format!(
+            "{d}/eve.yaml:9:45: spec.firewall.rules[0].ports[0]: port 70000 is out of range; a port is 1-65535"
+        ),
+        format!(
+            "{d}/eve.yaml:10:61: spec.firewall.rules[1].sources[0]: \"10.0.0.300/24\" is not a valid IPv4 or IPv6 CIDR"
+        ),
+        format!(
+            "{d}/indent.yaml:7:6: invalid YAML: while parsing a block collection, did not find expected '-' indicator"
+        ),
+        format!(
+            "{d}/migration.yaml:8:30: spec.phases[2]: phase \"smtp-only\" has no Phase document"
+        ),
+        format!(
+            "{d}/migration.yaml:25:29: spec.hosts.eve.addresses[0].address: exclusive address 192.0.2.25 is present on \"bob\" and \"eve\" in phase \"cutover\""
+        ),
+    ];
+    assert_eq!(got, want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hint: did you mean `addresses`?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn committed_schemas_match_the_generator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = mailctl(&["schema", "--out", dir.path().to_str().expect("utf-8")]);
+    assert!(out.status.success());
+    for kind in ["host", "migration", "phase"] {
+        let generated =
+            fs::read_to_string(dir.path().join(format!("{kind}.json"))).expect("generated");
+        let committed = fs::read_to_string(root().join(format!("schemas/json/{kind}.json")))
+            .expect("committed schema");
+        assert!(
+            generated == committed,
+            "schemas/json/{kind}.json is stale: run `cargo run -- schema --out schemas/json`"
+        );
+        let schema: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+    }
+}
+
+#[test]
+fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
+    let help = String::from_utf8(mailctl(&["--help"]).stdout).expect("utf-8");
+    for verb in [
+        "validate",
+        "schema",
+        "plan",
+        "apply",
+        "status",
+        "get",
+        "describe",
+        "approve",
+        "rollback",
+        "pause",
+        "resume",
+        "history",
+        "sync",
+        "certs",
+        "agent",
+        "controller",
+        "lab",
+        "completions",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(verb)),
+            "{verb} in --help"
+        );
+    }
+    let out = mailctl(&["approve", "bob-to-eve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mailctl(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("validate"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_paths_are_reported_not_panicked_on() {
+    let out = mailctl(&["validate", "no/such/manifest.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("no/such/manifest.yaml:1:1: cannot read:"),
+        "{stderr}"
+    );
+}
