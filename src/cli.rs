@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use mailctl_schemas::{Kind, json_schema, load};
+use mailctl_schemas::{Kind, json_schema, load, render};
 
 /// Move a mail service between hosts as a sequence of declared, verified states.
 #[derive(Debug, Parser)]
@@ -186,8 +186,13 @@ fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
         Ok(set) => {
             let mut out = std::io::stdout().lock();
             match output {
-                Some(Output::Yaml) => write!(out, "{}", mailctl_schemas::render::to_yaml(&set))?,
-                Some(Output::Json) | Some(Output::Table) | None => writeln!(
+                Some(Output::Yaml) => write!(out, "{}", render::to_yaml(&set))?,
+                Some(Output::Json) => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&render::to_documents(&set))?
+                )?,
+                Some(Output::Table) | None => writeln!(
                     out,
                     "valid: {} migration(s), {} phase(s), {} host(s)",
                     set.migrations.len(),

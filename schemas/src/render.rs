@@ -264,22 +264,24 @@ impl From<&model::Phase> for raw::PhaseDocument {
     }
 }
 
+/// Every document of a set as a JSON value: migrations, then phases, then hosts.
+pub fn to_documents(set: &model::ManifestSet) -> Vec<Value> {
+    let migrations = set
+        .migrations
+        .iter()
+        .map(|m| json(&raw::MigrationDocument::from(m)));
+    let phases = set
+        .phases
+        .iter()
+        .map(|p| json(&raw::PhaseDocument::from(p)));
+    let hosts = set.hosts.iter().map(|h| json(&raw::HostDocument::from(h)));
+    migrations.chain(phases).chain(hosts).collect()
+}
+
 /// Every document of a set, as YAML documents separated by `---`.
 pub fn to_yaml(set: &model::ManifestSet) -> String {
-    let mut values = Vec::new();
-    values.extend(
-        set.migrations
-            .iter()
-            .map(|m| json(&raw::MigrationDocument::from(m))),
-    );
-    values.extend(
-        set.phases
-            .iter()
-            .map(|p| json(&raw::PhaseDocument::from(p))),
-    );
-    values.extend(set.hosts.iter().map(|h| json(&raw::HostDocument::from(h))));
     let mut out = String::new();
-    for value in &values {
+    for value in &to_documents(set) {
         let mut doc = String::new();
         let mut emitter = YamlEmitter::new(&mut doc);
         emitter.multiline(true);

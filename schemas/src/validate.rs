@@ -696,7 +696,7 @@ impl Checker<'_> {
                 _ => ok = false,
             }
         }
-        ok.then(|| model::Firewall {
+        ok.then_some(model::Firewall {
             table,
             policy: f.policy,
             allow_lockout: f.allow_lockout,
