@@ -88,10 +88,14 @@ fn parse_file(
     let (documents, yaml_errors) = match yaml::parse(&source.text) {
         Ok(parsed) => parsed,
         Err(e) => {
-            diags.push(
-                Diagnostic::new(at(e.position), e.field, e.message)
-                    .with_hint("check the indentation and quoting around this line"),
-            );
+            let hint = if e.message.contains("alias") || e.message.contains("recursion") {
+                "the document nests or expands too deeply to be a manifest"
+            } else if e.message.contains("duplicate") {
+                "each key may appear once in a mapping"
+            } else {
+                "check the indentation and quoting around this line"
+            };
+            diags.push(Diagnostic::new(at(e.position), e.field, e.message).with_hint(hint));
             return;
         }
     };

@@ -192,3 +192,57 @@ fn convert(
         YamlData::Alias(_) | YamlData::BadValue => fail("unresolvable YAML value".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize, column: usize) -> Position {
+        Position { line, column }
+    }
+
+    #[test]
+    fn records_where_every_value_and_key_was_written() {
+        let (docs, errors) = parse("a:\n  b: [1, two]\n---\nc: {d: true}\n").expect("valid YAML");
+        assert!(errors.is_empty());
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value, serde_json::json!({"a": {"b": [1, "two"]}}));
+        assert_eq!(docs[0].map.value("a.b[1]"), at(2, 10));
+        assert_eq!(docs[0].map.key("a.b"), at(2, 3));
+        assert_eq!(docs[1].map.value("c.d"), at(4, 8));
+        // A field that is not there is located at its nearest ancestor.
+        assert_eq!(docs[1].map.value("c.missing"), at(4, 4));
+    }
+
+    #[test]
+    fn anchors_resolve_but_cannot_explode() {
+        let (docs, _) = parse("base: &b {x: 1}\ncopy: *b\n").expect("valid YAML");
+        assert_eq!(docs[0].value["copy"], serde_json::json!({"x": 1}));
+        let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = parse(&laughs).expect_err("billion laughs is refused");
+        assert!(e.message.contains("alias"), "{}", e.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&deep).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_tags_and_odd_keys_are_reported_in_place() {
+        assert!(parse("a: 1\na: 2\n").is_err());
+        let (_, errors) = parse("a: !secret x\n? [k]\n: v\n").expect("well-formed YAML");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.position, e.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].1.contains("tags"));
+        assert!(found[1].1.contains("plain string"));
+    }
+}
