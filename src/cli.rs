@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
+use mailctl_agent::pki::{self, AgentIdentity};
 use mailctl_schemas::{Kind, json_schema, load, render};
 
 /// Move a mail service between hosts as a sequence of declared, verified states.
@@ -51,15 +52,23 @@ enum Command {
         /// Which host, when the manifest names several.
         #[arg(long)]
         host: Option<String>,
+        /// Where pending handlers and task completions are recorded.
+        #[arg(long, default_value = "/var/lib/mailctl")]
+        state_dir: PathBuf,
     },
     /// Apply a manifest: converge this host (--local) or hand it to the controller.
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Converge this host directly (no controller).
         #[arg(long)]
         local: bool,
+        /// Which host, when the manifest names several.
         #[arg(long)]
         host: Option<String>,
+        /// Where pending handlers and task completions are recorded.
+        #[arg(long, default_value = "/var/lib/mailctl")]
+        state_dir: PathBuf,
     },
     /// Show migrations and where each one stands.
     Status {
@@ -133,8 +142,12 @@ enum SyncCommand {
 enum CertsCommand {
     /// Create a CA and certificates for the controller and each agent.
     Init {
-        #[arg(long)]
-        out: Option<PathBuf>,
+        /// Folder to write ca.pem, ca.key, controller.pem/.key and HOST.pem/.key into.
+        #[arg(long, default_value = "/etc/mailctl/tls")]
+        out: PathBuf,
+        /// An agent: NAME=ADDRESS[,ADDRESS...] (addresses or DNS names the controller dials).
+        #[arg(long = "agent", value_parser = parse_agent)]
+        agents: Vec<AgentIdentity>,
     },
 }
 
@@ -161,6 +174,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 "mailctl",
                 &mut std::io::stdout(),
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            file,
+            host,
+            state_dir,
+        } => crate::local::plan(&file, host.as_deref(), &state_dir),
+        Command::Apply {
+            file,
+            local: true,
+            host,
+            state_dir,
+        } => crate::local::apply(&file, host.as_deref(), &state_dir),
+        Command::Agent { config } => crate::agent::run(config.as_deref()),
+        Command::Certs {
+            command: CertsCommand::Init { out, agents },
+        } => {
+            let written = pki::init(&out, &agents)?;
+            for file in written.files {
+                println!("wrote {}", file.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         other => not_built(&other),
@@ -231,4 +265,24 @@ pub fn schema_text(kind: Kind) -> String {
     let mut text = serde_json::to_string_pretty(&json_schema(kind)).unwrap_or_default();
     text.push('\n');
     text
+}
+
+fn parse_agent(text: &str) -> Result<AgentIdentity, String> {
+    let (name, addresses) = text.split_once('=').ok_or_else(|| {
+        format!("\"{text}\": write it as NAME=ADDRESS[,ADDRESS...], e.g. eve=192.0.2.12")
+    })?;
+    let addresses: Vec<String> = addresses
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if name.is_empty() || addresses.is_empty() {
+        return Err(format!(
+            "\"{text}\": both a name and at least one address are needed"
+        ));
+    }
+    Ok(AgentIdentity {
+        name: name.to_owned(),
+        addresses,
+    })
 }

@@ -2,7 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cli;
+mod local;
 
 use std::process::ExitCode;
 

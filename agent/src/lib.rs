@@ -1,2 +1,47 @@
-//! The host reconciler: drivers, runtime, state and API (see DESIGN.md §4).
-//! Built in the agent issue; the crate exists so the workspace layout is final.
+//! The host reconciler (DESIGN.md §4): converges one host to its `Host`
+//! manifest and reports what it changed.
+//!
+//! Each resource kind has a [`Driver`] (observe, diff, apply, verify); the
+//! [`Reconciler`] runs them all through one path, so [`Reconciler::plan`]
+//! shows exactly what [`Reconciler::apply`] does. Drivers only touch what the
+//! manifest declares: the addresses it lists and the one nftables table it
+//! owns.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use mailctl_agent::{Config, Reconciler};
+//!
+//! let manifests = mailctl_schemas::load::load_paths(&["host.yaml"])?;
+//! let reconciler = Reconciler::connect(Config::default())?;
+//! for plan in reconciler.plan(&manifests.hosts[0].spec).await {
+//!     println!("{plan}");
+//! }
+//! let report = reconciler.apply(&manifests.hosts[0].spec).await;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+mod announce;
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod driver;
+mod error;
+pub mod files;
+pub mod firewall;
+mod intervals;
+pub mod pki;
+mod reconcile;
+pub mod service;
+pub mod tasks;
+
+pub use driver::{Announcement, Change, Driver, Effect, Resource, ResourceChange};
+pub use error::{CommandFailure, Error, NetlinkTarget};
+pub use reconcile::{
+    Applied, ApplyReport, Config, DEFAULT_API_PORT, Reconciler, ResourcePlan, ResourceReport,
+    error_chain,
+};

@@ -439,12 +439,8 @@ impl Checker<'_> {
             spec.files.iter().map(|f| f.path.as_str()).enumerate(),
             "path",
         );
-        let managed: HashSet<&str> = spec
-            .files
-            .iter()
-            .filter(|f| f.state == raw::Presence::Present)
-            .map(|f| f.path.as_str())
-            .collect();
+        // Removing a managed file is a change too, so reloadOn may name absent ones.
+        let managed: HashSet<&str> = spec.files.iter().map(|f| f.path.as_str()).collect();
         let service_names: HashSet<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
 
         let services_path = join_key(path, "services");
@@ -626,7 +622,7 @@ impl Checker<'_> {
                     self.error_hint(
                         &field,
                         format!("\"{file}\" is not a managed file of this host"),
-                        "declare it under files: (state: present), or remove it from reloadOn",
+                        "declare it under files:, or remove it from reloadOn",
                     );
                 }
             }

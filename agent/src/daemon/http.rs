@@ -1,0 +1,137 @@
+//! The agent API routes (served over mutual TLS by `api::serve`).
+//!
+//! There is deliberately no route that runs an arbitrary command: the
+//! controller can only hand over a desired state, confirm it, and read.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Event;
+use super::desired::{self, Desired};
+use super::status::StatusBoard;
+use crate::reconcile::Reconciler;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub board: Arc<StatusBoard>,
+    pub events: mpsc::Sender<Event>,
+    pub desired: tokio::sync::watch::Receiver<Option<Arc<Desired>>>,
+    pub reconciler: Arc<Reconciler>,
+    pub source: std::path::PathBuf,
+    pub host: Option<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .route("/v1/status", get(status))
+        .route("/v1/desired", get(get_desired).put(put_desired))
+        .route("/v1/confirm/{generation}", post(confirm))
+        .route("/v1/plan", get(plan))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    axum::Json(s.board.snapshot()).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.board.metrics(),
+    )
+        .into_response()
+}
+
+async fn get_desired(State(s): State<ApiState>) -> Response {
+    let current = s.desired.borrow().clone();
+    match current {
+        Some(d) => (
+            [(header::CONTENT_TYPE, "application/yaml")],
+            [("x-mailctl-generation", d.generation.to_string())],
+            d.text.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no desired state yet\n").into_response(),
+    }
+}
+
+/// Replace the desired-state manifest. The body is validated first (nothing
+/// is written when it is invalid), then written where the agent watches, so
+/// it takes the same path as an edit by hand.
+async fn put_desired(State(s): State<ApiState>, body: String) -> Response {
+    let target = if s.source.is_dir() {
+        s.source.join("controller.yaml")
+    } else {
+        s.source.clone()
+    };
+    let check = tokio::task::spawn_blocking({
+        let target = target.clone();
+        let host = s.host.clone();
+        move || {
+            let scratch = tempfile_path(&target);
+            desired::write_atomic(&scratch, body.as_bytes()).map_err(|e| e.to_string())?;
+            let checked =
+                desired::read_source(&scratch, host.as_deref()).map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(&scratch);
+            checked?;
+            desired::write_atomic(&target, body.as_bytes()).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    match check {
+        Ok(Ok(())) => {
+            let _ = s.events.send(Event::SourceChanged).await;
+            (StatusCode::ACCEPTED, "accepted\n").into_response()
+        }
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "validation task failed\n",
+        )
+            .into_response(),
+    }
+}
+
+/// A scratch path beside the target (so `source:` paths resolve the same way).
+fn tempfile_path(target: &std::path::Path) -> std::path::PathBuf {
+    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+    dir.join(format!(".mailctl-check-{}.yaml", std::process::id()))
+}
+
+async fn confirm(State(s): State<ApiState>, Path(generation): Path<u64>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if s.events
+        .send(Event::Confirm { generation, reply })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            format!("generation {generation} confirmed\n"),
+        )
+            .into_response(),
+        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response(),
+    }
+}
+
+async fn plan(State(s): State<ApiState>) -> Response {
+    let current = s.desired.borrow().clone();
+    let Some(d) = current else {
+        return (StatusCode::NOT_FOUND, "no desired state yet\n").into_response();
+    };
+    let plans = s.reconciler.plan(&d.spec).await;
+    let text: Vec<String> = plans.iter().map(ToString::to_string).collect();
+    (StatusCode::OK, text.join("\n") + "\n").into_response()
+}

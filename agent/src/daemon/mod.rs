@@ -1,0 +1,463 @@
+//! `mailctl agent`: keep converging this host to its desired state, without
+//! the controller if need be.
+//!
+//! One event loop owns the desired state and its ledger; everything that can
+//! change them (the manifest changing on disk, a confirmation, a rollback
+//! deadline) arrives as an [`Event`]. Reconciles run in per-resource workers
+//! ([`scheduler`]); the netlink monitor wakes the address worker the moment
+//! someone removes a managed address, without waiting for a resync.
+
+pub mod desired;
+mod http;
+pub mod scheduler;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api;
+use crate::config::AgentConfig;
+use crate::driver::Resource;
+use crate::reconcile::{Config, Reconciler};
+use desired::{Desired, DesiredError, Ledger, StateDir};
+use scheduler::Scheduler;
+use status::StatusBoard;
+
+/// Things that change what the agent converges to.
+#[derive(Debug)]
+pub enum Event {
+    /// The watched manifest path changed (or was replaced through the API).
+    SourceChanged,
+    /// The controller confirms a generation that changed addresses or firewall.
+    Confirm {
+        generation: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The confirmation deadline of a generation passed.
+    Deadline { generation: u64 },
+    /// An address appeared or disappeared on this host.
+    AddressesChanged,
+    /// Time for a full resync.
+    Resync,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+    #[error("cannot start the reconciler")]
+    Reconciler(#[source] crate::error::Error),
+    #[error(transparent)]
+    Tls(#[from] api::TlsError),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot subscribe to address changes (netlink)")]
+    Monitor(#[source] std::io::Error),
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Run the agent until `shutdown` completes.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let state = StateDir::open(&config.state_dir)?;
+    let tls = api::server_config(&config.tls)?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                address: config.listen,
+                source,
+            })?;
+    let reconciler = Arc::new(
+        Reconciler::connect(
+            Config::default()
+                .api_port(config.listen.port())
+                .state_dir(&config.state_dir),
+        )
+        .map_err(DaemonError::Reconciler)?,
+    );
+    let board = Arc::new(StatusBoard::default());
+    let (desired_tx, desired_rx) = watch::channel::<Option<Arc<Desired>>>(None);
+    let (events_tx, mut events) = mpsc::channel::<Event>(64);
+
+    let _watcher = watch_source(&config.desired_state, events_tx.clone())?;
+    spawn_address_monitor(events_tx.clone())?;
+    let resync = Duration::from_secs(config.resync_seconds.max(1));
+    spawn_ticker(resync, events_tx.clone());
+
+    let router = http::router(http::ApiState {
+        board: board.clone(),
+        events: events_tx.clone(),
+        desired: desired_rx.clone(),
+        reconciler: reconciler.clone(),
+        source: config.desired_state.clone(),
+        host: config.host.clone(),
+    });
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, tls, router, async {
+        let _ = api_stopped.await;
+    }));
+    tracing::info!(listen = %config.listen, desired = %config.desired_state.display(), "agent started");
+
+    let scheduler = Scheduler::new(reconciler, board.clone(), desired_rx);
+    let mut agent = Agent {
+        config,
+        state,
+        ledger: Ledger::default(),
+        board,
+        desired_tx,
+        scheduler,
+        events: events_tx,
+    };
+    agent.resume()?;
+    agent.source_changed();
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = events.recv() => match event {
+                Some(Event::SourceChanged) => agent.source_changed(),
+                Some(Event::Confirm { generation, reply }) => {
+                    let _ = reply.send(agent.confirm(generation));
+                }
+                Some(Event::Deadline { generation }) => agent.deadline(generation),
+                Some(Event::AddressesChanged) => {
+                    agent.scheduler.trigger(|r| matches!(r, Resource::Addresses));
+                }
+                Some(Event::Resync) => agent.scheduler.trigger(|_| true),
+                None => break,
+            }
+        }
+    }
+    let _ = stop_api.send(());
+    let _ = server.await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+struct Agent {
+    config: AgentConfig,
+    state: StateDir,
+    ledger: Ledger,
+    board: Arc<StatusBoard>,
+    desired_tx: watch::Sender<Option<Arc<Desired>>>,
+    scheduler: Scheduler<Reconciler>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Agent {
+    fn host(&self) -> Option<&str> {
+        self.config.host.as_deref()
+    }
+
+    /// Carry on from the persisted ledger: converge to the effective
+    /// generation, and re-arm a pending confirmation deadline.
+    fn resume(&mut self) -> Result<(), DaemonError> {
+        self.ledger = self.state.ledger()?;
+        if self.ledger.effective == 0 {
+            return Ok(());
+        }
+        let host = self.persisted_host();
+        let desired = self.state.load(self.ledger.effective, &host)?;
+        tracing::info!(
+            generation = desired.generation,
+            "resuming from the persisted desired state"
+        );
+        self.activate(desired);
+        if let Some(pending) = self.ledger.awaiting_confirmation {
+            self.arm_deadline(pending.generation, pending.deadline);
+        }
+        Ok(())
+    }
+
+    fn persisted_host(&self) -> String {
+        self.host()
+            .map(str::to_owned)
+            .or_else(|| self.board.snapshot().host)
+            .or_else(|| {
+                self.state.text(self.ledger.effective).and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.trim().strip_prefix("name: ").map(str::to_owned))
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    fn publish_generations(&self, host: &str) {
+        self.board.set_generations(
+            host,
+            self.ledger.generation,
+            self.ledger.effective,
+            self.ledger.awaiting_confirmation.map(|p| p.generation),
+            &self.ledger.rolled_back,
+        );
+    }
+
+    fn activate(&mut self, desired: Desired) {
+        let host = desired.host.clone();
+        self.scheduler.sync(&desired.spec);
+        self.desired_tx.send_replace(Some(Arc::new(desired)));
+        self.scheduler.trigger(|_| true);
+        self.publish_generations(&host);
+    }
+
+    /// Read the manifest path; a new content becomes a new generation.
+    fn source_changed(&mut self) {
+        let read = desired::read_source(&self.config.desired_state, self.host());
+        let (host, spec, text) = match read {
+            Ok(found) => {
+                self.board.set_desired_error(None);
+                found
+            }
+            Err(e) => {
+                // Keep converging to the last good state; say why the new one is refused.
+                tracing::warn!("{e}");
+                self.board.set_desired_error(Some(e.to_string()));
+                return;
+            }
+        };
+        let newest = self.state.text(self.ledger.generation);
+        if newest.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let previous = self.desired_tx.borrow().clone();
+        let generation = self.ledger.generation + 1;
+        if let Err(e) = self.state.store(generation, &text) {
+            tracing::error!("{e}");
+            return;
+        }
+        let needs_confirmation = self.config.confirm_timeout_seconds > 0
+            && previous.as_ref().is_some_and(|p| {
+                p.spec.addresses != spec.addresses || p.spec.firewall != spec.firewall
+            });
+        self.ledger.generation = generation;
+        if needs_confirmation {
+            let last_good = match self.ledger.awaiting_confirmation {
+                Some(pending) => pending.previous,
+                None => self.ledger.effective,
+            };
+            let deadline = epoch_seconds() + self.config.confirm_timeout_seconds;
+            self.ledger.awaiting_confirmation = Some(desired::Awaiting {
+                generation,
+                previous: last_good,
+                deadline,
+            });
+            self.arm_deadline(generation, deadline);
+            tracing::info!(
+                generation,
+                timeout_seconds = self.config.confirm_timeout_seconds,
+                "new desired state changes addresses or firewall; rolled back unless confirmed in time"
+            );
+        } else {
+            self.ledger.awaiting_confirmation = None;
+        }
+        self.ledger.effective = generation;
+        self.state.prune(generation.saturating_sub(16));
+        if let Err(e) = self.state.save_ledger(&self.ledger) {
+            tracing::error!("{e}");
+        }
+        tracing::info!(generation, "accepted a new desired state");
+        self.activate(Desired {
+            generation,
+            host,
+            spec,
+            text,
+        });
+    }
+
+    fn confirm(&mut self, generation: u64) -> Result<(), String> {
+        match self.ledger.awaiting_confirmation {
+            Some(pending) if pending.generation == generation => {
+                self.ledger.awaiting_confirmation = None;
+                self.state
+                    .save_ledger(&self.ledger)
+                    .map_err(|e| e.to_string())?;
+                let host = self.persisted_host();
+                self.publish_generations(&host);
+                tracing::info!(generation, "confirmed");
+                Ok(())
+            }
+            Some(pending) => Err(format!(
+                "generation {generation} is not awaiting confirmation (generation {} is)",
+                pending.generation
+            )),
+            None if self.ledger.rolled_back.contains(&generation) => Err(format!(
+                "generation {generation} was already rolled back: its confirmation came too late"
+            )),
+            None => Err(format!(
+                "generation {generation} is not awaiting confirmation"
+            )),
+        }
+    }
+
+    fn arm_deadline(&self, generation: u64, deadline: u64) {
+        let events = self.events.clone();
+        let wait = Duration::from_secs(deadline.saturating_sub(epoch_seconds()));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = events.send(Event::Deadline { generation }).await;
+        });
+    }
+
+    /// Magic rollback: the generation was not confirmed in time.
+    fn deadline(&mut self, generation: u64) {
+        let Some(pending) = self.ledger.awaiting_confirmation else {
+            return;
+        };
+        if pending.generation != generation {
+            return;
+        }
+        let host = self.persisted_host();
+        let mut previous = match self.state.load(pending.previous, &host) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(generation, "cannot roll back: {e}");
+                return;
+            }
+        };
+        // Undo, not just forget: addresses only the rejected state declared
+        // are removed (mailctl otherwise leaves undeclared addresses alone).
+        if let Some(rejected) = self.desired_tx.borrow().clone() {
+            previous
+                .spec
+                .addresses
+                .extend(undo_addresses(&rejected.spec, &previous.spec));
+        }
+        tracing::warn!(
+            generation,
+            back_to = pending.previous,
+            "no confirmation in time: rolling back addresses and firewall"
+        );
+        self.ledger.awaiting_confirmation = None;
+        self.ledger.rolled_back.push(generation);
+        self.ledger.effective = pending.previous;
+        if let Err(e) = self.state.save_ledger(&self.ledger) {
+            tracing::error!("{e}");
+        }
+        self.activate(previous);
+    }
+}
+
+/// Addresses present in `rejected` but not declared in `previous`, as absent.
+fn undo_addresses(
+    rejected: &mailctl_schemas::model::HostSpec,
+    previous: &mailctl_schemas::model::HostSpec,
+) -> Vec<mailctl_schemas::model::ServiceAddress> {
+    use mailctl_schemas::model::Presence;
+    rejected
+        .addresses
+        .iter()
+        .filter(|a| a.state == Presence::Present)
+        .filter(|a| {
+            !previous
+                .addresses
+                .iter()
+                .any(|p| p.address.addr() == a.address.addr() && p.interface == a.interface)
+        })
+        .map(|a| mailctl_schemas::model::ServiceAddress {
+            state: Presence::Absent,
+            ..a.clone()
+        })
+        .collect()
+}
+
+/// Watch the manifest path; changes are debounced (editors write in bursts).
+fn watch_source(
+    path: &Path,
+    events: mpsc::Sender<Event>,
+) -> Result<notify::RecommendedWatcher, DaemonError> {
+    use notify::{RecursiveMode, Watcher};
+    let (raw_tx, mut raw_rx) = mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |_event| {
+        // Full channel: a change is already pending, which is all we need.
+        let _ = raw_tx.try_send(());
+    })
+    .map_err(|source| DaemonError::Watch {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Watch the folder of a file: editors replace files by renaming.
+    let (target, mode) = if path.is_dir() {
+        (path.to_path_buf(), RecursiveMode::Recursive)
+    } else {
+        (
+            path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            RecursiveMode::NonRecursive,
+        )
+    };
+    watcher
+        .watch(&target, mode)
+        .map_err(|source| DaemonError::Watch {
+            path: target.clone(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            while tokio::time::timeout(Duration::from_millis(150), raw_rx.recv())
+                .await
+                .is_ok_and(|more| more.is_some())
+            {}
+            if events.send(Event::SourceChanged).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// Subscribe to the kernel's address notifications (like `ip monitor address`).
+fn spawn_address_monitor(events: mpsc::Sender<Event>) -> Result<(), DaemonError> {
+    use rtnetlink::MulticastGroup;
+    let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(DaemonError::Monitor)?;
+    tokio::spawn(connection);
+    tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            if events.send(Event::AddressesChanged).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn spawn_ticker(every: Duration, events: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if events.send(Event::Resync).await.is_err() {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,1163 @@
+//! Files: the configuration files a host manifest declares, with their mode,
+//! owner and group, or their absence.
+//!
+//! A managed file is never seen half-written. New content goes to a
+//! temporary file in the same folder, gets its mode and owner while only its
+//! creator can read it, is flushed to disk and renamed over the target; then
+//! the folder is flushed so that the rename itself survives a power cut. A
+//! daemon reading `/etc/postfix/main.cf` at any moment sees the old or the
+//! new file, and after a crash the disk holds one of the two, never a mix.
+//! Changes of mode, owner or group alone are made in place. `state: absent`
+//! removes a file or a symbolic link, never a folder. A missing folder
+//! is an error, not created: a manifest naming `/etc/postfix/virtual` on a
+//! host without Postfix is more likely wrong than early.
+//!
+//! Plans show a content diff only for files anyone may read (`o+r` before
+//! and after the change). Keys, password maps and `/etc/shadow` appear with
+//! their size only: plans end up in CI logs and pull requests.
+//!
+//! `onChange` handlers run once per change. Before it touches a file, the
+//! driver records the handlers the change makes due in its state directory;
+//! `apply` returns them as [`Effect::HandlersDue`]. Whoever runs them runs
+//! `Run` handlers with [`FileDriver::run_handler`], `Reload` and `Restart`
+//! through the service driver, and reports each of those with
+//! [`FileDriver::handler_ran`]; a handler reported run leaves the record. An
+//! agent killed between the change and its handlers finds the record on its
+//! next run: the file is up to date by then, but its plan shows the handlers
+//! as still due and the next apply returns them first. Handlers due from an
+//! earlier change and due again from a new one run once: they act on the
+//! file as it is now. A change that fails keeps its handlers recorded (the
+//! file may have changed before the failure); running a handler once too
+//! often is harmless, never running it is not.
+//!
+//! ```no_run
+//! # async fn f(file: &mailctl_schemas::model::ManagedFile) -> Result<(), mailctl_agent::Error> {
+//! use mailctl_agent::files::FileDriver;
+//! use mailctl_agent::{Driver, Effect};
+//! use mailctl_schemas::model::Handler;
+//!
+//! let files = FileDriver::new("/var/lib/mailctl/files");
+//! let observed = files.observe(file).await?;
+//! let changes = files.diff(file, &observed)?;
+//! for effect in files.apply(&changes).await? {
+//!     let Effect::HandlersDue { path, handlers } = effect else { continue };
+//!     for handler in &handlers {
+//!         match handler {
+//!             Handler::Run(argv) => files.run_handler(&path, argv).await?,
+//!             Handler::Reload(_) | Handler::Restart(_) => {
+//!                 // ... through the service driver, then:
+//!                 files.handler_ran(&path, handler).await?;
+//!             }
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mailctl_schemas::model::{Handler, ManagedFile};
+use nix::fcntl::OFlag;
+use nix::unistd::{Gid, Group, Uid, User};
+use serde::{Deserialize, Serialize};
+use similar::TextDiff;
+use tokio::io::AsyncReadExt;
+
+use crate::driver::{Driver, Effect, Resource, ResourceChange};
+use crate::error::{CommandFailure, Error};
+
+/// Mode of a new file whose manifest sets none: what a package installs.
+const DEFAULT_MODE: u32 = 0o644;
+const WORLD_READABLE: u32 = 0o004;
+/// A plan shows at most this many lines of a content diff.
+const DIFF_LINES: usize = 40;
+/// Lines of context around each changed line in a plan's content diff.
+const DIFF_CONTEXT: usize = 2;
+/// Files larger than this (before or after) are compared but not diffed.
+const DIFF_LIMIT: u64 = 256 * 1024;
+const COMPARE_CHUNK: usize = 64 * 1024;
+const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A failed command's error carries at most this many of its last stderr
+/// lines, from at most this many of its last stderr bytes.
+const STDERR_LINES: usize = 10;
+const STDERR_TAIL: usize = 4096;
+/// How long to keep reading stderr after a command exited, for output still
+/// in the pipe; a daemon the command started may hold the pipe open forever.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+
+/// Converges one managed file per desired state.
+#[derive(Debug, Clone)]
+pub struct FileDriver {
+    state_dir: PathBuf,
+    handler_timeout: Duration,
+}
+
+impl FileDriver {
+    /// `state_dir` keeps the `onChange` handlers due but not run yet, one
+    /// file per managed file; it is created (mode 0700) when first needed.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        FileDriver {
+            state_dir: state_dir.into(),
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+        }
+    }
+
+    /// How long a `Run` handler may take before it is killed (default 60 s).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Runs a `Run` handler due for the file at `path`: `argv` directly, no
+    /// shell, killed after the handler timeout. On success the handler
+    /// leaves the file's record of due handlers; on failure it stays there,
+    /// and the error carries the last lines of its stderr.
+    pub async fn run_handler(&self, path: &Path, argv: &[String]) -> Result<(), Error> {
+        run_command(argv, self.handler_timeout)
+            .await
+            .map_err(|failure| Error::Handler {
+                path: path.to_owned(),
+                argv: argv_text(argv),
+                failure,
+            })?;
+        self.handler_ran(path, &Handler::Run(argv.to_vec())).await
+    }
+
+    /// Records that `handler`, due for the file at `path`, ran: the next
+    /// plan no longer lists it. For `Reload` and `Restart` handlers, which the
+    /// service driver runs.
+    pub async fn handler_ran(&self, path: &Path, handler: &Handler) -> Result<(), Error> {
+        let state_dir = self.state_dir.clone();
+        let path = path.to_owned();
+        let handler = handler.clone();
+        blocking(move || {
+            let mut due = read_due_handlers(&state_dir, &path)?;
+            if let Some(at) = due.iter().position(|h| *h == handler) {
+                due.remove(at);
+                write_due_handlers(&state_dir, &path, &due)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A user or group as this host knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: u32,
+    /// `None` when the id has no name here (a file unpacked from elsewhere).
+    pub name: Option<String>,
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+/// Mode, owner and group of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Permission bits, including setuid, setgid and sticky (`0o7777`).
+    pub mode: u32,
+    pub owner: Account,
+    pub group: Account,
+}
+
+impl Metadata {
+    /// Equal as the kernel sees it: names are only for people.
+    fn same_as(&self, other: &Metadata) -> bool {
+        self.mode == other.mode
+            && self.owner.id == other.owner.id
+            && self.group.id == other.group.id
+    }
+
+    /// `mode 0600 -> 0640`, `owner root -> postfix`, ... for what differs.
+    fn differences(&self, to: &Metadata) -> Vec<String> {
+        let mut what = Vec::new();
+        if self.mode != to.mode {
+            what.push(format!("mode {:04o} -> {:04o}", self.mode, to.mode));
+        }
+        if self.owner.id != to.owner.id {
+            what.push(format!("owner {} -> {}", self.owner, to.owner));
+        }
+        if self.group.id != to.group.id {
+            what.push(format!("group {} -> {}", self.group, to.group));
+        }
+        what
+    }
+}
+
+impl fmt::Display for Metadata {
+    /// `0644 root:root`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o} {}:{}", self.mode, self.owner, self.group)
+    }
+}
+
+/// The content a file must have. Its `Debug` shows the size only, so that
+/// secrets never reach a log through a debug print of a change or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileContent(Arc<str>);
+
+impl FileContent {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for FileContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileContent({})", bytes(self.0.len() as u64))
+    }
+}
+
+/// How a plan shows a content change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentDiff {
+    /// Unified diff lines (hunk headers, ` `, `-` and `+` lines), cut to 40
+    /// with a last line saying how many more there are.
+    Shown(Vec<String>),
+    /// The file is, or is to become, unreadable to others: it may hold secrets.
+    NotWorldReadable,
+    /// The old or the new content is too large to diff.
+    TooLarge,
+    /// The old content is not UTF-8 text.
+    NotText,
+}
+
+/// What a [`FileChange`] does on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAction {
+    /// Write the file, which does not exist yet.
+    Create {
+        content: FileContent,
+        metadata: Metadata,
+    },
+    /// Write new content over the file (a new file renamed over it), with
+    /// `to` as its metadata; undeclared mode, owner and group are kept.
+    Rewrite {
+        content: FileContent,
+        from_len: u64,
+        from: Metadata,
+        to: Metadata,
+        diff: ContentDiff,
+    },
+    /// Change mode, owner or group in place; the content is right.
+    SetMetadata { from: Metadata, to: Metadata },
+    /// Remove the file (`state: absent`).
+    Remove,
+    /// Nothing to do on disk: an earlier apply changed the file and was
+    /// stopped before all its handlers ran.
+    RunPendingHandlers,
+}
+
+/// One planned change of a managed file, and the handlers due after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub action: FileAction,
+    /// Handlers an earlier apply left due, in order.
+    pub pending: Vec<Handler>,
+    /// The manifest's `onChange` handlers, due because of this change.
+    pub on_change: Vec<Handler>,
+}
+
+impl FileChange {
+    /// The handlers due once the change is made, in order: those left
+    /// pending first, then the manifest's that are not among them.
+    pub fn handlers(&self) -> Vec<Handler> {
+        let mut due = self.pending.clone();
+        for handler in &self.on_change {
+            if !due.contains(handler) {
+                due.push(handler.clone());
+            }
+        }
+        due
+    }
+}
+
+impl ResourceChange for FileChange {
+    type Subject = PathBuf;
+
+    fn subject(&self) -> PathBuf {
+        self.path.clone()
+    }
+}
+
+impl fmt::Display for FileChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.action {
+            FileAction::Create { content, metadata } => write!(
+                f,
+                "+ file {path} ({}, {metadata})",
+                bytes(content.as_bytes().len() as u64)
+            )?,
+            FileAction::Rewrite {
+                content,
+                from_len,
+                from,
+                to,
+                diff,
+            } => {
+                write!(
+                    f,
+                    "~ file {path}: content ({from_len} -> {} bytes)",
+                    content.as_bytes().len()
+                )?;
+                for difference in from.differences(to) {
+                    write!(f, ", {difference}")?;
+                }
+                match diff {
+                    ContentDiff::Shown(lines) => {
+                        for line in lines {
+                            write!(f, "\n    {line}")?;
+                        }
+                    }
+                    ContentDiff::NotWorldReadable => f.write_str(
+                        "\n    content differs (not shown: file is not world-readable)",
+                    )?,
+                    ContentDiff::TooLarge => write!(
+                        f,
+                        "\n    content differs (not shown: larger than {} KiB)",
+                        DIFF_LIMIT / 1024
+                    )?,
+                    ContentDiff::NotText => {
+                        f.write_str("\n    content differs (not shown: not UTF-8 text)")?
+                    }
+                }
+            }
+            FileAction::SetMetadata { from, to } => {
+                write!(f, "~ file {path}: {}", from.differences(to).join(", "))?
+            }
+            FileAction::Remove => write!(f, "- file {path}")?,
+            FileAction::RunPendingHandlers => write!(
+                f,
+                "~ file {path}: onChange handlers of an interrupted apply are still due"
+            )?,
+        }
+        let handlers = self.handlers();
+        if !handlers.is_empty() {
+            write!(f, "\n    then: {}", describe_handlers(&handlers))?;
+        }
+        Ok(())
+    }
+}
+
+/// What is at a managed path, as far as its desired state is concerned.
+#[derive(Debug, Clone)]
+pub struct ObservedFile {
+    /// The declared owner and group, resolved on this host.
+    owner: Option<Account>,
+    group: Option<Account>,
+    /// Who a new file belongs to when the manifest names nobody: the agent.
+    creator: (Account, Account),
+    /// The folder a present file needs, when it does not exist.
+    missing_parent: Option<PathBuf>,
+    existing: Option<ExistingFile>,
+    /// Handlers an earlier apply left due.
+    pending: Vec<Handler>,
+}
+
+#[derive(Debug, Clone)]
+struct ExistingFile {
+    /// `regular file`, `directory`, `symbolic link`, ...
+    kind: &'static str,
+    len: u64,
+    metadata: Metadata,
+    /// `None` when not compared: the file is to go, or is no regular file.
+    content: Option<ContentCheck>,
+}
+
+const REGULAR: &str = "regular file";
+const SYMLINK: &str = "symbolic link";
+
+#[derive(Debug, Clone)]
+enum ContentCheck {
+    Same,
+    /// The old content is kept only when a plan may show it.
+    Differs {
+        old: Option<Vec<u8>>,
+    },
+}
+
+impl Driver for FileDriver {
+    type Desired = ManagedFile;
+    type Observed = ObservedFile;
+    type Change = FileChange;
+
+    fn resource(&self, desired: &ManagedFile) -> Resource {
+        Resource::File {
+            path: desired.path.clone(),
+        }
+    }
+
+    async fn observe(&self, desired: &ManagedFile) -> Result<ObservedFile, Error> {
+        let desired = desired.clone();
+        let state_dir = self.state_dir.clone();
+        blocking(move || observe(&desired, &state_dir)).await
+    }
+
+    fn diff(
+        &self,
+        desired: &ManagedFile,
+        observed: &ObservedFile,
+    ) -> Result<Vec<FileChange>, Error> {
+        diff(desired, observed)
+    }
+
+    async fn apply(&self, changes: &[FileChange]) -> Result<Vec<Effect>, Error> {
+        let mut effects = Vec::new();
+        for change in changes {
+            let state_dir = self.state_dir.clone();
+            let owned = change.clone();
+            blocking(move || apply(&state_dir, &owned)).await?;
+            let handlers = change.handlers();
+            if !handlers.is_empty() {
+                effects.push(Effect::HandlersDue {
+                    path: change.path.clone(),
+                    handlers,
+                });
+            }
+        }
+        Ok(effects)
+    }
+
+    async fn verify(&self, desired: &ManagedFile) -> Result<Vec<FileChange>, Error> {
+        let observed = self.observe(desired).await?;
+        let mut pending = self.diff(desired, &observed)?;
+        // The handlers an apply just returned are recorded until they ran;
+        // they are the caller's to run now, not a difference on disk.
+        pending.retain(|change| change.action != FileAction::RunPendingHandlers);
+        Ok(pending)
+    }
+}
+
+fn observe(desired: &ManagedFile, state_dir: &Path) -> Result<ObservedFile, Error> {
+    let path = &desired.path;
+    let owner = desired
+        .owner
+        .as_deref()
+        .map(|name| user_named(path, name))
+        .transpose()?;
+    let group = desired
+        .group
+        .as_deref()
+        .map(|name| group_named(path, name))
+        .transpose()?;
+    let creator = (
+        user_with_id(nix::unistd::geteuid().as_raw()),
+        group_with_id(nix::unistd::getegid().as_raw()),
+    );
+    let parent = parent_of(path);
+    let missing_parent = (desired.content.is_some() && !parent.is_dir()).then(|| parent.to_owned());
+    let existing = match fs::symlink_metadata(path) {
+        Ok(found) => Some(existing_file(desired, &found)?),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(file_error(path, "read its metadata", error)),
+    };
+    Ok(ObservedFile {
+        owner,
+        group,
+        creator,
+        missing_parent,
+        existing,
+        pending: read_due_handlers(state_dir, path)?,
+    })
+}
+
+fn existing_file(desired: &ManagedFile, found: &fs::Metadata) -> Result<ExistingFile, Error> {
+    let file_type = found.file_type();
+    let kind = if file_type.is_file() {
+        REGULAR
+    } else if file_type.is_symlink() {
+        SYMLINK
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "device"
+    };
+    let metadata = Metadata {
+        mode: found.mode() & 0o7777,
+        owner: user_with_id(found.uid()),
+        group: group_with_id(found.gid()),
+    };
+    let content = match &desired.content {
+        Some(wanted) if kind == REGULAR => Some(compare(
+            &desired.path,
+            wanted.as_bytes(),
+            found.len(),
+            showable(desired.mode, metadata.mode),
+        )?),
+        _ => None,
+    };
+    Ok(ExistingFile {
+        kind,
+        len: found.len(),
+        metadata,
+        content,
+    })
+}
+
+/// Whether a plan may show the content: the file is readable to anyone now
+/// and stays so.
+fn showable(desired_mode: Option<u32>, existing_mode: u32) -> bool {
+    existing_mode & WORLD_READABLE != 0
+        && desired_mode.is_none_or(|mode| mode & WORLD_READABLE != 0)
+}
+
+/// Compares the file with `wanted`, reading no more than needed: nothing
+/// when the sizes differ, up to the first difference otherwise; all of it
+/// only when a plan will show the difference.
+fn compare(path: &Path, wanted: &[u8], len: u64, showable: bool) -> Result<ContentCheck, Error> {
+    let keep_old = showable && len <= DIFF_LIMIT && wanted.len() as u64 <= DIFF_LIMIT;
+    if len != wanted.len() as u64 && !keep_old {
+        return Ok(ContentCheck::Differs { old: None });
+    }
+    let read_error = |error| file_error(path, "read it", error);
+    let mut file = open_no_follow(path).map_err(read_error)?;
+    if keep_old {
+        let mut old = Vec::new();
+        file.take(DIFF_LIMIT + 1)
+            .read_to_end(&mut old)
+            .map_err(read_error)?;
+        return Ok(if old == wanted {
+            ContentCheck::Same
+        } else {
+            ContentCheck::Differs { old: Some(old) }
+        });
+    }
+    let mut chunk = vec![0; COMPARE_CHUNK];
+    let mut offset = 0;
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(read_error(error)),
+        };
+        if n == 0 {
+            return Ok(if offset == wanted.len() {
+                ContentCheck::Same
+            } else {
+                ContentCheck::Differs { old: None }
+            });
+        }
+        if wanted.get(offset..offset + n) != Some(&chunk[..n]) {
+            return Ok(ContentCheck::Differs { old: None });
+        }
+        offset += n;
+    }
+}
+
+fn diff(desired: &ManagedFile, observed: &ObservedFile) -> Result<Vec<FileChange>, Error> {
+    let path = &desired.path;
+    let action = match (&desired.content, &observed.existing) {
+        (Some(content), existing) => {
+            if let Some(parent) = &observed.missing_parent {
+                return Err(Error::FileParentMissing {
+                    path: path.clone(),
+                    parent: parent.clone(),
+                });
+            }
+            match existing {
+                None => Some(FileAction::Create {
+                    content: FileContent(content.as_str().into()),
+                    metadata: Metadata {
+                        mode: desired.mode.unwrap_or(DEFAULT_MODE),
+                        owner: observed.owner.clone().unwrap_or(observed.creator.0.clone()),
+                        group: observed.group.clone().unwrap_or(observed.creator.1.clone()),
+                    },
+                }),
+                Some(existing) => diff_existing(desired, content, observed, existing)?,
+            }
+        }
+        (None, None) => None,
+        (None, Some(existing)) if existing.kind == REGULAR || existing.kind == SYMLINK => {
+            Some(FileAction::Remove)
+        }
+        (None, Some(existing)) => {
+            return Err(Error::FileNotRegular {
+                path: path.clone(),
+                kind: existing.kind,
+            });
+        }
+    };
+    let change = match action {
+        Some(action) => FileChange {
+            path: path.clone(),
+            action,
+            pending: observed.pending.clone(),
+            on_change: desired.on_change.clone(),
+        },
+        None if !observed.pending.is_empty() => FileChange {
+            path: path.clone(),
+            action: FileAction::RunPendingHandlers,
+            pending: observed.pending.clone(),
+            on_change: Vec::new(),
+        },
+        None => return Ok(Vec::new()),
+    };
+    Ok(vec![change])
+}
+
+fn diff_existing(
+    desired: &ManagedFile,
+    content: &str,
+    observed: &ObservedFile,
+    existing: &ExistingFile,
+) -> Result<Option<FileAction>, Error> {
+    if existing.kind != REGULAR {
+        return Err(Error::FileNotRegular {
+            path: desired.path.clone(),
+            kind: existing.kind,
+        });
+    }
+    let from = existing.metadata.clone();
+    let to = Metadata {
+        mode: desired.mode.unwrap_or(from.mode),
+        owner: observed.owner.clone().unwrap_or(from.owner.clone()),
+        group: observed.group.clone().unwrap_or(from.group.clone()),
+    };
+    Ok(match &existing.content {
+        Some(ContentCheck::Differs { old }) => Some(FileAction::Rewrite {
+            content: FileContent(content.into()),
+            from_len: existing.len,
+            diff: content_diff(
+                old.as_deref(),
+                content,
+                existing.len,
+                showable(desired.mode, from.mode),
+            ),
+            from,
+            to,
+        }),
+        // A regular file with declared content is always compared.
+        Some(ContentCheck::Same) | None => {
+            (!from.same_as(&to)).then_some(FileAction::SetMetadata { from, to })
+        }
+    })
+}
+
+fn content_diff(old: Option<&[u8]>, new: &str, old_len: u64, showable: bool) -> ContentDiff {
+    if !showable {
+        return ContentDiff::NotWorldReadable;
+    }
+    if old_len > DIFF_LIMIT || new.len() as u64 > DIFF_LIMIT {
+        return ContentDiff::TooLarge;
+    }
+    let Some(Ok(old)) = old.map(std::str::from_utf8) else {
+        return ContentDiff::NotText;
+    };
+    let diff = TextDiff::from_lines(old, new);
+    let mut unified = diff.unified_diff();
+    unified.context_radius(DIFF_CONTEXT);
+    let text = unified.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(DIFF_LINES)
+        .map(|l| (*l).to_owned())
+        .collect();
+    if lines.len() > DIFF_LINES {
+        shown.push(format!("... {} more diff lines", lines.len() - DIFF_LINES));
+    }
+    ContentDiff::Shown(shown)
+}
+
+fn apply(state_dir: &Path, change: &FileChange) -> Result<(), Error> {
+    let path = &change.path;
+    // Recorded before the change: once the file changed, its handlers are
+    // due even if the agent dies right after.
+    let handlers = change.handlers();
+    if handlers != change.pending {
+        write_due_handlers(state_dir, path, &handlers)?;
+    }
+    match &change.action {
+        FileAction::Create { content, metadata }
+        | FileAction::Rewrite {
+            content,
+            to: metadata,
+            ..
+        } => replace_atomically(path, content.as_bytes(), metadata.mode, Some(metadata))
+            .map_err(|step| step.for_file(path)),
+        FileAction::SetMetadata { from, to } => set_metadata(path, from, to),
+        FileAction::Remove => remove(path),
+        FileAction::RunPendingHandlers => Ok(()),
+    }
+}
+
+/// Changes owner, group and mode of the file itself (never what a symlink
+/// in its place points to), keeping its content and inode.
+fn set_metadata(path: &Path, from: &Metadata, to: &Metadata) -> Result<(), Error> {
+    let file = open_no_follow(path).map_err(|error| file_error(path, "open it", error))?;
+    let chown = from.owner.id != to.owner.id || from.group.id != to.group.id;
+    if chown {
+        std::os::unix::fs::fchown(
+            &file,
+            (from.owner.id != to.owner.id).then_some(to.owner.id),
+            (from.group.id != to.group.id).then_some(to.group.id),
+        )
+        .map_err(|error| file_error(path, chown_what(to, &error), error))?;
+    }
+    // Changing the owner clears setuid and setgid: set the mode after.
+    if from.mode != to.mode || (chown && to.mode & 0o6000 != 0) {
+        file.set_permissions(Permissions::from_mode(to.mode))
+            .map_err(|error| file_error(path, format!("set its mode to {:04o}", to.mode), error))?;
+    }
+    file.sync_all()
+        .map_err(|error| file_error(path, "flush it to disk", error))
+}
+
+fn remove(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(file_error(path, "remove it", error)),
+    }
+    let parent = parent_of(path);
+    sync_dir(parent).map_err(|error| {
+        file_error(
+            path,
+            format!("flush its folder {}", parent.display()),
+            error,
+        )
+    })
+}
+
+/// A step of writing a file that failed.
+struct FailedStep {
+    what: String,
+    source: io::Error,
+}
+
+impl FailedStep {
+    fn for_file(self, path: &Path) -> Error {
+        file_error(path, self.what, self.source)
+    }
+
+    fn for_state_file(self, path: &Path) -> Error {
+        Error::StateFile {
+            path: path.to_owned(),
+            what: self.what,
+            source: self.source,
+        }
+    }
+}
+
+/// Sets `path` to `bytes` so that a reader sees the old or the new content,
+/// never a mix, also after a crash: temporary file in the same folder
+/// (mode 0600 while it is written), owner and mode set on it, flushed,
+/// renamed over `path`, folder flushed. With `owner` `None` the file belongs
+/// to the agent. Temporaries an earlier crash left are removed first.
+fn replace_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<&Metadata>,
+) -> Result<(), FailedStep> {
+    static TEMPORARIES: AtomicU64 = AtomicU64::new(0);
+    let folder = parent_of(path);
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.mailctl-");
+    remove_stale_temporaries(folder, &prefix);
+    let temporary = folder.join(format!(
+        "{prefix}{}-{}.tmp",
+        std::process::id(),
+        TEMPORARIES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let step = |what: String| {
+        let temporary = temporary.display().to_string();
+        move |source| FailedStep {
+            what: format!("{what} (temporary file {temporary})"),
+            source,
+        }
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(step("create a temporary file next to it".into()))?;
+    let written = (|| {
+        file.write_all(bytes).map_err(step("write it".into()))?;
+        if let Some(owner) = owner {
+            std::os::unix::fs::fchown(&file, Some(owner.owner.id), Some(owner.group.id)).map_err(
+                |error| {
+                    let what = chown_what(owner, &error);
+                    step(what)(error)
+                },
+            )?;
+        }
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(step(format!("set its mode to {mode:04o}")))?;
+        file.sync_all().map_err(step("flush it to disk".into()))?;
+        fs::rename(&temporary, path).map_err(step("rename the new content over it".into()))
+    })();
+    if written.is_err() {
+        // Best effort: a leftover is removed by the next write anyway.
+        let _ = fs::remove_file(&temporary);
+    }
+    written?;
+    sync_dir(folder).map_err(|source| FailedStep {
+        what: format!("flush its folder {}", folder.display()),
+        source,
+    })
+}
+
+/// Removes temporaries of a write that a crash interrupted. A resource is
+/// never reconciled twice at once, so no other writer owns them.
+fn remove_stale_temporaries(folder: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(".tmp") {
+            // Best effort: one more leftover does no harm.
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn chown_what(to: &Metadata, error: &io::Error) -> String {
+    let hint = if error.kind() == io::ErrorKind::PermissionDenied {
+        " (only root may give a file to another user)"
+    } else {
+        ""
+    };
+    format!("give it to {}:{}{hint}", to.owner, to.group)
+}
+
+fn sync_dir(folder: &Path) -> io::Result<()> {
+    File::open(folder)?.sync_all()
+}
+
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
+/// The folder of a managed path (validated absolute, so there is one).
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+fn file_error(path: &Path, what: impl Into<String>, source: io::Error) -> Error {
+    Error::File {
+        path: path.to_owned(),
+        what: what.into(),
+        source,
+    }
+}
+
+fn user_named(path: &Path, name: &str) -> Result<Account, Error> {
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(Account {
+            id: user.uid.as_raw(),
+            name: Some(user.name),
+        }),
+        Ok(None) => Err(Error::UnknownAccount {
+            path: path.to_owned(),
+            field: "owner",
+            name: name.to_owned(),
+        }),
+        Err(errno) => Err(file_error(
+            path,
+            format!("look up user {name}"),
+            errno.into(),
+        )),
+    }
+}
+
+fn group_named(path: &Path, name: &str) -> Result<Account, Error> {
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(Account {
+            id: group.gid.as_raw(),
+            name: Some(group.name),
+        }),
+        Ok(None) => Err(Error::UnknownAccount {
+            path: path.to_owned(),
+            field: "group",
+            name: name.to_owned(),
+        }),
+        Err(errno) => Err(file_error(
+            path,
+            format!("look up group {name}"),
+            errno.into(),
+        )),
+    }
+}
+
+/// The user with this id; a failed lookup only costs the name.
+fn user_with_id(id: u32) -> Account {
+    Account {
+        id,
+        name: User::from_uid(Uid::from_raw(id))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+    }
+}
+
+fn group_with_id(id: u32) -> Account {
+    Account {
+        id,
+        name: Group::from_gid(Gid::from_raw(id))
+            .ok()
+            .flatten()
+            .map(|g| g.name),
+    }
+}
+
+// ------------------------------------------------------------ due handlers
+
+/// The state file listing the handlers due for one managed file.
+#[derive(Debug, Serialize, Deserialize)]
+struct DueHandlers {
+    path: PathBuf,
+    handlers: Vec<StoredHandler>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum StoredHandler {
+    Run(Vec<String>),
+    Reload(String),
+    Restart(String),
+}
+
+impl From<&Handler> for StoredHandler {
+    fn from(handler: &Handler) -> Self {
+        match handler {
+            Handler::Run(argv) => StoredHandler::Run(argv.clone()),
+            Handler::Reload(service) => StoredHandler::Reload(service.clone()),
+            Handler::Restart(service) => StoredHandler::Restart(service.clone()),
+        }
+    }
+}
+
+impl From<StoredHandler> for Handler {
+    fn from(handler: StoredHandler) -> Self {
+        match handler {
+            StoredHandler::Run(argv) => Handler::Run(argv),
+            StoredHandler::Reload(service) => Handler::Reload(service),
+            StoredHandler::Restart(service) => Handler::Restart(service),
+        }
+    }
+}
+
+/// One state file per managed file, named by a hash of its path: paths may
+/// be longer than a file name can be.
+fn due_handlers_file(state_dir: &Path, path: &Path) -> PathBuf {
+    state_dir.join(format!(
+        "due-handlers-{}.json",
+        sha256_hex(path.as_os_str().as_encoded_bytes())
+    ))
+}
+
+fn read_due_handlers(state_dir: &Path, path: &Path) -> Result<Vec<Handler>, Error> {
+    let file = due_handlers_file(state_dir, path);
+    let text = match fs::read(&file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::StateFile {
+                path: file,
+                what: "read it".into(),
+                source,
+            });
+        }
+    };
+    let invalid = |detail: String| Error::StateFileInvalid {
+        path: file.clone(),
+        detail,
+        hint: "it lists onChange handlers still due for a managed file: run them by hand, then remove it",
+    };
+    let due: DueHandlers = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    if due.path != path {
+        return Err(invalid(format!("it is about {}", due.path.display())));
+    }
+    Ok(due.handlers.into_iter().map(Handler::from).collect())
+}
+
+fn write_due_handlers(state_dir: &Path, path: &Path, handlers: &[Handler]) -> Result<(), Error> {
+    let file = due_handlers_file(state_dir, path);
+    if handlers.is_empty() {
+        return match fs::remove_file(&file) {
+            Ok(()) => sync_dir(state_dir).map_err(|source| Error::StateFile {
+                path: file,
+                what: "flush the state directory after removing it".into(),
+                source,
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::StateFile {
+                path: file,
+                what: "remove it".into(),
+                source,
+            }),
+        };
+    }
+    let due = DueHandlers {
+        path: path.to_owned(),
+        handlers: handlers.iter().map(StoredHandler::from).collect(),
+    };
+    let text = serde_json::to_vec_pretty(&due).map_err(|error| Error::StateFile {
+        path: file.clone(),
+        what: "encode it".into(),
+        source: error.into(),
+    })?;
+    write_state_file(state_dir, &file, &text)
+}
+
+/// Writes a file of the agent's own state (mode 0600) atomically, creating
+/// the state directory (mode 0700) when needed.
+pub(crate) fn write_state_file(state_dir: &Path, file: &Path, bytes: &[u8]) -> Result<(), Error> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| Error::StateFile {
+            path: file.to_owned(),
+            what: format!("create the state directory {}", state_dir.display()),
+            source,
+        })?;
+    replace_atomically(file, bytes, 0o600, None).map_err(|step| step.for_state_file(file))
+}
+
+// ----------------------------------------------------------------- commands
+
+/// Runs `argv` directly (no shell), with no input, and waits at most
+/// `timeout` for it; a command still running then is killed. Success is
+/// exit code 0; otherwise the failure carries the last lines of stderr.
+pub(crate) async fn run_command(argv: &[String], timeout: Duration) -> Result<(), CommandFailure> {
+    let (program, args) = argv.split_first().ok_or_else(|| {
+        CommandFailure::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))
+    })?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(CommandFailure::Spawn)?;
+
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let reader = child.stderr.take().map(|mut pipe| {
+        let tail = Arc::clone(&tail);
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+                let mut kept = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                kept.extend_from_slice(&chunk[..n]);
+                let excess = kept.len().saturating_sub(STDERR_TAIL);
+                kept.drain(..excess);
+            }
+        })
+    });
+
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    if waited.is_err() {
+        // Best effort: it may have exited just now; kill_on_drop stays as a backstop.
+        let _ = child.start_kill();
+    }
+    if let Some(mut reader) = reader
+        && tokio::time::timeout(STDERR_GRACE, &mut reader)
+            .await
+            .is_err()
+    {
+        reader.abort();
+    }
+    let status = match waited {
+        Ok(status) => status.map_err(CommandFailure::Spawn)?,
+        Err(_) => return Err(CommandFailure::Timeout(timeout)),
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let kept = tail.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = String::from_utf8_lossy(&kept);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let stderr = lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n");
+    Err(CommandFailure::Exit { status, stderr })
+}
+
+/// An argv as a person would type it: arguments with spaces or quotes in
+/// single quotes.
+pub(crate) fn argv_text(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
+            if plain {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `run postmap /etc/postfix/virtual; reload postfix`
+pub(crate) fn describe_handlers(handlers: &[Handler]) -> String {
+    handlers
+        .iter()
+        .map(|handler| match handler {
+            Handler::Run(argv) => format!("run {}", argv_text(argv)),
+            Handler::Reload(service) => format!("reload {service}"),
+            Handler::Restart(service) => format!("restart {service}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Runs blocking file system work (reads, fsync) off the async threads, so
+/// a slow disk does not hold up the netlink monitor or the API.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    if n == 1 {
+        "1 byte".to_owned()
+    } else {
+        format!("{n} bytes")
+    }
+}

@@ -1,0 +1,451 @@
+//! Plan and apply a host manifest: every resource through the same
+//! observe -> diff (-> apply -> verify) path.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mailctl_schemas::model::{Handler, HostSpec, ManagedFile};
+
+use crate::address::AddressDriver;
+use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
+use crate::error::Error;
+use crate::files::FileDriver;
+use crate::firewall::{FirewallDriver, ProtectedPort};
+use crate::service::Services;
+use crate::tasks::TaskDriver;
+
+/// The port the agent's API listens on unless configured otherwise.
+pub const DEFAULT_API_PORT: u16 = 7443;
+
+/// How the reconciler reaches the host, and what it protects.
+#[derive(Debug)]
+pub struct Config {
+    api_port: u16,
+    ssh_port: u16,
+    nft: PathBuf,
+    dad_timeout: Duration,
+    state_dir: PathBuf,
+    services: Services,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api_port: DEFAULT_API_PORT,
+            ssh_port: 22,
+            nft: PathBuf::from("nft"),
+            dad_timeout: Duration::from_secs(5),
+            state_dir: PathBuf::from("/var/lib/mailctl"),
+            services: Services::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The agent API port the firewall must keep reachable.
+    pub fn api_port(mut self, port: u16) -> Self {
+        self.api_port = port;
+        self
+    }
+
+    /// The SSH port the firewall must keep reachable.
+    pub fn ssh_port(mut self, port: u16) -> Self {
+        self.ssh_port = port;
+        self
+    }
+
+    /// The `nft` program (default: `nft` from `PATH`).
+    pub fn nft(mut self, program: impl Into<PathBuf>) -> Self {
+        self.nft = program.into();
+        self
+    }
+
+    /// How long to wait for IPv6 duplicate address detection before giving
+    /// up on announcing a new address (default 5 s).
+    pub fn dad_timeout(mut self, timeout: Duration) -> Self {
+        self.dad_timeout = timeout;
+        self
+    }
+
+    /// Where pending onChange handlers and task completions are recorded
+    /// (default `/var/lib/mailctl`).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// How services are driven (systemd bus, exec timeouts).
+    pub fn services(mut self, services: Services) -> Self {
+        self.services = services;
+        self
+    }
+}
+
+/// Converges this host (the network namespace of the thread that created
+/// it) to a [`HostSpec`].
+#[derive(Debug)]
+pub struct Reconciler {
+    addresses: AddressDriver,
+    firewall: FirewallDriver,
+    files: FileDriver,
+    tasks: TaskDriver,
+    services: Services,
+}
+
+/// What one resource needs, or why that could not be worked out.
+#[derive(Debug)]
+pub struct ResourcePlan {
+    pub resource: Resource,
+    pub changes: Result<Vec<Change>, Error>,
+}
+
+/// What an apply did to one resource. `Ok` lists only changes that were
+/// seen on the host afterwards.
+#[derive(Debug)]
+pub struct ResourceReport {
+    pub resource: Resource,
+    pub result: Result<Applied, Error>,
+}
+
+/// Changes made and verified, and their side effects.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    pub effects: Vec<Effect>,
+}
+
+/// The result of [`Reconciler::apply`], one entry per resource.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub resources: Vec<ResourceReport>,
+}
+
+impl ApplyReport {
+    /// Whether every resource converged.
+    pub fn is_success(&self) -> bool {
+        self.resources.iter().all(|r| r.result.is_ok())
+    }
+
+    /// The failures, by resource.
+    pub fn errors(&self) -> impl Iterator<Item = (&Resource, &Error)> {
+        self.resources
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| (&r.resource, e)))
+    }
+
+    /// All verified changes.
+    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+        self.resources
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok())
+            .flat_map(|applied| &applied.changes)
+    }
+
+    /// All side effects (announcements).
+    pub fn effects(&self) -> impl Iterator<Item = &Effect> {
+        self.resources
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok())
+            .flat_map(|applied| &applied.effects)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plan,
+    Apply,
+}
+
+enum Outcome {
+    Planned(Vec<Change>),
+    Applied(Applied),
+}
+
+impl Reconciler {
+    /// Opens the netlink socket in the calling thread's network namespace.
+    /// Must run inside a tokio runtime, which drives the socket.
+    pub fn connect(config: Config) -> Result<Self, Error> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::NetlinkSocket)?;
+        tokio::spawn(connection);
+        Ok(Reconciler {
+            addresses: AddressDriver::new(handle, config.dad_timeout),
+            firewall: FirewallDriver::new(
+                config.nft,
+                vec![
+                    ProtectedPort {
+                        port: config.ssh_port,
+                        service: "SSH",
+                    },
+                    ProtectedPort {
+                        port: config.api_port,
+                        service: "the mailctl agent API",
+                    },
+                ],
+            ),
+            files: FileDriver::new(config.state_dir.join("files")),
+            tasks: TaskDriver::new(config.state_dir.join("tasks")),
+            services: config.services,
+        })
+    }
+
+    /// What [`apply`](Self::apply) would change, without changing anything.
+    pub async fn plan(&self, spec: &HostSpec) -> Vec<ResourcePlan> {
+        self.run(spec, Mode::Plan)
+            .await
+            .into_iter()
+            .map(|(resource, outcome)| ResourcePlan {
+                resource,
+                changes: outcome.map(|outcome| match outcome {
+                    Outcome::Planned(changes) => changes,
+                    Outcome::Applied(applied) => applied.changes,
+                }),
+            })
+            .collect()
+    }
+
+    /// Converges the host and reports what changed, as seen afterwards.
+    /// A failing resource does not stop the others.
+    pub async fn apply(&self, spec: &HostSpec) -> ApplyReport {
+        let resources = self
+            .run(spec, Mode::Apply)
+            .await
+            .into_iter()
+            .map(|(resource, outcome)| ResourceReport {
+                resource,
+                result: outcome.map(Outcome::into_applied),
+            })
+            .collect();
+        ApplyReport { resources }
+    }
+
+    /// The resources `spec` declares, in apply order. Addresses come before
+    /// the firewall so that rules about a moved service IP meet the IP in place.
+    pub fn resources(&self, spec: &HostSpec) -> Vec<Resource> {
+        let mut resources = Vec::new();
+        if !spec.addresses.is_empty() {
+            resources.push(self.addresses.resource(&spec.addresses));
+        }
+        if let Some(firewall) = &spec.firewall {
+            resources.push(self.firewall.resource(firewall));
+        }
+        // Files before tasks and services: a task or a starting daemon reads
+        // the configuration the manifest declares, not the old one.
+        resources.extend(spec.files.iter().map(|f| self.files.resource(f)));
+        resources.extend(spec.tasks.iter().map(|t| self.tasks.resource(t)));
+        resources.extend(
+            spec.services
+                .iter()
+                .map(|s| Driver::resource(&self.services, s)),
+        );
+        resources
+    }
+
+    /// Converges one resource of `spec` and verifies it; what
+    /// [`apply`](Self::apply) does for each resource. A resource `spec` does
+    /// not declare (any more) is left alone.
+    pub async fn apply_resource(
+        &self,
+        spec: &HostSpec,
+        resource: &Resource,
+    ) -> Result<Applied, Error> {
+        self.reconcile_resource(spec, resource, Mode::Apply)
+            .await
+            .map(Outcome::into_applied)
+    }
+
+    /// Run the handlers a file change made due, in order, each recorded as
+    /// run as soon as it ran (so a crash never runs one twice or loses one).
+    async fn run_handlers(&self, spec: &HostSpec, applied: &mut Applied) -> Result<(), Error> {
+        let mut effects = Vec::new();
+        for effect in std::mem::take(&mut applied.effects) {
+            let Effect::HandlersDue { path, handlers } = effect else {
+                effects.push(effect);
+                continue;
+            };
+            for handler in &handlers {
+                let what = match handler {
+                    Handler::Run(argv) => {
+                        self.files.run_handler(&path, argv).await?;
+                        Some(format!("`{}`", argv.join(" ")))
+                    }
+                    Handler::Reload(name) | Handler::Restart(name) => {
+                        let restart = matches!(handler, Handler::Restart(_));
+                        let done = match spec.services.iter().find(|s| &s.name == name) {
+                            // A stopped service is not started by a handler.
+                            Some(service) if restart => self.services.restart(service).await?,
+                            Some(service) => self.services.reload(service).await?,
+                            None => None,
+                        };
+                        self.files.handler_ran(&path, handler).await?;
+                        done.map(|change| change.to_string())
+                    }
+                };
+                if let Some(handler) = what {
+                    effects.push(Effect::HandlerRan {
+                        path: path.clone(),
+                        handler,
+                    });
+                }
+            }
+        }
+        applied.effects = effects;
+        Ok(())
+    }
+
+    /// The one path of plan and apply.
+    async fn run(&self, spec: &HostSpec, mode: Mode) -> Vec<(Resource, Result<Outcome, Error>)> {
+        let mut results = Vec::new();
+        for resource in self.resources(spec) {
+            let outcome = self.reconcile_resource(spec, &resource, mode).await;
+            results.push((resource, outcome));
+        }
+        results
+    }
+
+    async fn reconcile_resource(
+        &self,
+        spec: &HostSpec,
+        resource: &Resource,
+        mode: Mode,
+    ) -> Result<Outcome, Error> {
+        match (resource, &spec.firewall) {
+            (Resource::Addresses, _) => {
+                reconcile(&self.addresses, spec.addresses.as_slice(), mode).await
+            }
+            (Resource::Firewall { table }, Some(firewall)) if firewall.table == *table => {
+                reconcile(&self.firewall, firewall, mode).await
+            }
+            (Resource::Firewall { .. }, _) => Ok(Outcome::Planned(Vec::new())),
+            (Resource::File { path }, _) => {
+                let Some(file) = spec.files.iter().find(|f| &f.path == path) else {
+                    return Ok(Outcome::Planned(Vec::new()));
+                };
+                let file = with_reloads(spec, file);
+                let mut outcome = reconcile(&self.files, &file, mode).await?;
+                if let Outcome::Applied(applied) = &mut outcome {
+                    self.run_handlers(spec, applied).await?;
+                }
+                Ok(outcome)
+            }
+            (Resource::Task { name }, _) => match spec.tasks.iter().find(|t| &t.name == name) {
+                Some(task) => reconcile(&self.tasks, task, mode).await,
+                None => Ok(Outcome::Planned(Vec::new())),
+            },
+            (Resource::Service { name }, _) => {
+                match spec.services.iter().find(|s| &s.name == name) {
+                    Some(service) => reconcile(&self.services, service, mode).await,
+                    None => Ok(Outcome::Planned(Vec::new())),
+                }
+            }
+        }
+    }
+}
+
+/// A file's handlers plus a reload of every service whose `reloadOn` names
+/// it, so both go through the same once-per-change bookkeeping.
+fn with_reloads(spec: &HostSpec, file: &ManagedFile) -> ManagedFile {
+    let mut file = file.clone();
+    for service in spec
+        .services
+        .iter()
+        .filter(|s| s.reload_on.contains(&file.path))
+    {
+        let reload = Handler::Reload(service.name.clone());
+        if !file.on_change.contains(&reload) {
+            file.on_change.push(reload);
+        }
+    }
+    file
+}
+
+impl Outcome {
+    fn into_applied(self) -> Applied {
+        match self {
+            // Apply plans only when there is nothing to do.
+            Outcome::Planned(_) => Applied::default(),
+            Outcome::Applied(applied) => applied,
+        }
+    }
+}
+
+async fn reconcile<D: Driver>(
+    driver: &D,
+    desired: &D::Desired,
+    mode: Mode,
+) -> Result<Outcome, Error> {
+    let observed = driver.observe(desired).await?;
+    let changes = driver.diff(desired, &observed)?;
+    if mode == Mode::Plan || changes.is_empty() {
+        return Ok(Outcome::Planned(
+            changes.into_iter().map(Into::into).collect(),
+        ));
+    }
+    let effects = driver.apply(&changes).await?;
+    let pending = driver.verify(desired).await?;
+    let (seen, unseen): (Vec<D::Change>, Vec<D::Change>) = changes
+        .into_iter()
+        .partition(|change| pending.iter().all(|p| p.subject() != change.subject()));
+    if !unseen.is_empty() {
+        let unseen_subjects: Vec<_> = unseen.iter().map(ResourceChange::subject).collect();
+        return Err(Error::NotObserved {
+            resource: driver.resource(desired),
+            pending: pending
+                .into_iter()
+                .filter(|p| unseen_subjects.contains(&p.subject()))
+                .map(Into::into)
+                .collect(),
+        });
+    }
+    // Pending changes about other subjects are new drift, not a failure of
+    // this apply: the next reconcile takes them.
+    Ok(Outcome::Applied(Applied {
+        changes: seen.into_iter().map(Into::into).collect(),
+        effects,
+    }))
+}
+
+/// An error and its causes on one line: `what: because: because`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl fmt::Display for ResourcePlan {
+    /// One line per change; `= resource: up to date` or `! resource: error`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.changes {
+            Ok(changes) if changes.is_empty() => write!(f, "= {}: up to date", self.resource),
+            Ok(changes) => {
+                let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("\n"))
+            }
+            Err(error) => write!(f, "! {}", error_chain(error)),
+        }
+    }
+}
+
+impl fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines = Vec::new();
+        for report in &self.resources {
+            match &report.result {
+                Ok(applied) if applied.changes.is_empty() => {
+                    lines.push(format!("= {}: up to date", report.resource));
+                }
+                Ok(applied) => {
+                    lines.extend(applied.changes.iter().map(ToString::to_string));
+                    lines.extend(applied.effects.iter().map(|e| format!("  {e}")));
+                }
+                Err(error) => lines.push(format!("! {}", error_chain(error))),
+            }
+        }
+        f.write_str(&lines.join("\n"))
+    }
+}

@@ -1,0 +1,518 @@
+//! The agent side of mailctl end to end, through the `mailctl` binary, on a
+//! real kernel: `apply --local` inside a network namespace, the daemon
+//! repairing drift, and magic rollback. Needs root (CI runs as root); without
+//! it every test fails and says why.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "these tests create network namespaces and need root: run `bash scripts/test.sh` as root"
+    );
+    for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("curl", "curl")] {
+        let found = Command::new(program)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "`{program}` is missing: apt-get install -y {package}"
+        );
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A network namespace with an `eth0` (one end of a veth pair), removed on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        require_root();
+        let name = format!(
+            "mctl-e{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ]);
+        ns.ip(&["link", "set", "eth0p", "up"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        let json: Value =
+            serde_json::from_str(&self.ip(&["-j", "addr", "show", "dev", "eth0"])).expect("json");
+        json[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|i| i["scope"] != "link")
+                    .map(|i| {
+                        format!(
+                            "{}/{}",
+                            i["local"].as_str().unwrap_or_default(),
+                            i["prefixlen"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `mailctl ARGS` inside the namespace.
+    fn mailctl(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_mailctl")])
+            .args(args)
+            .output()
+            .expect("spawn mailctl")
+    }
+
+    fn spawn_mailctl(&self, args: &[&str], log: &Path) -> Child {
+        let log = fs::File::create(log).expect("log file");
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_mailctl")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mailctl agent")
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .expect("spawn")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Poll `condition` until it holds or `limit` passes; returns how long it took.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The acceptance host: 2 addresses (one IPv6), 5 firewall rules, an exec
+/// service, 2 files with onChange handlers and a task.
+fn acceptance_host(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"apiVersion: mailctl/v1alpha1
+kind: Host
+metadata: {{name: eve}}
+spec:
+  addresses:
+    - {{address: 10.77.1.25/24, interface: eth0, label: "eth0:mail", exclusive: true}}
+    - {{address: "fd77:1::25/64", interface: eth0, exclusive: true}}
+  firewall:
+    policy: drop
+    rules:
+      - {{name: ssh, protocol: tcp, ports: [22], action: accept}}
+      - {{name: agent, protocol: tcp, ports: [7443], sources: [10.77.1.0/24], action: accept}}
+      - {{name: smtp, protocol: tcp, ports: [25, 465, 587], action: accept}}
+      - {{name: imap, protocol: tcp, ports: [143, 993], sources: [10.77.1.0/24, "fd77:1::/64"], action: accept}}
+      - {{name: pop3, protocol: tcp, ports: [110, 995], action: reject}}
+  services:
+    - name: mailsim
+      state: running
+      driver: exec
+      exec:
+        start: [start-stop-daemon, --start, --background, --make-pidfile, --pidfile, {d}/mailsim.pid, --exec, /bin/sleep, --, "3600"]
+        stop: [start-stop-daemon, --stop, --remove-pidfile, --pidfile, {d}/mailsim.pid]
+        status: [start-stop-daemon, --status, --pidfile, {d}/mailsim.pid]
+        reload: [touch, {d}/mailsim.reloaded]
+      reloadOn: [{d}/etc/main.cf]
+  files:
+    - path: {d}/etc/main.cf
+      content: "myhostname = eve.example.test\n"
+      mode: "0644"
+      onChange: [{{run: [sh, -c, "echo main.cf >> {d}/handlers.log"]}}, {{reload: mailsim}}]
+    - path: {d}/etc/virtual
+      content: "postmaster@example.test root\n"
+      mode: "0640"
+      onChange: [{{run: [sh, -c, "echo virtual >> {d}/handlers.log"]}}]
+  tasks:
+    - name: make-spool
+      run: [mkdir, -p, {d}/spool/converted]
+      creates: {d}/spool/converted
+"#
+    )
+}
+
+#[test]
+fn apply_local_converges_a_host_and_a_second_plan_has_nothing_to_do() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    fs::create_dir_all(d.join("etc")).expect("etc");
+    let manifest = d.join("host.yaml");
+    fs::write(&manifest, acceptance_host(d)).expect("manifest");
+    let state = d.join("state");
+    let m = manifest.to_str().expect("utf-8");
+    let s = state.to_str().expect("utf-8");
+
+    let plan = ns.mailctl(&["plan", "-f", m, "--state-dir", s]);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "changes pending:\n{}",
+        text(&plan)
+    );
+    assert!(
+        text(&plan).contains("+ address 10.77.1.25/24 on eth0"),
+        "{}",
+        text(&plan)
+    );
+    assert!(!d.join("etc/main.cf").exists(), "plan changes nothing");
+
+    let apply = ns.mailctl(&["apply", "--local", "-f", m, "--state-dir", s]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(text(&apply).contains("verified:"), "{}", text(&apply));
+
+    // Addresses, as the kernel has them.
+    let mut addresses = ns.addresses();
+    addresses.sort();
+    assert_eq!(addresses, ["10.77.1.25/24", "fd77:1::25/64"]);
+    let labels = ns.ip(&["-4", "addr", "show", "dev", "eth0"]);
+    assert!(labels.contains("eth0:mail"), "{labels}");
+    // Firewall, as nftables has it.
+    let table = ns.exec("nft", &["list", "table", "inet", "mailctl"]);
+    let table = text(&table);
+    for needle in [
+        "policy drop",
+        "tcp dport 22 accept",
+        "dport { 25, 465, 587 } accept",
+        "dport { 110, 995 } reject",
+    ] {
+        assert!(table.contains(needle), "{needle} in\n{table}");
+    }
+    // The service, by its own status command.
+    let status = Command::new("start-stop-daemon")
+        .args(["--status", "--pidfile"])
+        .arg(d.join("mailsim.pid"))
+        .status()
+        .expect("status");
+    assert!(status.success(), "mailsim runs");
+    // Files, handlers (once per file), task.
+    assert_eq!(
+        fs::read_to_string(d.join("etc/main.cf")).expect("main.cf"),
+        "myhostname = eve.example.test\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(d.join("etc/virtual"))
+        .expect("virtual")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    let mut log: Vec<String> = fs::read_to_string(d.join("handlers.log"))
+        .expect("handlers ran")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    log.sort();
+    assert_eq!(log, ["main.cf", "virtual"]);
+    assert!(d.join("spool/converted").is_dir(), "task ran");
+
+    let again = ns.mailctl(&["plan", "-f", m, "--state-dir", s]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "nothing left to do:\n{}",
+        text(&again)
+    );
+    let again = ns.mailctl(&["apply", "--local", "-f", m, "--state-dir", s]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let log = fs::read_to_string(d.join("handlers.log")).expect("log");
+    assert_eq!(
+        log.lines().count(),
+        2,
+        "handlers run once per change, not per apply"
+    );
+
+    // Leave nothing running.
+    let _ = Command::new("start-stop-daemon")
+        .args(["--stop", "--pidfile"])
+        .arg(d.join("mailsim.pid"))
+        .status();
+}
+
+/// TLS material and config for an agent inside `ns`.
+struct AgentSetup {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl AgentSetup {
+    fn new(desired: &str, confirm_timeout: u64) -> AgentSetup {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        let certs = Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(["certs", "init", "--out"])
+            .arg(d.join("tls"))
+            .args(["--agent", "eve=127.0.0.1"])
+            .output()
+            .expect("certs");
+        assert!(certs.status.success(), "{}", text(&certs));
+        fs::write(d.join("desired.yaml"), desired).expect("desired");
+        // A free port number (the agent binds it inside its own namespace).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = {confirm_timeout}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            d.join("desired.yaml").display(),
+            d.join("state").display(),
+            d.join("tls/ca.pem").display(),
+            d.join("tls/eve.pem").display(),
+            d.join("tls/eve.key").display(),
+        );
+        fs::write(d.join("agent.toml"), config).expect("config");
+        AgentSetup { dir, port }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&self, ns: &Netns) -> AgentProcess {
+        let child = ns.spawn_mailctl(
+            &[
+                "agent",
+                "--config",
+                self.path("agent.toml").to_str().expect("utf-8"),
+            ],
+            &self.path("agent.log"),
+        );
+        AgentProcess { child }
+    }
+
+    /// `curl` with the controller's certificate, inside the namespace.
+    fn curl(&self, ns: &Netns, method: &str, route: &str) -> String {
+        let url = format!("https://eve:{}{route}", self.port);
+        let resolve = format!("eve:{}:127.0.0.1", self.port);
+        let out = ns.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail-with-body",
+                "-X",
+                method,
+                "--resolve",
+                &resolve,
+                "--cacert",
+                self.path("tls/ca.pem").to_str().expect("utf-8"),
+                "--cert",
+                self.path("tls/controller.pem").to_str().expect("utf-8"),
+                "--key",
+                self.path("tls/controller.key").to_str().expect("utf-8"),
+                &url,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "curl {method} {route}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+}
+
+struct AgentProcess {
+    child: Child,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn one_address_host(addresses: &[&str]) -> String {
+    let mut text = String::from(
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: eve}\nspec:\n  addresses:\n",
+    );
+    for a in addresses {
+        text.push_str(&format!("    - {{address: \"{a}\", interface: eth0}}\n"));
+    }
+    text
+}
+
+#[test]
+fn the_running_agent_repairs_a_deleted_address_from_the_kernel_event() {
+    let ns = Netns::new();
+    let agent = AgentSetup::new(&one_address_host(&["10.77.2.25/24"]), 0);
+    let _process = agent.start(&ns);
+    let up = wait_for(Duration::from_secs(20), || {
+        ns.addresses().contains(&"10.77.2.25/24".to_owned())
+    });
+    assert!(
+        up.is_some(),
+        "agent added the address; log:\n{}",
+        agent.log()
+    );
+
+    let status = || -> Value {
+        serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("status JSON")
+    };
+    let ready = wait_for(Duration::from_secs(10), || {
+        status()["resources"]["addresses"]["condition"]["state"] == "ready"
+    });
+    assert!(ready.is_some(), "converged: {}", agent.log());
+
+    // Delete it by hand: the netlink monitor, not the (1 h) resync, repairs it.
+    for round in 1..=3 {
+        ns.ip(&["addr", "del", "10.77.2.25/24", "dev", "eth0"]);
+        let repaired = wait_for(Duration::from_secs(2), || {
+            ns.addresses().contains(&"10.77.2.25/24".to_owned())
+        });
+        assert!(
+            repaired.is_some(),
+            "repaired without a resync tick; log:\n{}",
+            agent.log()
+        );
+        let counted = wait_for(Duration::from_secs(5), || {
+            status()["resources"]["addresses"]["correctiveChanges"] == round
+        });
+        assert!(
+            counted.is_some(),
+            "counted as corrective: {}\n{}",
+            status(),
+            agent.log()
+        );
+    }
+    let status = status();
+    let addresses = &status["resources"]["addresses"];
+    assert_eq!(addresses["condition"]["state"], "ready", "{status}");
+    assert_eq!(addresses["intentionalChanges"], 1, "{status}");
+    let metrics = agent.curl(&ns, "GET", "/metrics");
+    assert!(
+        metrics.contains("mailctl_agent_changes_total{cause=\"corrective\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed() {
+    let ns = Netns::new();
+    let agent = AgentSetup::new(&one_address_host(&["10.77.3.25/24"]), 2);
+    let process = agent.start(&ns);
+    let has = |a: &str| ns.addresses().contains(&a.to_owned());
+    assert!(
+        wait_for(Duration::from_secs(20), || has("10.77.3.25/24")).is_some(),
+        "{}",
+        agent.log()
+    );
+
+    // Generation 2 moves the service IP and is never confirmed: rolled back.
+    fs::write(
+        agent.path("desired.yaml"),
+        one_address_host(&["10.77.3.26/24"]),
+    )
+    .expect("write");
+    assert!(
+        wait_for(Duration::from_secs(10), || has("10.77.3.26/24")).is_some(),
+        "{}",
+        agent.log()
+    );
+    let back = wait_for(Duration::from_secs(10), || {
+        has("10.77.3.25/24") && !has("10.77.3.26/24")
+    });
+    assert!(
+        back.is_some(),
+        "rolled back after the deadline; log:\n{}",
+        agent.log()
+    );
+    let status: Value = serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("json");
+    assert_eq!(status["rolledBack"], serde_json::json!([2]), "{status}");
+    assert_eq!(status["effectiveGeneration"], 1, "{status}");
+
+    // Generation 3, confirmed in time, stays — also across an agent restart.
+    // (Moving an IP means declaring the old one absent: mailctl leaves undeclared addresses alone.)
+    let moved = one_address_host(&["10.77.3.27/24"])
+        + "    - {address: \"10.77.3.25/24\", interface: eth0, state: absent}\n";
+    fs::write(agent.path("desired.yaml"), moved).expect("write");
+    assert!(
+        wait_for(Duration::from_secs(10), || has("10.77.3.27/24")).is_some(),
+        "{}",
+        agent.log()
+    );
+    agent.curl(&ns, "POST", "/v1/confirm/3");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        has("10.77.3.27/24") && !has("10.77.3.25/24"),
+        "confirmed state kept"
+    );
+    drop(process);
+    ns.ip(&["addr", "del", "10.77.3.27/24", "dev", "eth0"]);
+    let _again = agent.start(&ns);
+    assert!(
+        wait_for(Duration::from_secs(20), || has("10.77.3.27/24")).is_some(),
+        "a restarted agent converges to its persisted state; log:\n{}",
+        agent.log()
+    );
+}
