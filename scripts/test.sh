@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). Installs what the tests
-# drive for real — iproute2 and nftables for the network-namespace tests — then
-# runs every test of the workspace. Run as root: the agent tests create network
-# namespaces and nftables tables, and fail loudly when they cannot.
+# drive for real — iproute2 and nftables for the network-namespace tests, curl
+# for the agent API, Postfix for the exec service driver, debootstrap for the
+# systemd root the systemd driver is tested against — then runs every test of
+# the workspace. Run as root: the tests create network namespaces, nftables
+# tables and a booted systemd, and fail loudly when they cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables iputils-arping)
+packages=(iproute2 nftables iputils-arping curl postfix debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +19,8 @@ if ((${#missing[@]})); then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix is only driven by the tests with private configurations.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
