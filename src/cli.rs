@@ -187,6 +187,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             host,
             state_dir,
         } => crate::local::apply(&file, host.as_deref(), &state_dir),
+        Command::Apply { local: false, .. } => {
+            eprintln!(
+                "mailctl apply: handing a manifest to the controller is not built yet; \
+                 use `mailctl apply --local -f FILE` to converge this host"
+            );
+            Ok(ExitCode::from(1))
+        }
         Command::Agent { config } => crate::agent::run(config.as_deref()),
         Command::Certs {
             command: CertsCommand::Init { out, agents },
@@ -210,7 +217,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
         .unwrap_or_default()
         .to_lowercase();
     eprintln!(
-        "mailctl {verb}: not built yet in this version of mailctl; only validate, schema and completions work so far"
+        "mailctl {verb}: not built yet in this version of mailctl (working: validate, schema, plan, apply --local, agent, certs init, completions)"
     );
     Ok(ExitCode::from(1))
 }

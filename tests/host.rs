@@ -516,3 +516,90 @@ fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed()
         agent.log()
     );
 }
+
+#[test]
+fn the_running_agent_restores_a_flushed_table_and_a_stopped_service_on_resync() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let pid = dir.path().join("mailsim.pid");
+    let p = pid.display();
+    let desired = format!(
+        r#"apiVersion: mailctl/v1alpha1
+kind: Host
+metadata: {{name: eve}}
+spec:
+  firewall:
+    rules:
+      - {{name: smtp, protocol: tcp, ports: [25], action: accept}}
+  services:
+    - name: mailsim
+      state: running
+      driver: exec
+      exec:
+        start: [start-stop-daemon, --start, --background, --make-pidfile, --pidfile, {p}, --exec, /bin/sleep, --, "3600"]
+        stop: [start-stop-daemon, --stop, --remove-pidfile, --pidfile, {p}]
+        status: [start-stop-daemon, --status, --pidfile, {p}]
+"#
+    );
+    let agent = AgentSetup::new(&desired, 0);
+    let config = fs::read_to_string(agent.path("agent.toml")).expect("config");
+    fs::write(
+        agent.path("agent.toml"),
+        config.replace("resync_seconds = 3600", "resync_seconds = 1"),
+    )
+    .expect("config");
+    let _process = agent.start(&ns);
+    let table_present = || {
+        ns.exec("nft", &["list", "table", "inet", "mailctl"])
+            .status
+            .success()
+    };
+    let service_running = || {
+        Command::new("start-stop-daemon")
+            .args(["--status", "--pidfile"])
+            .arg(&pid)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || table_present()
+            && service_running())
+        .is_some(),
+        "{}",
+        agent.log()
+    );
+
+    let flushed = ns.exec("nft", &["delete", "table", "inet", "mailctl"]);
+    assert!(flushed.status.success(), "{}", text(&flushed));
+    assert!(!table_present());
+    assert!(
+        wait_for(Duration::from_secs(10), table_present).is_some(),
+        "table restored; log:\n{}",
+        agent.log()
+    );
+
+    let stopped = Command::new("start-stop-daemon")
+        .args(["--stop", "--remove-pidfile", "--pidfile"])
+        .arg(&pid)
+        .status()
+        .expect("stop");
+    assert!(stopped.success());
+    assert!(
+        wait_for(Duration::from_secs(10), service_running).is_some(),
+        "service restarted; log:\n{}",
+        agent.log()
+    );
+
+    let status: Value = serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("json");
+    let corrective = |name: &str| {
+        status["resources"][name]["correctiveChanges"]
+            .as_u64()
+            .unwrap_or_default()
+    };
+    assert!(corrective("firewall table inet mailctl") >= 1, "{status}");
+    assert!(corrective("service mailsim") >= 1, "{status}");
+    let _ = Command::new("start-stop-daemon")
+        .args(["--stop", "--pidfile"])
+        .arg(&pid)
+        .status();
+}
