@@ -568,6 +568,20 @@ spec:
         "{}",
         agent.log()
     );
+    let status = || -> Value {
+        serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("status JSON")
+    };
+    let table = "firewall table inet mailctl";
+    let ready = |s: &Value, name: &str| s["resources"][name]["condition"]["state"] == "ready";
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let s = status();
+            ready(&s, table) && ready(&s, "service mailsim")
+        })
+        .is_some(),
+        "converged before the drift: {}",
+        agent.log()
+    );
 
     let flushed = ns.exec("nft", &["delete", "table", "inet", "mailctl"]);
     assert!(flushed.status.success(), "{}", text(&flushed));
@@ -590,14 +604,18 @@ spec:
         agent.log()
     );
 
-    let status: Value = serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("json");
     let corrective = |name: &str| {
-        status["resources"][name]["correctiveChanges"]
+        status()["resources"][name]["correctiveChanges"]
             .as_u64()
             .unwrap_or_default()
     };
-    assert!(corrective("firewall table inet mailctl") >= 1, "{status}");
-    assert!(corrective("service mailsim") >= 1, "{status}");
+    assert!(
+        wait_for(Duration::from_secs(5), || corrective(table) >= 1
+            && corrective("service mailsim") >= 1)
+        .is_some(),
+        "both repairs counted as corrective: {}",
+        status()
+    );
     let _ = Command::new("start-stop-daemon")
         .args(["--stop", "--pidfile"])
         .arg(&pid)

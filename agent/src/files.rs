@@ -59,9 +59,8 @@ use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailctl_schemas::model::{Handler, ManagedFile};
@@ -69,10 +68,9 @@ use nix::fcntl::OFlag;
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 use similar::TextDiff;
-use tokio::io::AsyncReadExt;
 
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
-use crate::error::{CommandFailure, Error};
+use crate::error::Error;
 
 /// Mode of a new file whose manifest sets none: what a package installs.
 const DEFAULT_MODE: u32 = 0o644;
@@ -85,13 +83,6 @@ const DIFF_CONTEXT: usize = 2;
 const DIFF_LIMIT: u64 = 256 * 1024;
 const COMPARE_CHUNK: usize = 64 * 1024;
 const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
-/// A failed command's error carries at most this many of its last stderr
-/// lines, from at most this many of its last stderr bytes.
-const STDERR_LINES: usize = 10;
-const STDERR_TAIL: usize = 4096;
-/// How long to keep reading stderr after a command exited, for output still
-/// in the pipe; a daemon the command started may hold the pipe open forever.
-const STDERR_GRACE: Duration = Duration::from_millis(200);
 
 /// Converges one managed file per desired state.
 #[derive(Debug, Clone)]
@@ -121,7 +112,7 @@ impl FileDriver {
     /// leaves the file's record of due handlers; on failure it stays there,
     /// and the error carries the last lines of its stderr.
     pub async fn run_handler(&self, path: &Path, argv: &[String]) -> Result<(), Error> {
-        run_command(argv, self.handler_timeout)
+        crate::command::run_checked(argv, self.handler_timeout)
             .await
             .map_err(|failure| Error::Handler {
                 path: path.to_owned(),
@@ -1048,62 +1039,6 @@ pub(crate) fn write_state_file(state_dir: &Path, file: &Path, bytes: &[u8]) -> R
 }
 
 // ----------------------------------------------------------------- commands
-
-/// Runs `argv` directly (no shell), with no input, and waits at most
-/// `timeout` for it; a command still running then is killed. Success is
-/// exit code 0; otherwise the failure carries the last lines of stderr.
-pub(crate) async fn run_command(argv: &[String], timeout: Duration) -> Result<(), CommandFailure> {
-    let (program, args) = argv.split_first().ok_or_else(|| {
-        CommandFailure::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))
-    })?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(CommandFailure::Spawn)?;
-
-    let tail = Arc::new(Mutex::new(Vec::new()));
-    let reader = child.stderr.take().map(|mut pipe| {
-        let tail = Arc::clone(&tail);
-        tokio::spawn(async move {
-            let mut chunk = [0u8; 1024];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-                let mut kept = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                kept.extend_from_slice(&chunk[..n]);
-                let excess = kept.len().saturating_sub(STDERR_TAIL);
-                kept.drain(..excess);
-            }
-        })
-    });
-
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    if waited.is_err() {
-        // Best effort: it may have exited just now; kill_on_drop stays as a backstop.
-        let _ = child.start_kill();
-    }
-    if let Some(mut reader) = reader
-        && tokio::time::timeout(STDERR_GRACE, &mut reader)
-            .await
-            .is_err()
-    {
-        reader.abort();
-    }
-    let status = match waited {
-        Ok(status) => status.map_err(CommandFailure::Spawn)?,
-        Err(_) => return Err(CommandFailure::Timeout(timeout)),
-    };
-    if status.success() {
-        return Ok(());
-    }
-    let kept = tail.lock().unwrap_or_else(PoisonError::into_inner);
-    let text = String::from_utf8_lossy(&kept);
-    let lines: Vec<&str> = text.trim().lines().collect();
-    let stderr = lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n");
-    Err(CommandFailure::Exit { status, stderr })
-}
 
 /// An argv as a person would type it: arguments with spaces or quotes in
 /// single quotes.

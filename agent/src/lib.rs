@@ -27,6 +27,7 @@
 pub mod address;
 mod announce;
 pub mod api;
+mod command;
 pub mod config;
 pub mod daemon;
 pub mod driver;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
-use crate::files::{argv_text, blocking, run_command, sha256_hex, write_state_file};
+use crate::files::{argv_text, blocking, sha256_hex, write_state_file};
 
 /// Conversions of a large mail spool take long; a task that hangs for
 /// longer than this is killed.
@@ -174,7 +174,7 @@ impl Driver for TaskDriver {
 
     async fn apply(&self, changes: &[TaskChange]) -> Result<Vec<Effect>, Error> {
         for change in changes {
-            run_command(&change.argv, self.timeout)
+            crate::command::run_checked(&change.argv, self.timeout)
                 .await
                 .map_err(|failure| Error::Task {
                     task: change.task.clone(),

@@ -13,22 +13,16 @@
 //! stderr to close, and keeps whatever the command wrote until then.
 
 use std::fmt;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use mailctl_schemas::model::ExecCommands;
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+
+use crate::error::CommandFailure;
 
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How long to keep reading stderr after the command exited, for output
-/// still in the pipe; a daemon that inherited the pipe may never close it.
-const STDERR_GRACE: Duration = Duration::from_millis(200);
-/// Error messages carry at most this much of a command's stderr.
-const STDERR_LIMIT: usize = 4096;
 
 /// Which of a service's commands ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,67 +211,26 @@ impl ExecDriver {
         action: ExecAction,
         argv: &[String],
     ) -> Result<Outcome, ExecError> {
-        let spawn_error = |source| ExecError::Spawn {
-            service: service.to_owned(),
-            action,
-            argv: argv.join(" "),
-            source,
-        };
-        let (program, args) = argv.split_first().ok_or_else(|| {
-            spawn_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "empty argv",
-            ))
-        })?;
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_error)?;
-
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let reader = child.stderr.take().map(|mut pipe| {
-            let stderr = Arc::clone(&stderr);
-            tokio::spawn(async move {
-                let mut chunk = [0u8; 1024];
-                while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-                    let mut kept = stderr.lock().unwrap_or_else(PoisonError::into_inner);
-                    let room = STDERR_LIMIT.saturating_sub(kept.len());
-                    kept.extend_from_slice(&chunk[..n.min(room)]);
-                }
-            })
-        });
-
-        let status = tokio::time::timeout(self.command_timeout, child.wait()).await;
-        if let Some(mut reader) = reader {
-            // Output a command wrote just before it exited may still be in the pipe.
-            if tokio::time::timeout(STDERR_GRACE, &mut reader)
-                .await
-                .is_err()
-            {
-                reader.abort();
-            }
+        match crate::command::run(argv, self.command_timeout).await {
+            Ok(finished) => Ok(Outcome {
+                status: finished.status,
+                stderr: finished.stderr,
+            }),
+            Err(CommandFailure::Timeout(timeout)) => Err(ExecError::Timeout {
+                service: service.to_owned(),
+                action,
+                argv: argv.join(" "),
+                timeout,
+            }),
+            Err(CommandFailure::Spawn(source)) => Err(ExecError::Spawn {
+                service: service.to_owned(),
+                action,
+                argv: argv.join(" "),
+                source,
+            }),
+            // `run` reports exit codes in its outcome, never as a failure.
+            Err(CommandFailure::Exit { status, stderr }) => Ok(Outcome { status, stderr }),
         }
-        let status = match status {
-            Ok(status) => status.map_err(spawn_error)?,
-            Err(_) => {
-                // Dropping the child kills it (kill_on_drop).
-                return Err(ExecError::Timeout {
-                    service: service.to_owned(),
-                    action,
-                    argv: argv.join(" "),
-                    timeout: self.command_timeout,
-                });
-            }
-        };
-        let stderr = stderr.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(Outcome {
-            status,
-            stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
-        })
     }
 }
 
