@@ -135,6 +135,12 @@ enum SyncCommand {
         local: bool,
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
+        /// Which host of the manifest runs the job (with --local).
+        #[arg(long)]
+        host: Option<String>,
+        /// Where job state, locks and the point-of-no-return flag are kept.
+        #[arg(long, default_value = "/var/lib/mailctl")]
+        state_dir: PathBuf,
     },
 }
 
@@ -203,6 +209,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", file.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            command:
+                SyncCommand::Run {
+                    args,
+                    local: true,
+                    file,
+                    host,
+                    state_dir,
+                },
+        } => {
+            let (Some(file), [job]) = (file, args.as_slice()) else {
+                anyhow::bail!("usage: mailctl sync run --local -f FILE JOB [--host NAME]");
+            };
+            crate::sync::run_local(&file, host.as_deref(), job, &state_dir)
         }
         other => not_built(&other),
     }

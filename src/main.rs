@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod local;
+mod sync;
 
 use std::process::ExitCode;
 

@@ -38,6 +38,7 @@ mod intervals;
 pub mod pki;
 mod reconcile;
 pub mod service;
+pub mod sync;
 pub mod tasks;
 
 pub use driver::{Announcement, Change, Driver, Effect, Resource, ResourceChange};

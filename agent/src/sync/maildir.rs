@@ -1,0 +1,633 @@
+//! Maildir facts (DESIGN.md §5): message names, folder listings and the
+//! rename plan that lets rsync send only new messages.
+//!
+//! A message file lives in `new/UNIQ` or `cur/UNIQ:2,FLAGS`. The unique part
+//! never changes; Dovecot may carry `,S=SIZE` and `,W=VSIZE` fields inside it,
+//! which are not part of the message's identity. A folder is any directory
+//! holding `cur/` or `new/` files: the root, every `.Folder` (Dovecot's
+//! Maildir++ layout) and, for trees of many users, every user's maildir.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Which of the two message directories a file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
+/// A message file name taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageName {
+    /// The identity of the message: the part before `:`, without the
+    /// Dovecot `,S=` / `,W=` fields.
+    pub key: String,
+    /// The part before `:` exactly as written (with `,S=`/`,W=`).
+    pub base: String,
+    /// `S=` field: the file size.
+    pub size: Option<u64>,
+    /// `W=` field: the size with CRLF line ends.
+    pub vsize: Option<u64>,
+    /// The flags after `:2,`, as written.
+    pub flags: String,
+}
+
+impl MessageName {
+    /// Parses a file name; `None` for names that are no message (dot files).
+    pub fn parse(name: &str) -> Option<MessageName> {
+        if name.is_empty() || name.starts_with('.') {
+            return None;
+        }
+        let (base, info) = match name.split_once(':') {
+            Some((base, info)) => (base, Some(info)),
+            None => (name, None),
+        };
+        if base.is_empty() {
+            return None;
+        }
+        let flags = info
+            .and_then(|info| info.strip_prefix("2,"))
+            .unwrap_or_default()
+            .to_owned();
+        let mut key = String::with_capacity(base.len());
+        let (mut size, mut vsize) = (None, None);
+        for (i, field) in base.split(',').enumerate() {
+            if i > 0 {
+                if let Some(n) = field.strip_prefix("S=").and_then(|n| n.parse().ok()) {
+                    size = Some(n);
+                    continue;
+                }
+                if let Some(n) = field.strip_prefix("W=").and_then(|n| n.parse().ok()) {
+                    vsize = Some(n);
+                    continue;
+                }
+                key.push(',');
+            }
+            key.push_str(field);
+        }
+        Some(MessageName {
+            key,
+            base: base.to_owned(),
+            size,
+            vsize,
+            flags,
+        })
+    }
+}
+
+/// One message file as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub sub: Sub,
+    /// The file name, as on disk.
+    pub name: String,
+    /// Modification time, seconds since the epoch (the IMAP INTERNALDATE).
+    pub mtime: i64,
+    pub size: u64,
+    /// The unique part ([`MessageName::key`]).
+    pub key: String,
+}
+
+impl Message {
+    /// `new/NAME` or `cur/NAME`.
+    pub fn rel(&self) -> String {
+        format!("{}/{}", self.sub.dir(), self.name)
+    }
+}
+
+/// The messages of one maildir folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folder {
+    pub messages: Vec<Message>,
+}
+
+impl Folder {
+    /// Messages by unique part (several when the folder holds duplicates).
+    pub fn by_key(&self) -> BTreeMap<&str, Vec<&Message>> {
+        let mut map: BTreeMap<&str, Vec<&Message>> = BTreeMap::new();
+        for message in &self.messages {
+            map.entry(message.key.as_str()).or_default().push(message);
+        }
+        map
+    }
+}
+
+/// Every maildir folder under one root, by path relative to the root (`""`
+/// for the root itself, `.Sent`, `alice/Maildir/.Drafts`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub folders: BTreeMap<String, Folder>,
+    /// Files that are no message (control files, caches), relative paths.
+    pub other_files: usize,
+}
+
+impl Listing {
+    /// Builds a listing from `(relative path, mtime, size)` of every regular
+    /// file under the root. Files in `tmp/` are in flight and left out.
+    pub fn from_files<I, S>(files: I) -> Listing
+    where
+        I: IntoIterator<Item = (S, i64, u64)>,
+        S: AsRef<str>,
+    {
+        let mut listing = Listing::default();
+        for (path, mtime, size) in files {
+            let path = path.as_ref();
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((dir, name)) => (dir, name),
+                None => {
+                    listing.other_files += 1;
+                    continue;
+                }
+            };
+            let (folder, sub) = match dir.rsplit_once('/') {
+                Some((folder, sub)) => (folder, sub),
+                None => ("", dir),
+            };
+            let sub = match sub {
+                "cur" => Sub::Cur,
+                "new" => Sub::New,
+                "tmp" => continue,
+                _ => {
+                    listing.other_files += 1;
+                    continue;
+                }
+            };
+            let Some(parsed) = MessageName::parse(name) else {
+                listing.other_files += 1;
+                continue;
+            };
+            listing
+                .folders
+                .entry(folder.to_owned())
+                .or_default()
+                .messages
+                .push(Message {
+                    sub,
+                    name: name.to_owned(),
+                    mtime,
+                    size,
+                    key: parsed.key,
+                });
+        }
+        for folder in listing.folders.values_mut() {
+            folder
+                .messages
+                .sort_by(|a, b| (&a.key, a.sub, &a.name).cmp(&(&b.key, b.sub, &b.name)));
+        }
+        listing
+    }
+
+    /// Lists a local tree (symlinks are not followed). A missing root is an
+    /// empty listing: the first run of a job starts from nothing.
+    pub fn read_local(root: &Path) -> io::Result<Listing> {
+        let mut files = Vec::new();
+        match fs::symlink_metadata(root) {
+            Ok(_) => walk(root, String::new(), &mut files)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        Ok(Listing::from_files(files))
+    }
+
+    /// Parses `find PATH -type f -printf '%P\t%T@\t%s\n'` output.
+    pub fn from_find_output(text: &str) -> Listing {
+        Listing::from_files(text.lines().filter_map(|line| {
+            let mut fields = line.rsplitn(3, '\t');
+            let size = fields.next()?.parse().ok()?;
+            let mtime = fields.next()?;
+            let path = fields.next()?;
+            let seconds = mtime.split('.').next()?.parse().ok()?;
+            Some((path.to_owned(), seconds, size))
+        }))
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.folders.values().map(|f| f.messages.len()).sum()
+    }
+}
+
+fn walk(dir: &Path, rel: String, files: &mut Vec<(String, i64, u64)>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A folder removed while we list it (a live source) is just gone.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child_rel = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = match entry.path().symlink_metadata() {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        if meta.is_dir() {
+            walk(&entry.path(), child_rel, files)?;
+        } else if meta.is_file() {
+            files.push((child_rel, meta.mtime(), meta.size()));
+        }
+    }
+    Ok(())
+}
+
+/// One step of the rename plan, on the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Rename `folder/from` to `folder/to` (both `new/NAME` or `cur/NAME`).
+    Rename {
+        folder: String,
+        from: String,
+        to: String,
+    },
+    /// Remove a second copy of a message already kept in the folder.
+    RemoveDuplicate { folder: String, file: String },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Rename { folder, from, to } => {
+                write!(f, "~ {} -> {}", join(folder, from), join(folder, to))
+            }
+            Step::RemoveDuplicate { folder, file } => {
+                write!(f, "- {} (duplicate)", join(folder, file))
+            }
+        }
+    }
+}
+
+/// `folder/rel`, or `rel` for the root folder.
+pub fn join(folder: &str, rel: &str) -> String {
+    if folder.is_empty() {
+        rel.to_owned()
+    } else {
+        format!("{folder}/{rel}")
+    }
+}
+
+/// The renames that make the destination name every message the way the
+/// source does, and the removals that leave one file per unique part in
+/// each folder. Messages only on the destination keep their names.
+pub fn plan(source: &Listing, destination: &Listing) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (folder_name, folder) in &destination.folders {
+        let source_keys = source.folders.get(folder_name).map(Folder::by_key);
+        for (key, copies) in folder.by_key() {
+            let source_copy = source_keys
+                .as_ref()
+                .and_then(|keys| keys.get(key))
+                .and_then(|copies| copies.first());
+            let wanted = source_copy.map(|m| m.rel());
+            // Keep the copy already at the wanted name; else one with the
+            // source's mtime; else a cur/ one, else the first.
+            let keep = wanted
+                .as_ref()
+                .and_then(|w| copies.iter().position(|m| &m.rel() == w))
+                .or_else(|| {
+                    let mtime = source_copy?.mtime;
+                    copies.iter().position(|m| m.mtime == mtime)
+                })
+                .or_else(|| copies.iter().position(|m| m.sub == Sub::Cur))
+                .unwrap_or(0);
+            for (i, copy) in copies.iter().enumerate() {
+                if i != keep {
+                    steps.push(Step::RemoveDuplicate {
+                        folder: folder_name.clone(),
+                        file: copy.rel(),
+                    });
+                }
+            }
+            if let Some(wanted) = wanted {
+                let kept = copies[keep].rel();
+                if kept != wanted {
+                    steps.push(Step::Rename {
+                        folder: folder_name.clone(),
+                        from: kept,
+                        to: wanted,
+                    });
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub renamed: usize,
+    pub duplicates_removed: usize,
+}
+
+/// Applies a plan on the destination root. `rename(2)` keeps the mtime.
+/// Removals come before renames so a rename never replaces a kept copy.
+pub fn apply(root: &Path, steps: &[Step]) -> io::Result<Applied> {
+    let mut applied = Applied::default();
+    for step in steps {
+        if let Step::RemoveDuplicate { folder, file } = step {
+            let path = root.join(join(folder, file));
+            match fs::remove_file(&path) {
+                Ok(()) => applied.duplicates_removed += 1,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(with_path(error, &path)),
+            }
+        }
+    }
+    for step in steps {
+        if let Step::Rename { folder, from, to } = step {
+            let from = root.join(join(folder, from));
+            let to = root.join(join(folder, to));
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+            }
+            // Never replace a file that is already there: that would be a
+            // message of its own.
+            if to.symlink_metadata().is_ok() {
+                fs::remove_file(&from).map_err(|e| with_path(e, &from))?;
+                applied.duplicates_removed += 1;
+                continue;
+            }
+            fs::rename(&from, &to).map_err(|e| with_path(e, &from))?;
+            applied.renamed += 1;
+        }
+    }
+    Ok(applied)
+}
+
+fn with_path(error: io::Error, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+/// The result of comparing the unique parts of both sides, folder by folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub folders: usize,
+    pub messages: usize,
+    /// On the source, not on the destination.
+    pub missing: usize,
+    /// On the destination, not on the source.
+    pub extra: usize,
+    /// On both, but named (flags, new/cur) or dated differently.
+    pub differing: usize,
+    /// Second copies of a unique part in one destination folder.
+    pub duplicates: usize,
+    pub missing_examples: Vec<String>,
+    pub extra_examples: Vec<String>,
+    pub differing_examples: Vec<String>,
+}
+
+const EXAMPLES: usize = 5;
+
+impl Verification {
+    pub fn verified(&self) -> bool {
+        self.missing == 0 && self.extra == 0 && self.differing == 0 && self.duplicates == 0
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.verified() {
+            return write!(
+                f,
+                "verified: {} messages in {} folders",
+                self.messages, self.folders
+            );
+        }
+        write!(
+            f,
+            "not verified: {} missing, {} extra, {} differing, {} duplicates ({} messages in {} folders)",
+            self.missing, self.extra, self.differing, self.duplicates, self.messages, self.folders
+        )?;
+        for (what, list) in [
+            ("missing", &self.missing_examples),
+            ("extra", &self.extra_examples),
+            ("differing", &self.differing_examples),
+        ] {
+            if !list.is_empty() {
+                write!(f, "\n  {what}: {}", list.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares both sides, folder by folder.
+pub fn verify(source: &Listing, destination: &Listing) -> Verification {
+    let mut v = Verification::default();
+    let empty = Folder::default();
+    let names: BTreeSet<&String> = source
+        .folders
+        .keys()
+        .chain(destination.folders.keys())
+        .collect();
+    v.folders = names.len();
+    for name in names {
+        let src = source.folders.get(name).unwrap_or(&empty).by_key();
+        let dst = destination.folders.get(name).unwrap_or(&empty).by_key();
+        v.messages += src.len();
+        for (key, copies) in &src {
+            match dst.get(key) {
+                None => {
+                    v.missing += 1;
+                    push_example(&mut v.missing_examples, join(name, key));
+                }
+                Some(found) => {
+                    let (s, d) = (copies[0], found[0]);
+                    if s.sub != d.sub || s.name != d.name || s.mtime != d.mtime {
+                        v.differing += 1;
+                        push_example(&mut v.differing_examples, join(name, &s.rel()));
+                    }
+                }
+            }
+        }
+        for (key, copies) in &dst {
+            v.duplicates += copies.len() - 1;
+            if !src.contains_key(key) {
+                v.extra += 1;
+                push_example(&mut v.extra_examples, join(name, key));
+            }
+        }
+    }
+    v
+}
+
+fn push_example(list: &mut Vec<String>, example: String) {
+    if list.len() < EXAMPLES {
+        list.push(example);
+    }
+}
+
+/// Creates `cur/`, `new/` and `tmp/` of every folder the listing has, so
+/// a destination folder is a valid maildir even before mail arrives.
+pub fn ensure_folders(root: &Path, listing: &Listing) -> io::Result<()> {
+    for folder in listing.folders.keys() {
+        for sub in ["cur", "new", "tmp"] {
+            let dir: PathBuf = root.join(join(folder, sub));
+            fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(files: &[(&str, i64)]) -> Listing {
+        Listing::from_files(files.iter().map(|(p, t)| (*p, *t, 10u64)))
+    }
+
+    #[test]
+    fn parses_names_with_dovecot_sizes_and_flags() {
+        let n = MessageName::parse("1700000000.M12P34.eve,S=4123,W=4200:2,FS").expect("a name");
+        assert_eq!(n.key, "1700000000.M12P34.eve");
+        assert_eq!(n.base, "1700000000.M12P34.eve,S=4123,W=4200");
+        assert_eq!((n.size, n.vsize), (Some(4123), Some(4200)));
+        assert_eq!(n.flags, "FS");
+        let n = MessageName::parse("1700000000.M12P34.eve").expect("a name");
+        assert_eq!(
+            (n.key.as_str(), n.flags.as_str()),
+            ("1700000000.M12P34.eve", "")
+        );
+        // Other comma fields stay part of the identity.
+        let n = MessageName::parse("1.2.host,X=abc:2,").expect("a name");
+        assert_eq!(n.key, "1.2.host,X=abc");
+        assert!(MessageName::parse(".hidden").is_none());
+    }
+
+    #[test]
+    fn listing_finds_folders_and_skips_tmp_and_control_files() {
+        let l = listing(&[
+            ("cur/1.a.h:2,S", 1),
+            ("new/2.a.h", 2),
+            ("tmp/3.a.h", 3),
+            (".Sent/cur/4.a.h,S=10:2,S", 4),
+            ("dovecot-uidlist", 5),
+            (".Sent/dovecot.index", 5),
+            ("subscriptions", 5),
+        ]);
+        assert_eq!(l.folders.len(), 2);
+        assert_eq!(l.folders[""].messages.len(), 2);
+        assert_eq!(l.folders[".Sent"].messages[0].key, "4.a.h");
+        assert_eq!(l.other_files, 3);
+        let found = Listing::from_find_output("cur/1.a.h:2,S\t1700000000.1234567890\t42\n\nbad\n");
+        assert_eq!(found.folders[""].messages[0].mtime, 1_700_000_000);
+        assert_eq!(found.folders[""].messages[0].size, 42);
+    }
+
+    #[test]
+    fn plan_renames_flag_changes_and_new_to_cur() {
+        let src = listing(&[
+            ("cur/1.a.h:2,RS", 1),
+            ("cur/2.a.h:2,S", 2),
+            ("new/3.a.h", 3),
+        ]);
+        let dst = listing(&[("cur/1.a.h:2,S", 1), ("new/2.a.h", 2), ("new/3.a.h", 3)]);
+        let steps = plan(&src, &dst);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Rename {
+                    folder: String::new(),
+                    from: "cur/1.a.h:2,S".into(),
+                    to: "cur/1.a.h:2,RS".into()
+                },
+                Step::Rename {
+                    folder: String::new(),
+                    from: "new/2.a.h".into(),
+                    to: "cur/2.a.h:2,S".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_keeps_one_copy_of_duplicates() {
+        let src = listing(&[("cur/1.a.h:2,S", 1)]);
+        let dst = listing(&[("new/1.a.h", 1), ("cur/1.a.h:2,", 1), ("cur/1.a.h:2,S", 1)]);
+        let steps = plan(&src, &dst);
+        assert_eq!(steps.len(), 2);
+        assert!(
+            steps
+                .iter()
+                .all(|s| matches!(s, Step::RemoveDuplicate { .. }))
+        );
+        // Duplicates only on the destination: keep the cur/ one.
+        let dst = listing(&[("new/9.a.h", 1), ("cur/9.a.h:2,S", 1)]);
+        assert_eq!(
+            plan(&Listing::default(), &dst),
+            vec![Step::RemoveDuplicate {
+                folder: String::new(),
+                file: "new/9.a.h".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn apply_renames_and_keeps_mtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        let old = root.join("new/2.a.h");
+        fs::write(&old, "x").expect("write");
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(when))
+            .expect("set mtime");
+        fs::write(root.join("cur/2.a.h:2,"), "x").expect("write");
+        let src = listing(&[("cur/2.a.h:2,S", 1_600_000_000)]);
+        let dst = Listing::read_local(root).expect("list");
+        let applied = apply(root, &plan(&src, &dst)).expect("apply");
+        assert_eq!(applied.renamed, 1);
+        assert_eq!(applied.duplicates_removed, 1);
+        let after = Listing::read_local(root).expect("list");
+        assert_eq!(after.folders[""].messages.len(), 1);
+        assert_eq!(after.folders[""].messages[0].name, "2.a.h:2,S");
+        let v = verify(&src, &after);
+        assert!(v.verified(), "{v}");
+    }
+
+    #[test]
+    fn verify_counts_missing_extra_and_differing() {
+        let src = listing(&[
+            ("cur/1.a.h:2,S", 1),
+            ("cur/2.a.h:2,S", 2),
+            (".X/new/3.a.h", 3),
+        ]);
+        let dst = listing(&[
+            ("cur/1.a.h:2,", 1),
+            (".X/new/3.a.h", 3),
+            (".X/new/4.a.h", 4),
+        ]);
+        let v = verify(&src, &dst);
+        assert_eq!((v.missing, v.extra, v.differing), (1, 1, 1));
+        assert_eq!(v.missing_examples, vec!["2.a.h".to_owned()]);
+        assert_eq!(v.extra_examples, vec![".X/4.a.h".to_owned()]);
+        assert!(!v.verified());
+        assert!(v.to_string().contains("1 missing"));
+    }
+}

@@ -1,0 +1,705 @@
+//! Sync jobs (DESIGN.md §5): mail-aware copies run by the destination host.
+//!
+//! A run of a job, by [`SyncRunner::run`]:
+//! 1. takes the job's lock (`sync-JOB.lock` in the state directory, an
+//!    `flock`, released by the kernel when the process dies): one run per
+//!    job at a time. A state file still saying `running` then belongs to a
+//!    run that died, and is recorded as failed, never left half-known;
+//! 2. refuses `delete: true` once the point of no return has passed
+//!    ([`SyncRunner::set_point_of_no_return`]);
+//! 3. in maildir mode lists both sides (the source over ssh with `find`, no
+//!    agent needed there) and renames destination messages whose flags
+//!    changed or that moved `new/` -> `cur/`, keeping one file per unique
+//!    part, so rsync only sends new messages;
+//! 4. runs the real `rsync -a` (over ssh for `HOST:PATH`), reporting
+//!    progress; Dovecot control files travel in the same run, its index
+//!    caches are skipped unless included;
+//! 5. lists both sides again, removes duplicates a live source caused, and
+//!    verifies per folder that the unique parts are the same.
+//!
+//! mbox mode converts spool files into one maildir per user instead
+//! ([`mbox`]).
+//!
+//! The runner is blocking: the daemon calls it on a blocking thread.
+
+pub mod maildir;
+pub mod mbox;
+pub mod rsync;
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mailctl_schemas::model::{SyncJob, SyncSource};
+use serde::{Deserialize, Serialize};
+
+pub use maildir::{Listing, Verification};
+pub use rsync::Stats;
+
+/// Why a run did not happen or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync job {job}: a run is already in progress")]
+    Busy { job: String },
+    #[error(
+        "sync job {job}: delete: true refused, the point of no return has passed (the destination takes mail of its own; deleting what the source lacks would lose it)"
+    )]
+    DeleteRefused { job: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} failed (exit {}): {stderr}", status.map_or("signal".to_owned(), |c| c.to_string()))]
+    Command {
+        what: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    #[error("state file {}: {detail}", path.display())]
+    State { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SyncError {
+    let what = what.into();
+    move |source| SyncError::Io { what, source }
+}
+
+/// What a run is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    Listing,
+    Renaming,
+    Transferring,
+    Converting,
+    Verifying,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Listing => "listing",
+            Phase::Renaming => "renaming",
+            Phase::Transferring => "transferring",
+            Phase::Converting => "converting",
+            Phase::Verifying => "verifying",
+        })
+    }
+}
+
+/// Progress of a running job: files, bytes, rate and ETA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub phase: Phase,
+    pub files_done: u64,
+    /// Known or estimated; 0 when unknown.
+    pub files_total: u64,
+    pub bytes_done: u64,
+    /// rsync's estimate; 0 when unknown.
+    pub bytes_total: u64,
+    /// Bytes per second.
+    pub rate: u64,
+    pub eta_seconds: Option<u64>,
+}
+
+impl Progress {
+    fn phase(phase: Phase) -> Progress {
+        Progress {
+            phase,
+            files_done: 0,
+            files_total: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+            rate: 0,
+            eta_seconds: None,
+        }
+    }
+}
+
+/// Where a job stands, as kept in `sync-JOB.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunState {
+    Running,
+    /// Finished; see `verification` for whether the sides agree.
+    Finished,
+    Failed,
+}
+
+/// The state file of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub job: String,
+    pub state: RunState,
+    pub started_at_unix: u64,
+    pub finished_at_unix: Option<u64>,
+    pub progress: Option<Progress>,
+    pub stats: Option<Stats>,
+    pub renamed: usize,
+    pub duplicates_removed: usize,
+    pub verification: Option<Verification>,
+    pub error: Option<String>,
+    /// When a run last finished verified (the lag is now minus this).
+    pub last_verified_at_unix: Option<u64>,
+}
+
+impl JobStatus {
+    /// Finished, and both sides agree.
+    pub fn verified(&self) -> bool {
+        self.state == RunState::Finished
+            && self
+                .verification
+                .as_ref()
+                .is_some_and(Verification::verified)
+    }
+
+    /// Seconds since the last verified run.
+    pub fn lag_seconds(&self) -> Option<u64> {
+        self.last_verified_at_unix
+            .map(|at| unix_now().saturating_sub(at))
+    }
+}
+
+/// What one finished run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub job: String,
+    pub stats: Stats,
+    pub renamed: usize,
+    pub duplicates_removed: usize,
+    /// mbox mode: messages converted.
+    pub converted: Option<mbox::Converted>,
+    pub verification: Verification,
+    pub duration: Duration,
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sync {}: {} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
+            self.job,
+            self.stats.files_transferred,
+            self.stats.transferred_file_size,
+            self.stats.wire_bytes(),
+            self.renamed,
+            self.duplicates_removed
+        )?;
+        if let Some(c) = &self.converted {
+            write!(
+                f,
+                ", {} mbox messages ({} written, {} renamed)",
+                c.messages, c.written, c.renamed
+            )?;
+        }
+        write!(
+            f,
+            " in {:.1}s\n{}",
+            self.duration.as_secs_f64(),
+            self.verification
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+const POINT_OF_NO_RETURN: &str = "sync-point-of-no-return";
+
+/// Runs sync jobs, keeping their state, locks and the point-of-no-return
+/// flag in one state directory.
+#[derive(Debug, Clone)]
+pub struct SyncRunner {
+    state_dir: PathBuf,
+}
+
+impl SyncRunner {
+    pub fn new(state_dir: impl Into<PathBuf>) -> SyncRunner {
+        SyncRunner {
+            state_dir: state_dir.into(),
+        }
+    }
+
+    fn ensure_state_dir(&self) -> Result<(), SyncError> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state_dir)
+            .map_err(io_error(format!(
+                "creating the state directory {}",
+                self.state_dir.display()
+            )))
+    }
+
+    fn status_file(&self, job: &str) -> PathBuf {
+        self.state_dir.join(format!("sync-{job}.json"))
+    }
+
+    /// Records that the destination now takes mail of its own (or, with
+    /// `false`, that it does not again): `delete: true` is refused while set.
+    pub fn set_point_of_no_return(&self, passed: bool) -> Result<(), SyncError> {
+        self.ensure_state_dir()?;
+        let file = self.state_dir.join(POINT_OF_NO_RETURN);
+        if passed {
+            write_atomically(&file, format!("{}\n", unix_now()).as_bytes())
+        } else {
+            match fs::remove_file(&file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io_error(format!("removing {}", file.display()))(e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    pub fn point_of_no_return_passed(&self) -> bool {
+        self.state_dir.join(POINT_OF_NO_RETURN).exists()
+    }
+
+    /// The state of a job, if it ever ran.
+    pub fn status(&self, job: &str) -> Result<Option<JobStatus>, SyncError> {
+        let file = self.status_file(job);
+        let mut text = Vec::new();
+        match fs::File::open(&file) {
+            Ok(mut f) => f
+                .read_to_end(&mut text)
+                .map_err(io_error(format!("reading {}", file.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("reading {}", file.display()))(e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| SyncError::State {
+                path: file,
+                detail: format!("{e} (remove it to forget the job's history)"),
+            })
+    }
+
+    fn save(&self, status: &JobStatus) -> Result<(), SyncError> {
+        let text = serde_json::to_vec_pretty(status).map_err(|e| SyncError::State {
+            path: self.status_file(&status.job),
+            detail: e.to_string(),
+        })?;
+        write_atomically(&self.status_file(&status.job), &text)
+    }
+
+    /// At start-up: every job whose state says `running` and whose lock is
+    /// free died with a previous process; record it as failed. Returns the
+    /// jobs so recorded.
+    pub fn recover(&self) -> Result<Vec<String>, SyncError> {
+        let mut recovered = Vec::new();
+        let entries = match fs::read_dir(&self.state_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(recovered),
+            Err(e) => return Err(io_error("reading the state directory")(e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(job) = name
+                .strip_prefix("sync-")
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Ok(_lock) = self.lock(job) else {
+                continue; // running right now
+            };
+            if self.fail_interrupted(job)? {
+                recovered.push(job.to_owned());
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Marks a `running` state as failed; the caller holds the lock.
+    fn fail_interrupted(&self, job: &str) -> Result<bool, SyncError> {
+        match self.status(job)? {
+            Some(mut status) if status.state == RunState::Running => {
+                status.state = RunState::Failed;
+                status.finished_at_unix = Some(unix_now());
+                status.error = Some(
+                    "interrupted: the process running it stopped before the run finished".into(),
+                );
+                status.progress = None;
+                self.save(&status)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn lock(&self, job: &str) -> Result<nix::fcntl::Flock<fs::File>, SyncError> {
+        self.ensure_state_dir()?;
+        let path = self.state_dir.join(format!("sync-{job}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => SyncError::Busy {
+                    job: job.to_owned(),
+                },
+                other => io_error(format!("locking {}", path.display()))(other.into()),
+            },
+        )
+    }
+
+    /// Runs one job to its end and records the outcome. `on_progress` sees
+    /// every progress update (it is also in the state file, once a second).
+    pub fn run(
+        &self,
+        job: &SyncJob,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<RunReport, SyncError> {
+        let _lock = self.lock(&job.name)?;
+        self.fail_interrupted(&job.name)?;
+        let previous = self.status(&job.name)?;
+        let mut status = JobStatus {
+            job: job.name.clone(),
+            state: RunState::Running,
+            started_at_unix: unix_now(),
+            finished_at_unix: None,
+            progress: None,
+            stats: None,
+            renamed: 0,
+            duplicates_removed: 0,
+            verification: None,
+            error: None,
+            last_verified_at_unix: previous.and_then(|p| p.last_verified_at_unix),
+        };
+        let outcome = if job.delete && self.point_of_no_return_passed() {
+            Err(SyncError::DeleteRefused {
+                job: job.name.clone(),
+            })
+        } else {
+            self.save(&status)?;
+            let mut last_saved = Instant::now();
+            let mut reporter = |progress: &Progress| {
+                on_progress(progress);
+                if last_saved.elapsed() >= Duration::from_secs(1) {
+                    last_saved = Instant::now();
+                    status.progress = Some(*progress);
+                    let _ = self.save(&status);
+                }
+            };
+            self.run_unlocked(job, &mut reporter)
+        };
+        status.finished_at_unix = Some(unix_now());
+        status.progress = None;
+        match &outcome {
+            Ok(report) => {
+                status.state = RunState::Finished;
+                status.stats = Some(report.stats);
+                status.renamed = report.renamed;
+                status.duplicates_removed = report.duplicates_removed;
+                status.verification = Some(report.verification.clone());
+                if report.verification.verified() {
+                    status.last_verified_at_unix = status.finished_at_unix;
+                }
+            }
+            Err(error) => {
+                status.state = RunState::Failed;
+                status.error = Some(error.to_string());
+            }
+        }
+        self.save(&status)?;
+        outcome
+    }
+
+    fn run_unlocked(
+        &self,
+        job: &SyncJob,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<RunReport, SyncError> {
+        let started = Instant::now();
+        let endpoint = rsync::Endpoint::of(job, self.state_dir.join("known_hosts"));
+        if job.mbox {
+            return self.run_mbox(job, &endpoint, on_progress, started);
+        }
+        let destination = &job.destination;
+        fs::create_dir_all(destination)
+            .map_err(io_error(format!("creating {}", destination.display())))?;
+        let mut report = RunReport {
+            job: job.name.clone(),
+            stats: Stats::default(),
+            renamed: 0,
+            duplicates_removed: 0,
+            converted: None,
+            verification: Verification::default(),
+            duration: Duration::ZERO,
+        };
+        let mut to_send = 0;
+        if job.maildir {
+            on_progress(&Progress::phase(Phase::Listing));
+            let source = list_source(&endpoint)?;
+            let dest = list_local(destination)?;
+            on_progress(&Progress::phase(Phase::Renaming));
+            let steps = maildir::plan(&source, &dest);
+            let applied = maildir::apply(destination, &steps)
+                .map_err(io_error("renaming on the destination"))?;
+            report.renamed = applied.renamed;
+            report.duplicates_removed = applied.duplicates_removed;
+            to_send = maildir::verify(&source, &dest).missing as u64;
+        }
+        let options = rsync::Options {
+            delete: job.delete,
+            with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
+            include: job.include.clone(),
+            exclude: job.exclude.clone(),
+            extra_args: Vec::new(),
+        };
+        let argv = rsync::argv(&endpoint, destination, &options);
+        let mut transfer = Progress::phase(Phase::Transferring);
+        transfer.files_total = to_send;
+        on_progress(&transfer);
+        report.stats = rsync::run(&argv, |event| {
+            if let rsync::Event::Progress(p) = event {
+                transfer.files_done = p.files;
+                transfer.files_total = transfer.files_total.max(p.files);
+                transfer.bytes_done = p.bytes;
+                if p.percent > 0 {
+                    transfer.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+                }
+                transfer.rate = p.rate;
+                transfer.eta_seconds =
+                    (p.rate > 0).then(|| transfer.bytes_total.saturating_sub(p.bytes) / p.rate);
+                on_progress(&transfer);
+            }
+        })?;
+        on_progress(&Progress::phase(Phase::Verifying));
+        let source = list_source(&endpoint)?;
+        let mut dest = list_local(destination)?;
+        if job.maildir {
+            // A live source renames messages while rsync runs: the old name
+            // came over too. Leave one copy, named as the source names it.
+            let steps = maildir::plan(&source, &dest);
+            if !steps.is_empty() {
+                let applied = maildir::apply(destination, &steps)
+                    .map_err(io_error("renaming on the destination"))?;
+                report.renamed += applied.renamed;
+                report.duplicates_removed += applied.duplicates_removed;
+                dest = list_local(destination)?;
+            }
+        }
+        report.verification = maildir::verify(&source, &dest);
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Compares both sides of a maildir job now, without transferring
+    /// anything (a message deleted on the destination shows as missing).
+    pub fn verify(&self, job: &SyncJob) -> Result<Verification, SyncError> {
+        let endpoint = rsync::Endpoint::of(job, self.state_dir.join("known_hosts"));
+        let source = list_source(&endpoint)?;
+        let dest = list_local(&job.destination)?;
+        Ok(maildir::verify(&source, &dest))
+    }
+
+    fn run_mbox(
+        &self,
+        job: &SyncJob,
+        endpoint: &rsync::Endpoint,
+        on_progress: &mut dyn FnMut(&Progress),
+        started: Instant,
+    ) -> Result<RunReport, SyncError> {
+        let mut stats = Stats::default();
+        // A remote spool is copied into the state directory first.
+        let spool_root = if endpoint.host.is_some() {
+            let staging = self.state_dir.join(format!("mbox-{}", job.name));
+            fs::create_dir_all(&staging)
+                .map_err(io_error(format!("creating {}", staging.display())))?;
+            let argv = rsync::argv(endpoint, &staging, &rsync::Options::default());
+            on_progress(&Progress::phase(Phase::Transferring));
+            stats = rsync::run(&argv, |_| {})?;
+            let single = Path::new(&endpoint.path)
+                .file_name()
+                .map(|n| staging.join(n));
+            match single {
+                Some(file) if file.is_file() => file,
+                _ => staging,
+            }
+        } else {
+            match &job.source {
+                SyncSource::Local(path) => path.clone(),
+                SyncSource::Remote { path, .. } => path.clone(),
+            }
+        };
+        let spools = mbox::spools(&spool_root).map_err(io_error("listing mbox spools"))?;
+        let mut progress = Progress::phase(Phase::Converting);
+        progress.files_total = spools.len() as u64;
+        on_progress(&progress);
+        let mut total = mbox::Converted::default();
+        let mut expected = Listing::default();
+        for (user, spool) in &spools {
+            let maildir = job.destination.join(user);
+            let done = mbox::convert(spool, &maildir)
+                .map_err(io_error(format!("converting {}", spool.display())))?;
+            total.messages += done.messages;
+            total.written += done.written;
+            total.renamed += done.renamed;
+            total.unchanged += done.unchanged;
+            total.bytes += done.bytes;
+            let text = fs::read(spool).map_err(io_error(format!("reading {}", spool.display())))?;
+            let messages = mbox::parse(&text);
+            expected
+                .folders
+                .entry(user.clone())
+                .or_default()
+                .messages
+                .extend(mbox::expected(&messages, 0));
+            progress.files_done += 1;
+            progress.bytes_done = total.bytes;
+            on_progress(&progress);
+        }
+        on_progress(&Progress::phase(Phase::Verifying));
+        let mut actual = Listing::default();
+        for user in expected.folders.keys() {
+            let listing = list_local(&job.destination.join(user))?;
+            let mut messages = listing
+                .folders
+                .get("")
+                .map(|f| f.messages.clone())
+                .unwrap_or_default();
+            // Mail delivered into the new maildir is not the spool's.
+            messages.retain(|m| m.key.ends_with(".mbox"));
+            actual
+                .folders
+                .insert(user.clone(), maildir::Folder { messages });
+        }
+        // Dates of undated messages fall back to the spool's mtime: compare names only.
+        for listing in [&mut expected, &mut actual] {
+            for folder in listing.folders.values_mut() {
+                for m in &mut folder.messages {
+                    m.mtime = 0;
+                }
+            }
+        }
+        Ok(RunReport {
+            job: job.name.clone(),
+            stats,
+            renamed: 0,
+            duplicates_removed: 0,
+            converted: Some(total),
+            verification: maildir::verify(&expected, &actual),
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn list_local(root: &Path) -> Result<Listing, SyncError> {
+    Listing::read_local(root).map_err(io_error(format!("listing {}", root.display())))
+}
+
+fn list_source(endpoint: &rsync::Endpoint) -> Result<Listing, SyncError> {
+    match endpoint.host {
+        Some(_) => Ok(Listing::from_find_output(&rsync::remote_find(endpoint)?)),
+        None => list_local(&endpoint.path),
+    }
+}
+
+fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let write = || -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, file)
+    };
+    write().map_err(io_error(format!("writing {}", file.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, source: &Path, destination: &Path) -> SyncJob {
+        SyncJob {
+            name: name.into(),
+            source: SyncSource::Local(source.to_owned()),
+            destination: destination.to_owned(),
+            every: None,
+            maildir: true,
+            mbox: false,
+            delete: false,
+            ssh_key: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn interrupted_runs_are_recorded_as_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runner = SyncRunner::new(dir.path());
+        let status = JobStatus {
+            job: "maildirs".into(),
+            state: RunState::Running,
+            started_at_unix: 1,
+            finished_at_unix: None,
+            progress: Some(Progress::phase(Phase::Transferring)),
+            stats: None,
+            renamed: 0,
+            duplicates_removed: 0,
+            verification: None,
+            error: None,
+            last_verified_at_unix: Some(1),
+        };
+        runner.save(&status).expect("save");
+        // Held lock: the run is alive, leave it.
+        let lock = runner.lock("maildirs").expect("lock");
+        assert!(matches!(
+            runner.lock("maildirs"),
+            Err(SyncError::Busy { .. })
+        ));
+        assert_eq!(runner.recover().expect("recover"), Vec::<String>::new());
+        drop(lock);
+        assert_eq!(
+            runner.recover().expect("recover"),
+            vec!["maildirs".to_owned()]
+        );
+        let after = runner.status("maildirs").expect("status").expect("some");
+        assert_eq!(after.state, RunState::Failed);
+        assert!(after.error.as_deref().unwrap_or("").contains("interrupted"));
+        assert_eq!(after.last_verified_at_unix, Some(1));
+    }
+
+    #[test]
+    fn delete_is_refused_after_the_point_of_no_return() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runner = SyncRunner::new(dir.path().join("state"));
+        let mut job = job("maildirs", &dir.path().join("src"), &dir.path().join("dst"));
+        job.delete = true;
+        runner.set_point_of_no_return(true).expect("set");
+        assert!(runner.point_of_no_return_passed());
+        let error = runner.run(&job, &mut |_| {}).expect_err("refused");
+        assert!(matches!(error, SyncError::DeleteRefused { .. }));
+        assert!(error.to_string().contains("sync job maildirs"));
+        let status = runner.status("maildirs").expect("status").expect("some");
+        assert_eq!(status.state, RunState::Failed);
+        assert!(!dir.path().join("dst").exists());
+        runner.set_point_of_no_return(false).expect("clear");
+        assert!(!runner.point_of_no_return_passed());
+    }
+}

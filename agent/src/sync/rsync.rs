@@ -1,0 +1,446 @@
+//! Running the real `rsync` (and `ssh` for remote listings) and reading its
+//! progress and statistics.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mailctl_schemas::model::{SyncJob, SyncSource};
+
+use super::SyncError;
+
+/// Exit code 24: "some files vanished before they could be transferred" —
+/// on a live maildir a message renamed new->cur while rsync ran. The next
+/// run (and the final one, with writers stopped) picks it up under its new
+/// name.
+const VANISHED: i32 = 24;
+
+/// How to reach the source of a job.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `None` for a local path.
+    pub host: Option<String>,
+    pub path: PathBuf,
+    pub ssh_key: Option<PathBuf>,
+    /// `UserKnownHostsFile` for ssh (kept in the state directory).
+    pub known_hosts: PathBuf,
+}
+
+impl Endpoint {
+    pub fn of(job: &SyncJob, known_hosts: PathBuf) -> Endpoint {
+        let (host, path) = match &job.source {
+            SyncSource::Remote { host, path } => (Some(host.clone()), path.clone()),
+            SyncSource::Local(path) => (None, path.clone()),
+        };
+        Endpoint {
+            host,
+            path,
+            ssh_key: job.ssh_key.clone(),
+            known_hosts,
+        }
+    }
+
+    /// The ssh command line (program and options), without the host.
+    pub fn ssh_argv(&self) -> Vec<String> {
+        let mut argv = vec!["ssh".to_owned()];
+        if let Some(key) = &self.ssh_key {
+            argv.extend(["-i".to_owned(), key.display().to_string()]);
+        }
+        argv.extend(
+            [
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "ConnectTimeout=20",
+                "-o",
+                "ServerAliveInterval=15",
+            ]
+            .map(str::to_owned),
+        );
+        argv.extend([
+            "-o".to_owned(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+        ]);
+        argv
+    }
+
+    /// The rsync source argument, with a trailing slash (copy the contents).
+    pub fn rsync_source(&self) -> String {
+        let mut path = self.path.display().to_string();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        match &self.host {
+            Some(host) => format!("{host}:{path}"),
+            None => path,
+        }
+    }
+}
+
+/// Quotes one word for the remote shell ssh runs commands with.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Lists the files under the source: `find -printf` over ssh for a remote
+/// source, so no agent is needed there.
+pub fn remote_find(endpoint: &Endpoint) -> Result<String, SyncError> {
+    let host = endpoint
+        .host
+        .as_deref()
+        .ok_or_else(|| SyncError::Other("remote_find on a local source".into()))?;
+    let argv = endpoint.ssh_argv();
+    let remote = format!(
+        "test ! -e {p} || find {p} -type f -printf '%P\\t%T@\\t%s\\n'",
+        p = shell_quote(&endpoint.path.display().to_string())
+    );
+    let output = Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg(host)
+        .arg(remote)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| SyncError::Spawn {
+            program: "ssh".into(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(SyncError::Command {
+            what: format!("listing {}:{} over ssh", host, endpoint.path.display()),
+            status: output.status.code(),
+            stderr: tail(&output.stderr),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// What to hand rsync besides source and destination.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub delete: bool,
+    /// Transfer `dovecot.index*` caches too.
+    pub with_index: bool,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Further rsync arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// The rsync argv for one run.
+pub fn argv(endpoint: &Endpoint, destination: &Path, options: &Options) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "rsync",
+        "-a",
+        "--no-inc-recursive",
+        "--info=progress2,stats2,flist0,name0",
+        "--out-format=%i %n",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if endpoint.host.is_some() {
+        argv.push("-e".to_owned());
+        argv.push(
+            endpoint
+                .ssh_argv()
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    if options.delete {
+        argv.push("--delete".to_owned());
+    }
+    for pattern in &options.include {
+        argv.push(format!("--include={pattern}"));
+    }
+    for pattern in &options.exclude {
+        argv.push(format!("--exclude={pattern}"));
+    }
+    // Messages being written: never half a message, never deleted here.
+    argv.push("--exclude=tmp/*".to_owned());
+    argv.push("--exclude=dovecot-uidlist.lock".to_owned());
+    if !options.with_index {
+        argv.push("--exclude=dovecot.index*".to_owned());
+        argv.push("--exclude=dovecot.list.index*".to_owned());
+    }
+    argv.extend(options.extra_args.iter().cloned());
+    argv.push(endpoint.rsync_source());
+    let mut dest = destination.display().to_string();
+    if !dest.ends_with('/') {
+        dest.push('/');
+    }
+    argv.push(dest);
+    argv
+}
+
+/// Progress as rsync reports it (`--info=progress2`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of file data transferred so far.
+    pub bytes: u64,
+    /// rsync's estimate, in percent.
+    pub percent: u8,
+    /// Files transferred so far (`xfr#N`).
+    pub files: u64,
+    /// Files still to check and all files (`to-chk=R/T`).
+    pub to_check: u64,
+    pub total_files: u64,
+    /// Bytes per second.
+    pub rate: u64,
+}
+
+/// rsync's closing statistics (`--info=stats2`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub files: u64,
+    pub files_transferred: u64,
+    pub transferred_file_size: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl Stats {
+    /// Bytes that crossed the wire, both ways.
+    pub fn wire_bytes(&self) -> u64 {
+        self.bytes_sent + self.bytes_received
+    }
+}
+
+fn number(text: &str) -> Option<u64> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// Parses one `progress2` line:
+/// `  1,234,567  45%   12.34MB/s    0:00:10 (xfr#12, to-chk=100/2000)`.
+pub fn parse_progress(line: &str) -> Option<Progress> {
+    let mut words = line.split_whitespace();
+    let bytes = number(words.next()?)?;
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let rate = words.next().and_then(parse_rate).unwrap_or(0);
+    let mut progress = Progress {
+        bytes,
+        percent,
+        rate,
+        ..Progress::default()
+    };
+    if let Some(n) = line.split("xfr#").nth(1) {
+        progress.files = number(n).unwrap_or(0);
+    }
+    if let Some(rest) = line
+        .split("to-chk=")
+        .nth(1)
+        .or_else(|| line.split("ir-chk=").nth(1))
+        && let Some((remaining, total)) = rest.trim_end_matches(')').split_once('/')
+    {
+        progress.to_check = number(remaining).unwrap_or(0);
+        progress.total_files = number(total).unwrap_or(0);
+    }
+    Some(progress)
+}
+
+fn parse_rate(word: &str) -> Option<u64> {
+    let word = word.strip_suffix("/s")?;
+    let split = word.find(|c: char| c.is_ascii_alphabetic())?;
+    let (value, unit) = word.split_at(split);
+    let value: f64 = value.replace(',', "").parse().ok()?;
+    let scale = match unit {
+        "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return None,
+    };
+    Some((value * scale) as u64)
+}
+
+/// Folds one `stats2` line into `stats`.
+pub fn parse_stats_line(line: &str, stats: &mut Stats) {
+    let Some((label, value)) = line.split_once(':') else {
+        return;
+    };
+    let field = match label.trim() {
+        "Number of files" => &mut stats.files,
+        "Number of regular files transferred" => &mut stats.files_transferred,
+        "Total transferred file size" => &mut stats.transferred_file_size,
+        "Total bytes sent" => &mut stats.bytes_sent,
+        "Total bytes received" => &mut stats.bytes_received,
+        _ => return,
+    };
+    if let Some(n) = number(value) {
+        *field = n;
+    }
+}
+
+/// An event while rsync runs.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Progress(Progress),
+    /// One itemized change (`>f+++++++++ cur/1.a.h:2,S`).
+    Item(&'a str),
+}
+
+/// Runs rsync, feeding progress to `on_event`, and returns its statistics.
+pub fn run(argv: &[String], mut on_event: impl FnMut(Event<'_>)) -> Result<Stats, SyncError> {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SyncError::Spawn {
+            program: "rsync".into(),
+            source,
+        })?;
+    let stderr = child.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_end(&mut text);
+        }
+        text
+    });
+    let mut stats = Stats::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            // progress2 rewrites its line with \r; items end with \n.
+            let read = read_until_any(&mut reader, &mut buf).map_err(|source| SyncError::Io {
+                what: "reading rsync's output".into(),
+                source,
+            })?;
+            if read == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Some(progress) = parse_progress(line) {
+                on_event(Event::Progress(progress));
+            } else if line.contains(": ") && !line.starts_with(['>', '<', 'c', '.', '*', 'h']) {
+                parse_stats_line(line, &mut stats);
+            } else {
+                on_event(Event::Item(line));
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| SyncError::Spawn {
+        program: "rsync".into(),
+        source,
+    })?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    match status.code() {
+        Some(0) | Some(VANISHED) => Ok(stats),
+        code => Err(SyncError::Command {
+            what: "rsync".into(),
+            status: code,
+            stderr: tail(&stderr),
+        }),
+    }
+}
+
+fn read_until_any(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(read);
+        }
+        match available.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            Some(i) => {
+                buf.extend_from_slice(&available[..=i]);
+                reader.consume(i + 1);
+                return Ok(read + i + 1);
+            }
+            None => {
+                let n = available.len();
+                buf.extend_from_slice(available);
+                reader.consume(n);
+                read += n;
+            }
+        }
+    }
+}
+
+/// The last lines of a command's stderr, for an error message.
+pub fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_progress2_lines() {
+        let p =
+            parse_progress("     12,345,678  45%   12.34MB/s    0:00:10 (xfr#12, to-chk=100/2000)")
+                .expect("progress");
+        assert_eq!(p.bytes, 12_345_678);
+        assert_eq!(p.percent, 45);
+        assert_eq!(p.files, 12);
+        assert_eq!((p.to_check, p.total_files), (100, 2000));
+        assert_eq!(p.rate, 12_340_000);
+        assert!(parse_progress(">f+++++++++ cur/1.a.h:2,S").is_none());
+        assert!(parse_progress("Number of files: 3 (reg: 2, dir: 1)").is_none());
+    }
+
+    #[test]
+    fn parses_stats2() {
+        let mut s = Stats::default();
+        for line in [
+            "Number of files: 1,203 (reg: 1,000, dir: 203)",
+            "Number of regular files transferred: 1,000",
+            "Total transferred file size: 4,096,000 bytes",
+            "Total bytes sent: 123",
+            "Total bytes received: 4,200,000",
+        ] {
+            parse_stats_line(line, &mut s);
+        }
+        assert_eq!(s.files, 1203);
+        assert_eq!(s.files_transferred, 1000);
+        assert_eq!(s.transferred_file_size, 4_096_000);
+        assert_eq!(s.wire_bytes(), 4_200_123);
+    }
+
+    #[test]
+    fn builds_argv_for_remote_sources() {
+        let endpoint = Endpoint {
+            host: Some("bob".into()),
+            path: "/var/mail".into(),
+            ssh_key: Some("/etc/mailctl/id".into()),
+            known_hosts: "/var/lib/mailctl/known_hosts".into(),
+        };
+        let argv = argv(
+            &endpoint,
+            Path::new("/var/mail"),
+            &Options {
+                delete: true,
+                ..Options::default()
+            },
+        );
+        assert_eq!(argv.last().map(String::as_str), Some("/var/mail/"));
+        assert!(argv.contains(&"bob:/var/mail/".to_owned()));
+        assert!(argv.contains(&"--delete".to_owned()));
+        assert!(argv.contains(&"--exclude=dovecot.index*".to_owned()));
+        let e = argv.iter().position(|a| a == "-e").expect("-e");
+        assert!(argv[e + 1].starts_with("'ssh' '-i' '/etc/mailctl/id' '-o' 'BatchMode=yes'"));
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}

@@ -1,0 +1,654 @@
+//! Sync jobs on real parts: the real `rsync`, real files with realistic
+//! maildir names (also Dovecot's `,S=` and `,W=`), and mbox spools.
+//!
+//! These tests need `rsync` installed (scripts/test.sh installs it) and run
+//! as root (CI does); they fail, never skip, when that is not so.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mailctl_agent::sync::{Listing, SyncRunner, mbox};
+use mailctl_schemas::model::{SyncJob, SyncSource};
+
+fn require_tools(test: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{test} must run as root (CI does): it keeps file owners and modes as rsync -a does"
+    );
+    let found = Command::new("rsync").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "{test} drives the real rsync: install it (apt-get install rsync; scripts/test.sh does)"
+    );
+}
+
+fn job(name: &str, source: &Path, destination: &Path) -> SyncJob {
+    SyncJob {
+        name: name.into(),
+        source: SyncSource::Local(source.to_owned()),
+        destination: destination.to_owned(),
+        every: None,
+        maildir: true,
+        mbox: false,
+        delete: false,
+        ssh_key: None,
+        include: Vec::new(),
+        exclude: Vec::new(),
+    }
+}
+
+fn set_mtime(path: &Path, seconds: i64) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_secs(seconds as u64)))
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
+/// A generated Dovecot-style maildir: messages by folder and unique part.
+struct Generator {
+    root: PathBuf,
+    next: u64,
+}
+
+const FOLDERS: [&str; 3] = ["", ".Sent", ".Archive.2023"];
+
+impl Generator {
+    fn new(root: &Path) -> Generator {
+        for folder in FOLDERS {
+            for sub in ["cur", "new", "tmp"] {
+                fs::create_dir_all(root.join(folder).join(sub)).expect("mkdir");
+            }
+        }
+        fs::write(root.join("subscriptions"), "Sent\nArchive.2023\n").expect("write");
+        fs::write(root.join("dovecot-keywords"), "0 $Forwarded\n").expect("write");
+        fs::write(root.join("dovecot.index.cache"), vec![7u8; 4096]).expect("write");
+        fs::write(root.join(".Sent/dovecot.index"), vec![7u8; 1024]).expect("write");
+        Generator {
+            root: root.to_owned(),
+            next: 0,
+        }
+    }
+
+    /// Delivers one message into `folder/new`, like Postfix or Dovecot LDA.
+    fn deliver(&mut self, folder: &str) -> String {
+        self.next += 1;
+        let n = self.next;
+        let body = format!(
+            "Return-Path: <a@example.test>\nMessage-ID: <{n}@example.test>\nSubject: message {n}\n\n{}\n",
+            "lorem ipsum dolor sit amet ".repeat(20 + (n % 50) as usize)
+        );
+        let vsize = body.len() + body.matches('\n').count();
+        let uniq = format!(
+            "{}.M{}P{}Q{}.mail.example.test",
+            1_700_000_000 + n,
+            n * 7919 % 1_000_000,
+            4000 + n % 97,
+            n
+        );
+        let name = format!("{uniq},S={},W={vsize}", body.len());
+        let path = self.root.join(folder).join("new").join(&name);
+        fs::write(&path, body).expect("write message");
+        set_mtime(&path, 1_700_000_000 + n as i64 * 60);
+        uniq
+    }
+
+    /// Renames a message the way an IMAP server does when flags change.
+    fn set_flags(&self, folder: &str, uniq: &str, flags: &str) {
+        let dir = self.root.join(folder);
+        let current = ["new", "cur"]
+            .iter()
+            .flat_map(|sub| {
+                fs::read_dir(dir.join(sub))
+                    .expect("read dir")
+                    .map(move |e| (sub, e.expect("entry").file_name()))
+            })
+            .find(|(_, name)| name.to_string_lossy().starts_with(uniq))
+            .unwrap_or_else(|| panic!("no message {uniq} in {folder:?}"));
+        let base = current
+            .1
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        fs::rename(
+            dir.join(current.0).join(&current.1),
+            dir.join("cur").join(format!("{base}:2,{flags}")),
+        )
+        .expect("rename");
+    }
+
+    fn write_uidlist(&self) {
+        let listing = Listing::read_local(&self.root).expect("list");
+        for (folder, messages) in &listing.folders {
+            let mut text = String::from("3 V1700000000 N100000 G0123456789abcdef\n");
+            for (uid, m) in messages.messages.iter().enumerate() {
+                text.push_str(&format!("{} :{}\n", uid + 1, m.key));
+            }
+            fs::write(self.root.join(folder).join("dovecot-uidlist"), text).expect("write");
+        }
+    }
+}
+
+/// Every message file: folder/sub/name -> mtime.
+fn files(root: &Path) -> BTreeMap<String, i64> {
+    let listing = Listing::read_local(root).expect("list");
+    listing
+        .folders
+        .iter()
+        .flat_map(|(folder, f)| {
+            f.messages
+                .iter()
+                .map(move |m| (format!("{folder}/{}", m.rel()), m.mtime))
+        })
+        .collect()
+}
+
+#[test]
+fn maildir_sync_renames_instead_of_copying_and_verifies() {
+    require_tools("maildir_sync_renames_instead_of_copying_and_verifies");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let job = job("maildirs", &src, &dst);
+    let mut mail = Generator::new(&src);
+    let mut uniqs = Vec::new();
+    for i in 0..300 {
+        let folder = FOLDERS[i % 3];
+        uniqs.push((folder, mail.deliver(folder)));
+    }
+    // Most mail was read once.
+    for (folder, uniq) in uniqs.iter().take(250) {
+        mail.set_flags(folder, uniq, "S");
+    }
+    mail.write_uidlist();
+
+    let mut updates = 0;
+    let first = runner.run(&job, &mut |_| updates += 1).expect("first run");
+    assert!(first.verification.verified(), "{}", first.verification);
+    assert_eq!(first.verification.messages, 300);
+    assert!(first.stats.files_transferred >= 300, "{first}");
+    assert!(updates > 0);
+    assert!(dst.join("dovecot-uidlist").exists());
+    assert!(dst.join(".Sent/dovecot-uidlist").exists());
+    assert!(dst.join("subscriptions").exists());
+    assert!(
+        !dst.join("dovecot.index.cache").exists(),
+        "index caches are skipped"
+    );
+    assert!(
+        !dst.join(".Sent/dovecot.index").exists(),
+        "index caches are skipped"
+    );
+    assert_eq!(files(&src), files(&dst));
+
+    // Between runs: flags change, new mail is read (new -> cur), new mail
+    // arrives, and the destination has a stray second copy of one message.
+    for (folder, uniq) in uniqs.iter().take(40) {
+        mail.set_flags(folder, uniq, "RS");
+    }
+    for (folder, uniq) in uniqs.iter().skip(250).take(30) {
+        mail.set_flags(folder, uniq, "FS");
+    }
+    for i in 0..15 {
+        mail.deliver(FOLDERS[i % 3]);
+    }
+    mail.write_uidlist();
+    let (folder, uniq) = &uniqs[100];
+    let stray = fs::read_dir(dst.join(folder).join("cur"))
+        .expect("read")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().contains(uniq.as_str()))
+        .expect("synced message");
+    fs::copy(
+        &stray,
+        dst.join(folder).join("new").join(format!("{uniq},S=1")),
+    )
+    .expect("copy");
+
+    let second = runner.run(&job, &mut |_| {}).expect("second run");
+    assert!(second.verification.verified(), "{}", second.verification);
+    assert_eq!(second.verification.messages, 315);
+    assert_eq!(second.renamed, 70, "{second}");
+    assert_eq!(second.duplicates_removed, 1, "{second}");
+    // Only the 15 new messages and the three rewritten uidlists travel.
+    assert_eq!(second.stats.files_transferred, 18, "{second}");
+    let (src_files, dst_files) = (files(&src), files(&dst));
+    assert_eq!(src_files.len(), 315);
+    assert_eq!(
+        src_files, dst_files,
+        "every message once, same name (flags) and mtime"
+    );
+    let status = runner
+        .status("maildirs")
+        .expect("status")
+        .expect("recorded");
+    assert!(status.verified());
+    assert!(status.lag_seconds().is_some_and(|lag| lag < 60));
+
+    // A message deleted by hand on the destination is reported missing.
+    let victim = dst
+        .join(".Archive.2023/cur")
+        .read_dir()
+        .expect("read")
+        .next()
+        .expect("one message")
+        .expect("entry")
+        .path();
+    let victim_uniq = victim
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .expect("name");
+    fs::remove_file(&victim).expect("remove");
+    let check = runner.verify(&job).expect("verify");
+    assert!(!check.verified());
+    assert_eq!((check.missing, check.extra), (1, 0), "{check}");
+    assert_eq!(
+        check.missing_examples,
+        vec![format!(".Archive.2023/{victim_uniq}")]
+    );
+    // The next run brings it back.
+    let third = runner.run(&job, &mut |_| {}).expect("third run");
+    assert!(third.verification.verified(), "{}", third.verification);
+    assert_eq!(third.stats.files_transferred, 1, "{third}");
+}
+
+#[test]
+fn delete_removes_messages_gone_from_the_source_until_the_point_of_no_return() {
+    require_tools("delete_removes_messages_gone_from_the_source_until_the_point_of_no_return");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let mut job = job("maildirs", &src, &dst);
+    let mut mail = Generator::new(&src);
+    let uniqs: Vec<String> = (0..10).map(|_| mail.deliver("")).collect();
+    runner.run(&job, &mut |_| {}).expect("first run");
+    // Expunged on the source: without delete the destination keeps it and
+    // verification says so.
+    let gone = fs::read_dir(src.join("new"))
+        .expect("read")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().contains(uniqs[3].as_str()))
+        .expect("message");
+    fs::remove_file(gone).expect("remove");
+    let kept = runner.run(&job, &mut |_| {}).expect("second run");
+    assert_eq!(kept.verification.extra, 1, "{}", kept.verification);
+    job.delete = true;
+    let deleted = runner.run(&job, &mut |_| {}).expect("run with delete");
+    assert!(deleted.verification.verified(), "{}", deleted.verification);
+    runner.set_point_of_no_return(true).expect("flag");
+    let refused = runner.run(&job, &mut |_| {}).expect_err("refused");
+    assert!(
+        refused.to_string().contains("sync job maildirs"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn mbox_spool_of_10000_messages_converts_once() {
+    require_tools("mbox_spool_of_10000_messages_converts_once");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool_dir = dir.path().join("spool");
+    fs::create_dir_all(&spool_dir).expect("mkdir");
+    let mut spool = String::new();
+    let mut expected = Vec::new();
+    let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    for n in 0..10_000u32 {
+        // 2021-03-01 00:00:00 UTC was a Monday.
+        let date = 1_614_556_800 + i64::from(n) * 3_607;
+        let day_index = (date - 1_614_556_800).div_euclid(86_400) as usize % 7;
+        let secs = date.rem_euclid(86_400);
+        let (d, month) = civil(date);
+        spool.push_str(&format!(
+            "From sender{n}@example.test {} {month} {d:>2} {:02}:{:02}:{:02} {}\n",
+            days[day_index],
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            year(date)
+        ));
+        let (status, xstatus, flags, cur) = match n % 5 {
+            0 => ("", "", "", false),
+            1 => ("O", "", "", true),
+            2 => ("RO", "", "S", true),
+            3 => ("RO", "A", "RS", true),
+            _ => ("RO", "FD", "FST", true),
+        };
+        if !status.is_empty() {
+            spool.push_str(&format!("Status: {status}\n"));
+        }
+        if !xstatus.is_empty() {
+            spool.push_str(&format!("X-Status: {xstatus}\n"));
+        }
+        spool.push_str(&format!(
+            "Subject: message {n}\n\nbody {n}\n>From the body, quoted\n{}\n\n",
+            "x".repeat(200)
+        ));
+        expected.push((n, date, flags, cur));
+    }
+    fs::write(spool_dir.join("alice"), &spool).expect("write spool");
+    let dst = dir.path().join("maildirs");
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let mut job = job("spool", &spool_dir, &dst);
+    job.maildir = false;
+    job.mbox = true;
+
+    let first = runner.run(&job, &mut |_| {}).expect("convert");
+    assert!(first.verification.verified(), "{}", first.verification);
+    let converted = first.converted.expect("mbox counts");
+    assert_eq!((converted.messages, converted.written), (10_000, 10_000));
+    let check = |root: &Path| {
+        let listing = Listing::read_local(root).expect("list");
+        let messages = &listing.folders[""].messages;
+        assert_eq!(messages.len(), 10_000);
+        let mut by_subject = BTreeMap::new();
+        for m in messages {
+            let path = root.join(m.rel());
+            let text = fs::read_to_string(&path).expect("read");
+            let n: u32 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: message "))
+                .and_then(|n| n.parse().ok())
+                .expect("subject");
+            assert!(text.contains("\nFrom the body, quoted\n"), "unquoted");
+            assert!(!text.contains("Status:"));
+            by_subject.insert(n, (m.clone(), fs::metadata(&path).expect("stat").mtime()));
+        }
+        for (n, date, flags, cur) in &expected {
+            let (m, mtime) = &by_subject[n];
+            assert_eq!(*mtime, *date, "message {n} date");
+            assert_eq!(
+                m.sub == mailctl_agent::sync::maildir::Sub::Cur,
+                *cur,
+                "message {n}"
+            );
+            let got = m.name.split_once(":2,").map_or("", |(_, f)| f);
+            assert_eq!(got, *flags, "message {n} flags");
+        }
+    };
+    check(&dst.join("alice"));
+
+    let again = runner.run(&job, &mut |_| {}).expect("rerun");
+    let converted = again.converted.expect("mbox counts");
+    assert_eq!((converted.written, converted.unchanged), (0, 10_000));
+    assert!(again.verification.verified(), "{}", again.verification);
+    check(&dst.join("alice"));
+    // Direct use gives the same answer.
+    let direct = mbox::convert(&spool_dir.join("alice"), &dst.join("alice")).expect("convert");
+    assert_eq!(direct.written, 0);
+}
+
+/// Day of month and month name of a Unix time (UTC).
+fn civil(t: i64) -> (i64, &'static str) {
+    let (_, m, d) = ymd(t);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    (d, months[(m - 1) as usize])
+}
+
+fn year(t: i64) -> i64 {
+    ymd(t).0
+}
+
+/// Howard Hinnant's civil_from_days.
+fn ymd(t: i64) -> (i64, i64, i64) {
+    let z = t.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop, with an
+/// sshd in the source one.
+struct SshLab {
+    source_ns: String,
+    dest_ns: String,
+    sshd: Option<std::process::Child>,
+}
+
+impl Drop for SshLab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.sshd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.source_ns, &self.dest_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn sh(argv: &[&str]) {
+    let status = Command::new(argv[0])
+        .args(&argv[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(status.success(), "{argv:?} failed: {status}");
+}
+
+#[test]
+fn maildir_sync_over_ssh_between_network_namespaces() {
+    require_tools("maildir_sync_over_ssh_between_network_namespaces");
+    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install openssh-server openssh-client (scripts/test.sh does)"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = std::process::id() % 10_000;
+    let mut lab = SshLab {
+        source_ns: format!("msync{id}s"),
+        dest_ns: format!("msync{id}d"),
+        sshd: None,
+    };
+    let (s, d) = (lab.source_ns.clone(), lab.dest_ns.clone());
+    let net = format!("10.79.{}", id % 250);
+    sh(&["ip", "netns", "add", &s]);
+    sh(&["ip", "netns", "add", &d]);
+    sh(&[
+        "ip", "link", "add", "vsrc", "netns", &s, "type", "veth", "peer", "name", "vdst", "netns",
+        &d,
+    ]);
+    for (ns, dev, addr) in [(&s, "vsrc", ".1/24"), (&d, "vdst", ".2/24")] {
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{net}{addr}"),
+            "dev",
+            dev,
+        ]);
+    }
+    // Keys and a test sshd config.
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        sh(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        path
+    };
+    let host_key = key("host_key");
+    let client_key = key("client_key");
+    fs::copy(
+        client_key.with_extension("pub"),
+        dir.path().join("authorized_keys"),
+    )
+    .expect("authorized_keys");
+    fs::create_dir_all("/run/sshd").expect("privilege separation dir");
+    let config = dir.path().join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "ListenAddress {net}.1\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
+             StrictModes no\nPidFile {}\n",
+            host_key.display(),
+            dir.path().join("authorized_keys").display(),
+            dir.path().join("sshd.pid").display()
+        ),
+    )
+    .expect("write sshd config");
+    lab.sshd = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &s, "/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(fs::File::create(dir.path().join("sshd.log")).expect("log"))
+            .spawn()
+            .expect("start sshd"),
+    );
+    // This thread (and the rsync and ssh it starts) lives on the destination.
+    let netns = fs::File::open(format!("/run/netns/{d}")).expect("open netns");
+    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect((format!("{net}.1").as_str(), 22)).is_ok()
+    });
+    assert!(
+        up,
+        "sshd did not come up: {}",
+        fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+    );
+
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let mut mail = Generator::new(&src);
+    let uniqs: Vec<(&str, String)> = (0..120)
+        .map(|i| {
+            let folder = FOLDERS[i % 3];
+            (folder, mail.deliver(folder))
+        })
+        .collect();
+    mail.write_uidlist();
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let mut job = job("maildirs", &src, &dst);
+    job.source = SyncSource::Remote {
+        host: format!("root@{net}.1"),
+        path: src.clone(),
+    };
+    job.ssh_key = Some(client_key);
+    let first = runner.run(&job, &mut |_| {}).expect("first run over ssh");
+    assert!(first.verification.verified(), "{}", first.verification);
+    assert_eq!(first.verification.messages, 120);
+    for (folder, uniq) in uniqs.iter().take(60) {
+        mail.set_flags(folder, uniq, "S");
+    }
+    for i in 0..5 {
+        mail.deliver(FOLDERS[i % 3]);
+    }
+    let second = runner.run(&job, &mut |_| {}).expect("second run over ssh");
+    assert!(second.verification.verified(), "{}", second.verification);
+    assert_eq!(second.renamed, 60, "{second}");
+    assert_eq!(second.stats.files_transferred, 5, "{second}");
+    assert_eq!(files(&src), files(&dst));
+    drop(lab);
+}
+
+/// Benchmark, not a test: `cargo test --release -p mailctl-agent --test sync
+/// benchmark -- --ignored --nocapture` (MAILCTL_BENCH_MESSAGES to change the
+/// size, default 100000). Prints both runs and plain `rsync -a --delete`.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn benchmark_second_run_against_plain_rsync() {
+    require_tools("benchmark_second_run_against_plain_rsync");
+    let total: usize = std::env::var("MAILCTL_BENCH_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let (src, ours, plain) = (
+        dir.path().join("src"),
+        dir.path().join("ours"),
+        dir.path().join("plain"),
+    );
+    let mut mail = Generator::new(&src);
+    let uniqs: Vec<(&str, String)> = (0..total)
+        .map(|i| {
+            let folder = FOLDERS[i % 3];
+            (folder, mail.deliver(folder))
+        })
+        .collect();
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let job = job("bench", &src, &ours);
+    let plain_rsync = || {
+        let started = std::time::Instant::now();
+        let out = Command::new("rsync")
+            .args(["-a", "--delete", "--stats"])
+            .arg(format!("{}/", src.display()))
+            .arg(format!("{}/", plain.display()))
+            .output()
+            .expect("rsync");
+        assert!(out.status.success());
+        let mut stats = mailctl_agent::sync::Stats::default();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            mailctl_agent::sync::rsync::parse_stats_line(line, &mut stats);
+        }
+        (stats, started.elapsed())
+    };
+    let started = std::time::Instant::now();
+    let first = runner.run(&job, &mut |_| {}).expect("first run");
+    let first_time = started.elapsed();
+    let (plain_first, plain_first_time) = plain_rsync();
+    assert!(first.verification.verified(), "{}", first.verification);
+    // 5 % flag changes (half of them new -> cur), 1 % new messages.
+    for (folder, uniq) in uniqs.iter().step_by(20) {
+        mail.set_flags(folder, uniq, "S");
+    }
+    for i in 0..total / 100 {
+        mail.deliver(FOLDERS[i % 3]);
+    }
+    let started = std::time::Instant::now();
+    let second = runner.run(&job, &mut |_| {}).expect("second run");
+    let second_time = started.elapsed();
+    let (plain_second, plain_second_time) = plain_rsync();
+    assert!(second.verification.verified(), "{}", second.verification);
+    assert_eq!(files(&src), files(&plain));
+    println!("messages: {total} (~4 KB), then 5 % flag changes and 1 % new");
+    for (what, stats, time) in [
+        ("first  mailctl", first.stats, first_time),
+        ("first  rsync -a --delete", plain_first, plain_first_time),
+        ("second mailctl", second.stats, second_time),
+        ("second rsync -a --delete", plain_second, plain_second_time),
+    ] {
+        println!(
+            "{what:26} files sent {:>7}  wire bytes {:>11}  time {:>7.2}s",
+            stats.files_transferred,
+            stats.wire_bytes(),
+            time.as_secs_f64()
+        );
+    }
+    println!(
+        "second run: mailctl renamed {}, bytes ratio mailctl/rsync = {:.3}, time ratio = {:.2}",
+        second.renamed,
+        second.stats.wire_bytes() as f64 / plain_second.wire_bytes().max(1) as f64,
+        second_time.as_secs_f64() / plain_second_time.as_secs_f64()
+    );
+}
