@@ -182,8 +182,8 @@ impl StateDir {
         write_atomic(&self.desired_path(generation), text.as_bytes())
     }
 
-    /// Load a persisted generation.
-    pub fn load(&self, generation: u64, host: &str) -> Result<Desired, DesiredError> {
+    /// Load a persisted generation (it holds exactly this host's document).
+    pub fn load(&self, generation: u64) -> Result<Desired, DesiredError> {
         let path = self.desired_path(generation);
         let text = fs::read_to_string(&path).map_err(|source| DesiredError::State {
             path: path.clone(),
@@ -200,7 +200,7 @@ impl StateDir {
             path: path.clone(),
             diagnostics: d.to_string(),
         })?;
-        let (host, spec) = host_spec(&set, Some(host), &path)?;
+        let (host, spec) = host_spec(&set, None, &path)?;
         Ok(Desired {
             generation,
             host,

@@ -181,8 +181,7 @@ impl Agent {
         if self.ledger.effective == 0 {
             return Ok(());
         }
-        let host = self.persisted_host();
-        let desired = self.state.load(self.ledger.effective, &host)?;
+        let desired = self.state.load(self.ledger.effective)?;
         tracing::info!(
             generation = desired.generation,
             "resuming from the persisted desired state"
@@ -194,16 +193,12 @@ impl Agent {
         Ok(())
     }
 
-    fn persisted_host(&self) -> String {
-        self.host()
-            .map(str::to_owned)
-            .or_else(|| self.board.snapshot().host)
-            .or_else(|| {
-                self.state.text(self.ledger.effective).and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.trim().strip_prefix("name: ").map(str::to_owned))
-                })
-            })
+    /// The host name of the state being converged to.
+    fn current_host(&self) -> String {
+        self.desired_tx
+            .borrow()
+            .as_ref()
+            .map(|d| d.host.clone())
             .unwrap_or_default()
     }
 
@@ -296,8 +291,7 @@ impl Agent {
                 self.state
                     .save_ledger(&self.ledger)
                     .map_err(|e| e.to_string())?;
-                let host = self.persisted_host();
-                self.publish_generations(&host);
+                self.publish_generations(&self.current_host());
                 tracing::info!(generation, "confirmed");
                 Ok(())
             }
@@ -331,8 +325,7 @@ impl Agent {
         if pending.generation != generation {
             return;
         }
-        let host = self.persisted_host();
-        let mut previous = match self.state.load(pending.previous, &host) {
+        let mut previous = match self.state.load(pending.previous) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(generation, "cannot roll back: {e}");
