@@ -28,7 +28,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::{AddressMessageBuilder, Handle};
 
-use crate::announce;
+use crate::announce::{self, Announcer};
 use crate::driver::{Announcement, Driver, Effect, Resource, ResourceChange};
 use crate::error::{Error, NetlinkTarget};
 
@@ -356,6 +356,8 @@ impl Driver for AddressDriver {
 
         let mut effects = Vec::new();
         let mut waiting_for_dad = Vec::new();
+        // One packet socket per interface for all announcements of this apply.
+        let mut announcer = Announcer::default();
         for change in changes {
             let (address, interface, label) = match change {
                 AddressChange::Add {
@@ -374,12 +376,17 @@ impl Driver for AddressDriver {
             let on = link(interface, address)?;
             self.add(on, interface, address, label).await?;
             match address {
-                IpNet::V4(_) => effects.push(announce_on(on, interface, address.addr())?),
+                IpNet::V4(_) => {
+                    effects.push(announce_on(&mut announcer, on, interface, address.addr())?)
+                }
                 IpNet::V6(_) => waiting_for_dad.push((interface.as_str(), address)),
             }
         }
         if !waiting_for_dad.is_empty() {
-            effects.extend(self.announce_after_dad(&links, &waiting_for_dad).await?);
+            effects.extend(
+                self.announce_after_dad(&mut announcer, &links, &waiting_for_dad)
+                    .await?,
+            );
         }
         Ok(effects)
     }
@@ -507,6 +514,7 @@ impl AddressDriver {
     /// duplicate is an error: another host holds it.
     async fn announce_after_dad(
         &self,
+        announcer: &mut Announcer,
         links: &BTreeMap<String, Link>,
         added: &[(&str, IpNet)],
     ) -> Result<Vec<Effect>, Error> {
@@ -550,7 +558,7 @@ impl AddressDriver {
                         address,
                         interface: interface.to_owned(),
                     })?;
-                    effects.push(announce_on(link, interface, address.addr())?);
+                    effects.push(announce_on(announcer, link, interface, address.addr())?);
                 }
                 None => effects.push(Effect::NotAnnounced {
                     address: address.addr(),
@@ -570,7 +578,12 @@ impl AddressDriver {
 }
 
 /// Announces an address just added on `link`, or says why it cannot.
-fn announce_on(link: &Link, interface: &str, address: IpAddr) -> Result<Effect, Error> {
+fn announce_on(
+    announcer: &mut Announcer,
+    link: &Link,
+    interface: &str,
+    address: IpAddr,
+) -> Result<Effect, Error> {
     let skip = |reason: &str| {
         Ok(Effect::NotAnnounced {
             address,
@@ -597,11 +610,13 @@ fn announce_on(link: &Link, interface: &str, address: IpAddr) -> Result<Effect, 
             Announcement::UnsolicitedNeighborAdvertisement,
         ),
     };
-    announce::send_frame(link.index, interface, &frame).map_err(|source| Error::Announce {
-        address,
-        interface: interface.to_owned(),
-        source,
-    })?;
+    announcer
+        .send(link.index, interface, &frame)
+        .map_err(|source| Error::Announce {
+            address,
+            interface: interface.to_owned(),
+            source,
+        })?;
     Ok(Effect::Announced {
         address,
         interface: interface.to_owned(),

@@ -385,7 +385,13 @@ fn watch_source(
 ) -> Result<notify::RecommendedWatcher, DaemonError> {
     use notify::{RecursiveMode, Watcher};
     let (raw_tx, mut raw_rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |_event| {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // inotify also reports opens: without this filter, the agent's own
+        // reading of the manifest woke it to read the manifest again, every
+        // debounce period, for ever (2.6 % CPU on an idle host).
+        if event.as_ref().is_ok_and(|e| only_read(&e.kind)) {
+            return;
+        }
         // Full channel: a change is already pending, which is all we need.
         let _ = raw_tx.try_send(());
     })
@@ -422,6 +428,12 @@ fn watch_source(
     Ok(watcher)
 }
 
+/// An event that only says a file was opened or read, not changed.
+fn only_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
+}
+
 /// Subscribe to the kernel's address notifications (like `ip monitor address`).
 fn spawn_address_monitor(events: mpsc::Sender<Event>) -> Result<(), DaemonError> {
     use rtnetlink::MulticastGroup;
@@ -453,4 +465,31 @@ fn spawn_ticker(every: Duration, events: mpsc::Sender<Event>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_read;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
+
+    #[test]
+    fn reading_the_manifest_does_not_count_as_a_change() {
+        assert!(only_read(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(only_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(only_read(&EventKind::Access(AccessKind::Read)));
+        assert!(!only_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!only_read(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(!only_read(&EventKind::Create(CreateKind::File)));
+        assert!(!only_read(&EventKind::Remove(RemoveKind::File)));
+        assert!(!only_read(&EventKind::Any));
+    }
 }
