@@ -245,6 +245,47 @@ fn apply_local_converges_a_host_and_a_second_plan_has_nothing_to_do() {
     ] {
         assert!(table.contains(needle), "{needle} in\n{table}");
     }
+    // A closed host still talks to itself and gets replies to its own connections.
+    for needle in [
+        "iifname \"lo\" accept",
+        "ct state established,related accept",
+        "ipv6-icmp",
+    ] {
+        assert!(table.contains(needle), "{needle} in\n{table}");
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let url = format!("http://127.0.0.1:{port}/");
+    let reached = wait_for(Duration::from_secs(10), || {
+        ns.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "1", &url])
+            .status
+            .success()
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        reached.is_some(),
+        "loopback traffic passes the policy-drop table"
+    );
     // The service, by its own status command.
     let status = Command::new("start-stop-daemon")
         .args(["--status", "--pidfile"])

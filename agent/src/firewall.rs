@@ -143,6 +143,10 @@ pub enum TableDifference {
     },
     /// Chains, sets and other objects mailctl does not write; they go.
     Remove(String),
+    /// The rules a `policy: drop` chain starts with (loopback, replies, ICMP).
+    Essentials {
+        present: bool,
+    },
 }
 
 impl ResourceChange for FirewallChange {
@@ -225,6 +229,12 @@ impl fmt::Display for TableDifference {
                 write!(f, "~ rule order {} -> {}", from.join(", "), to.join(", "))
             }
             TableDifference::Remove(what) => write!(f, "- {what}"),
+            TableDifference::Essentials { present: true } => f.write_str(
+                "+ accept loopback, replies to this host's own connections, and ICMP (policy drop)",
+            ),
+            TableDifference::Essentials { present: false } => {
+                f.write_str("- the loopback/replies/ICMP rules of a policy-drop chain")
+            }
         }
     }
 }
@@ -302,10 +312,18 @@ fn diff_table(
         }
     }
     let from_rules = observed.chains.iter().map(|c| c.rules.len()).sum();
-    let (policy, rules): (Option<FirewallPolicy>, &[ObservedRule]) = match input {
-        Some(chain) => (chain.policy, &chain.rules),
-        None => (None, &[]),
-    };
+    let (policy, rules, essentials): (Option<FirewallPolicy>, &[ObservedRule], &[String]) =
+        match input {
+            Some(chain) => (chain.policy, &chain.rules, &chain.essentials),
+            None => (None, &[], &[]),
+        };
+    let want_essentials = desired.policy == FirewallPolicy::Drop;
+    let has_essentials = essentials == nft::ESSENTIAL_RULES.as_slice();
+    if want_essentials != has_essentials {
+        details.push(TableDifference::Essentials {
+            present: want_essentials,
+        });
+    }
     if policy != Some(desired.policy) {
         details.push(TableDifference::Policy {
             from: policy,

@@ -18,6 +18,31 @@ use crate::intervals::IntervalSet;
 /// The only chain of the owned table.
 pub(crate) const INPUT_CHAIN: &str = "input";
 
+/// Rules mailctl puts first in a `policy: drop` chain, named by their comment.
+/// Without them a closed host breaks itself: the replies to its own DNS
+/// queries, outgoing SMTP, rsync and LMTP are dropped, and IPv6 loses its
+/// neighbours (neighbour discovery is ICMPv6). A manifest cannot express
+/// them, so they are not the manifest's to forget.
+pub(crate) const ESSENTIAL_RULES: [&str; 3] =
+    ["mailctl-loopback", "mailctl-replies", "mailctl-icmp"];
+
+fn essential_expressions(name: &str) -> Value {
+    match name {
+        "mailctl-loopback" => json!([
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+            {"accept": null}
+        ]),
+        "mailctl-replies" => json!([
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+            {"accept": null}
+        ]),
+        _ => json!([
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["icmp", "ipv6-icmp"]}}},
+            {"accept": null}
+        ]),
+    }
+}
+
 /// The desired content of the owned table, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
@@ -60,6 +85,8 @@ pub(crate) struct ObservedChain {
     pub(crate) filter_input_at_0: bool,
     pub(crate) policy: Option<FirewallPolicy>,
     pub(crate) rules: Vec<ObservedRule>,
+    /// Comments of the [`ESSENTIAL_RULES`] found, in order.
+    pub(crate) essentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +153,17 @@ impl RuleSet {
                 "policy": policy_name(self.policy),
             }}}),
         ];
+        if self.policy == FirewallPolicy::Drop {
+            for name in ESSENTIAL_RULES {
+                commands.push(json!({"add": {"rule": {
+                    "family": "inet",
+                    "table": table,
+                    "chain": INPUT_CHAIN,
+                    "comment": name,
+                    "expr": essential_expressions(name),
+                }}}));
+            }
+        }
         for rule in &self.rules {
             commands.push(json!({"add": {"rule": {
                 "family": "inet",
@@ -224,9 +262,22 @@ pub(crate) fn parse_table(output: &Value) -> Result<ObservedTable, String> {
                     _ => None,
                 },
                 rules: Vec::new(),
+                essentials: Vec::new(),
             }),
             "rule" => {
                 let chain_name = string(body, "chain")?;
+                let essential = body
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .filter(|c| ESSENTIAL_RULES.contains(c))
+                    .filter(|c| body.get("expr").is_some_and(|e| essential_matches(c, e)));
+                if let Some(name) = essential {
+                    match table.chains.iter_mut().find(|c| c.name == chain_name) {
+                        Some(chain) => chain.essentials.push(name.to_owned()),
+                        None => return Err(format!("rule of unknown chain {chain_name}")),
+                    }
+                    continue;
+                }
                 let rule = parse_rule(body)
                     .map(ObservedRule::Known)
                     .unwrap_or_else(|| ObservedRule::Foreign(compact(body)));
@@ -242,6 +293,21 @@ pub(crate) fn parse_table(output: &Value) -> Result<ObservedTable, String> {
         }
     }
     Ok(table)
+}
+
+/// Whether an observed essential rule still says what mailctl wrote (nft may
+/// print a one-element set or list without the brackets).
+fn essential_matches(name: &str, expr: &Value) -> bool {
+    let text = expr.to_string();
+    match name {
+        "mailctl-loopback" => {
+            text.contains("iifname") && text.contains("\"lo\"") && text.contains("accept")
+        }
+        "mailctl-replies" => {
+            text.contains("established") && text.contains("related") && text.contains("accept")
+        }
+        _ => text.contains("\"icmp\"") && text.contains("ipv6-icmp") && text.contains("accept"),
+    }
 }
 
 fn items(output: &Value) -> Result<&Vec<Value>, String> {

@@ -98,10 +98,33 @@ fn saddr(family: &str, right: Value) -> Value {
     json!({"match": {"op": "==", "left": {"payload": {"protocol": family, "field": "saddr"}}, "right": right}})
 }
 
+/// The rules a policy-drop chain starts with, as `nft -j` lists them.
+fn essentials_as_listed() -> Vec<Value> {
+    vec![
+        listed_rule(
+            "mailctl-loopback",
+            json!([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}, {"accept": null}]),
+        ),
+        listed_rule(
+            "mailctl-replies",
+            json!([{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]),
+        ),
+        listed_rule(
+            "mailctl-icmp",
+            json!([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["icmp", "ipv6-icmp"]}}}, {"accept": null}]),
+        ),
+    ]
+}
+
 fn mail_rules_as_listed(policy: &str) -> Value {
+    let essentials = if policy == "drop" {
+        essentials_as_listed()
+    } else {
+        Vec::new()
+    };
     as_listed(
         policy,
-        vec![
+        essentials.into_iter().chain([
             listed_rule("ssh", json!([dport("tcp", json!(22)), {"accept": null}])),
             listed_rule(
                 "agent",
@@ -122,7 +145,8 @@ fn mail_rules_as_listed(policy: &str) -> Value {
                 json!([saddr("ip6", json!({"prefix": {"addr": "2001:db8::", "len": 32}})),
                        dport("tcp", json!({"set": [143, 993]})), {"reject": {"type": "tcp reset"}}]),
             ),
-        ],
+        ])
+        .collect(),
     )
 }
 
@@ -242,9 +266,11 @@ fn the_script_replaces_the_table_in_one_batch() {
         json!({"delete": {"table": {"family": "inet", "name": "mailctl"}}})
     );
     assert_eq!(commands[3]["add"]["chain"]["policy"], "drop");
-    assert_eq!(commands.len(), 4 + 5);
+    // Table, chain, the three essentials of a policy-drop chain, then the rules.
+    assert_eq!(commands.len(), 4 + 3 + 5);
+    assert_eq!(commands[4]["add"]["rule"]["comment"], "mailctl-loopback");
     assert_eq!(
-        commands[7]["add"]["rule"]["expr"][0]["match"]["right"],
+        commands[10]["add"]["rule"]["expr"][0]["match"]["right"],
         json!({"set": [{"prefix": {"addr": "198.51.100.0", "len": 23}}]})
     );
 }
@@ -350,4 +376,24 @@ fn parses_ranges_and_single_addresses() {
         rule.to_string(),
         "rule r: ip saddr {10.0.0.1, 192.0.2.3-192.0.2.9} udp dport {53, 1000-1010} drop"
     );
+}
+
+#[test]
+fn a_drop_chain_without_its_essentials_gets_them_back() {
+    let desired = firewall(FirewallPolicy::Drop, mail_rules());
+    let listed = mail_rules_as_listed("drop");
+    let mut items = listed["nftables"].as_array().expect("items").clone();
+    items.retain(|item| item["rule"]["comment"] != "mailctl-replies");
+    let observed = parse_table(&json!({ "nftables": items })).expect("parse");
+    let plan = driver().diff(&desired, &Some(observed)).expect("plan");
+    let text = plan
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("+ accept loopback, replies"), "{text}");
+    // An accept chain needs none of them.
+    let open = firewall(FirewallPolicy::Accept, mail_rules());
+    let script = RuleSet::from_model(&open).replace_script("mailctl");
+    assert!(!script.to_string().contains("mailctl-replies"));
 }

@@ -374,7 +374,20 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
     assert_eq!(chain["type"], "filter");
     assert_eq!(chain["prio"], 0);
     assert_eq!(chain["policy"], "drop");
-    assert_eq!(comments, ["ssh", "agent", "smtp", "imap", "imap", "dns"]);
+    assert_eq!(
+        comments,
+        [
+            "mailctl-loopback",
+            "mailctl-replies",
+            "mailctl-icmp",
+            "ssh",
+            "agent",
+            "smtp",
+            "imap",
+            "imap",
+            "dns"
+        ]
+    );
     assert_eq!(
         other_tables(&ruleset),
         others_before,
@@ -407,7 +420,17 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
     let ruleset = netns.nft_ruleset();
     assert_eq!(
         owned_table(&ruleset).1,
-        ["ssh", "agent", "smtp", "imap", "imap", "dns"]
+        [
+            "mailctl-loopback",
+            "mailctl-replies",
+            "mailctl-icmp",
+            "ssh",
+            "agent",
+            "smtp",
+            "imap",
+            "imap",
+            "dns"
+        ]
     );
     assert_eq!(
         other_tables(&ruleset),
@@ -487,5 +510,13 @@ spec:
     assert_converged(&allowed_report);
     let (chain, comments) = owned_table(&netns.nft_ruleset());
     assert_eq!(chain["policy"], "drop");
-    assert_eq!(comments, ["smtp"]);
+    assert_eq!(
+        comments,
+        [
+            "mailctl-loopback",
+            "mailctl-replies",
+            "mailctl-icmp",
+            "smtp"
+        ]
+    );
 }
