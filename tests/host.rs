@@ -662,3 +662,100 @@ spec:
         .arg(&pid)
         .status();
 }
+
+#[test]
+fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = dir.path().join("source");
+    let destination = dir.path().join("destination");
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(source.join(sub)).expect("maildir");
+    }
+    fs::create_dir_all(&destination).expect("destination");
+    fs::write(
+        source.join("cur/1700000000.M1P1.old:2,S"),
+        "Subject: one\n\nfirst\n",
+    )
+    .expect("mail");
+    fs::write(
+        source.join("new/1700000001.M2P2.old"),
+        "Subject: two\n\nsecond\n",
+    )
+    .expect("mail");
+    let desired = format!(
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec:\n  syncJobs:\n    - {{name: final, source: \"{s}/\", destination: \"{d}/\", maildir: true}}\n    - {{name: regular, source: \"{s}/\", destination: \"{d}/\", maildir: true, every: 1s}}\n",
+        s = source.display(),
+        d = destination.display()
+    );
+    let agent = AgentSetup::new(&desired, 0);
+    let _process = agent.start(&ns);
+    let status = |job: &str| -> Option<Value> {
+        let out = ns.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--resolve",
+                &format!("eve:{}:127.0.0.1", agent.port),
+                "--cacert",
+                agent.path("tls/ca.pem").to_str().expect("utf-8"),
+                "--cert",
+                agent.path("tls/controller.pem").to_str().expect("utf-8"),
+                "--key",
+                agent.path("tls/controller.key").to_str().expect("utf-8"),
+                &format!("https://eve:{}/v1/sync/{job}", agent.port),
+            ],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("JSON"))
+    };
+
+    // A one-shot run (a controller's final sync), asked for over the API.
+    let api_up = wait_for(Duration::from_secs(20), || {
+        ns.exec(
+            "curl",
+            &[
+                "-sk",
+                "-o",
+                "/dev/null",
+                &format!("https://127.0.0.1:{}/", agent.port),
+            ],
+        )
+        .status
+        .code()
+            != Some(7)
+    });
+    assert!(api_up.is_some(), "{}", agent.log());
+    agent.curl(&ns, "POST", "/v1/sync/final");
+    let done = wait_for(Duration::from_secs(30), || {
+        status("final").is_some_and(|s| s["verified"] == true)
+    });
+    assert!(
+        done.is_some(),
+        "final sync verified: {:?}\n{}",
+        status("final"),
+        agent.log()
+    );
+    assert!(destination.join("cur/1700000000.M1P1.old:2,S").is_file());
+    assert!(destination.join("new/1700000001.M2P2.old").is_file());
+
+    // The scheduled job picks up new mail by itself.
+    fs::write(
+        source.join("new/1700000002.M3P3.old"),
+        "Subject: three\n\nthird\n",
+    )
+    .expect("mail");
+    let arrived = wait_for(Duration::from_secs(30), || {
+        destination.join("new/1700000002.M3P3.old").is_file()
+    });
+    assert!(
+        arrived.is_some(),
+        "every: 1s ran; {:?}\n{}",
+        status("regular"),
+        agent.log()
+    );
+    let regular = status("regular").expect("regular ran");
+    assert!(regular["lagSeconds"].as_u64().is_some(), "{regular}");
+}

@@ -19,6 +19,7 @@ use crate::reconcile::Reconciler;
 
 #[derive(Clone)]
 pub struct ApiState {
+    pub sync: Arc<crate::sync::SyncRunner>,
     pub board: Arc<StatusBoard>,
     pub events: mpsc::Sender<Event>,
     pub desired: tokio::sync::watch::Receiver<Option<Arc<Desired>>>,
@@ -34,6 +35,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/desired", get(get_desired).put(put_desired))
         .route("/v1/confirm/{generation}", post(confirm))
         .route("/v1/plan", get(plan))
+        .route("/v1/sync/{job}", get(sync_status).post(sync_run))
+        .route("/v1/point-of-no-return", post(point_of_no_return))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -134,4 +137,66 @@ async fn plan(State(s): State<ApiState>) -> Response {
     let plans = s.reconciler.plan(&d.spec).await;
     let text: Vec<String> = plans.iter().map(ToString::to_string).collect();
     (StatusCode::OK, text.join("\n") + "\n").into_response()
+}
+
+/// A job's state: running (with progress), finished (with verification), or failed.
+async fn sync_status(State(s): State<ApiState>, Path(job): Path<String>) -> Response {
+    match s.sync.status(&job) {
+        Ok(Some(status)) => {
+            let lag = status.lag_seconds();
+            let mut body = serde_json::to_value(&status).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                map.insert("verified".into(), status.verified().into());
+                map.insert("lagSeconds".into(), lag.into());
+            }
+            axum::Json(body).into_response()
+        }
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("sync job {job} has not run yet\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Start one run of a declared job (a final sync); its outcome is read with GET.
+async fn sync_run(State(s): State<ApiState>, Path(job): Path<String>) -> Response {
+    let current = s.desired.borrow().clone();
+    let Some(declared) =
+        current.and_then(|d| d.spec.sync_jobs.iter().find(|j| j.name == job).cloned())
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("this host declares no sync job {job}\n"),
+        )
+            .into_response();
+    };
+    if s.sync
+        .status(&job)
+        .ok()
+        .flatten()
+        .is_some_and(|st| st.state == crate::sync::RunState::Running)
+    {
+        return (
+            StatusCode::CONFLICT,
+            format!("sync job {job} is already running\n"),
+        )
+            .into_response();
+    }
+    let runner = s.sync.clone();
+    tokio::spawn(async move {
+        if let Err(e) = super::sync::run(&runner, &declared).await {
+            tracing::warn!(job = %declared.name, "sync run: {e}");
+        }
+    });
+    (StatusCode::ACCEPTED, format!("sync job {job} started\n")).into_response()
+}
+
+/// The controller says new mail now lands here: deleting syncs are refused from now on.
+async fn point_of_no_return(State(s): State<ApiState>) -> Response {
+    match s.sync.set_point_of_no_return(true) {
+        Ok(()) => (StatusCode::OK, "point of no return recorded\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }

@@ -11,6 +11,7 @@ pub mod desired;
 mod http;
 pub mod scheduler;
 pub mod status;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,7 +109,10 @@ pub async fn run(
     let resync = Duration::from_secs(config.resync_seconds.max(1));
     spawn_ticker(resync, events_tx.clone());
 
+    let sync_jobs =
+        sync::SyncJobs::open(crate::sync::SyncRunner::new(config.state_dir.join("sync")));
     let router = http::router(http::ApiState {
+        sync: sync_jobs.runner(),
         board: board.clone(),
         events: events_tx.clone(),
         desired: desired_rx.clone(),
@@ -130,6 +134,7 @@ pub async fn run(
         board,
         desired_tx,
         scheduler,
+        sync_jobs,
         events: events_tx,
     };
     agent.resume()?;
@@ -166,6 +171,7 @@ struct Agent {
     board: Arc<StatusBoard>,
     desired_tx: watch::Sender<Option<Arc<Desired>>>,
     scheduler: Scheduler<Reconciler>,
+    sync_jobs: sync::SyncJobs,
     events: mpsc::Sender<Event>,
 }
 
@@ -215,6 +221,7 @@ impl Agent {
     fn activate(&mut self, desired: Desired) {
         let host = desired.host.clone();
         self.scheduler.sync(&desired.spec);
+        self.sync_jobs.schedule(&desired.spec.sync_jobs);
         self.desired_tx.send_replace(Some(Arc::new(desired)));
         self.scheduler.trigger(|_| true);
         self.publish_generations(&host);
