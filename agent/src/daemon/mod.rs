@@ -120,13 +120,8 @@ pub async fn run(
         source: config.desired_state.clone(),
         host: config.host.clone(),
     });
-    let (stop_api, api_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, tls, router, async {
-        let _ = api_stopped.await;
-    }));
-    tracing::info!(listen = %config.listen, desired = %config.desired_state.display(), "agent started");
-
     let scheduler = Scheduler::new(reconciler, board.clone(), desired_rx);
+    let listen = config.listen;
     let mut agent = Agent {
         config,
         state,
@@ -139,6 +134,15 @@ pub async fn run(
     };
     agent.resume()?;
     agent.source_changed();
+
+    // Serve only once the desired state is loaded, so the API never answers
+    // for a host that has not read its manifest yet (early clients wait in
+    // the listen backlog).
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, tls, router, async {
+        let _ = api_stopped.await;
+    }));
+    tracing::info!(%listen, desired = %agent.config.desired_state.display(), "agent started");
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
