@@ -75,19 +75,24 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A server configuration that requires a client certificate from `files.ca`.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The mailctl CA: the only trust anchor on either side.
+fn roots(files: &TlsFiles) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in certificates("CA certificate", &files.ca)? {
         roots
             .add(ca)
             .map_err(|e| TlsError::Config(format!("CA {}: {e}", files.ca.display())))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration that requires a client certificate from `files.ca`.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files)?), provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let chain = certificates("agent certificate", &files.cert)?;
@@ -110,12 +115,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 /// A client configuration (the controller's side, and tests): trusts only the
 /// mailctl CA and presents `cert`/`key`.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for ca in certificates("CA certificate", &files.ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsError::Config(format!("CA {}: {e}", files.ca.display())))?;
-    }
     let chain = certificates("client certificate", &files.cert)?;
     let key_pem = read("client key", &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
@@ -126,7 +125,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsE
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(files)?)
         .with_client_auth_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(Arc::new(config))

@@ -752,6 +752,17 @@ impl FailedStep {
     }
 }
 
+/// [`replace_atomically`] for the agent's own files (state, ledgers, the
+/// desired-state manifest): owned by the agent, with `mode`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace_atomically(path, bytes, mode, None).map_err(|step| {
+        io::Error::new(
+            step.source.kind(),
+            format!("{}: {}", step.what, step.source),
+        )
+    })
+}
+
 /// Sets `path` to `bytes` so that a reader sees the old or the new content,
 /// never a mix, also after a crash: temporary file in the same folder
 /// (mode 0600 while it is written), owner and mode set on it, flushed,

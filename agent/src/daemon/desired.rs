@@ -6,7 +6,6 @@
 //! when the manifest path is broken or gone after a restart.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mailctl_schemas::model::{HostSpec, ManifestSet};
@@ -233,22 +232,10 @@ impl StateDir {
     }
 }
 
-/// Write a file so that readers see either the old or the new content: a temp
-/// file in the same folder, fsync, rename, fsync the folder.
+/// Write one of the agent's files atomically (see `files::write_atomically`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DesiredError> {
-    let fail = |source| DesiredError::State {
+    crate::files::write_atomically(path, bytes, 0o600).map_err(|source| DesiredError::State {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let mut file = fs::File::create(&tmp).map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    fs::rename(&tmp, path).map_err(fail)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
+    })
 }

@@ -619,15 +619,8 @@ fn list_source(endpoint: &rsync::Endpoint) -> Result<Listing, SyncError> {
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
-    use std::io::Write;
-    let tmp = file.with_extension("tmp");
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, file)
-    };
-    write().map_err(io_error(format!("writing {}", file.display())))
+    crate::files::write_atomically(file, bytes, 0o600)
+        .map_err(io_error(format!("writing {}", file.display())))
 }
 
 #[cfg(test)]
