@@ -138,9 +138,15 @@ enum SyncCommand {
         /// Which host of the manifest runs the job (with --local).
         #[arg(long)]
         host: Option<String>,
-        /// Where job state, locks and the point-of-no-return flag are kept.
+        /// Where job state, locks and the point-of-no-return flag are kept (with --local).
         #[arg(long, default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
+        /// The agent's address, https://ADDRESS[:PORT] (default: the Migration in -f that lists HOST).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Folder with ca.pem, controller.pem and controller.key (see `mailctl certs init`).
+        #[arg(long, default_value = "/etc/mailctl/tls")]
+        tls_dir: PathBuf,
     },
 }
 
@@ -218,12 +224,37 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     file,
                     host,
                     state_dir,
+                    ..
                 },
         } => {
             let (Some(file), [job]) = (file, args.as_slice()) else {
                 anyhow::bail!("usage: mailctl sync run --local -f FILE JOB [--host NAME]");
             };
             crate::sync::run_local(&file, host.as_deref(), job, &state_dir)
+        }
+        Command::Sync {
+            command:
+                SyncCommand::Run {
+                    args,
+                    local: false,
+                    file,
+                    agent,
+                    tls_dir,
+                    ..
+                },
+        } => {
+            let [host, job] = args.as_slice() else {
+                anyhow::bail!(
+                    "usage: mailctl sync run HOST JOB [--agent https://ADDRESS:7443 | -f MIGRATION] [--tls-dir DIR]"
+                );
+            };
+            crate::sync::run_remote(&crate::sync::Remote {
+                host,
+                job,
+                agent: agent.as_deref(),
+                file: file.as_deref(),
+                tls_dir: &tls_dir,
+            })
         }
         other => not_built(&other),
     }

@@ -1,14 +1,201 @@
-//! `mailctl sync run --local -f FILE JOB`: run one sync job on this machine
-//! by the same code the agent runs, and wait until it finished and verified.
+//! `mailctl sync run HOST JOB`: ask HOST's agent to run one of its sync
+//! jobs now, follow its progress and wait until it finished and verified.
+//! `mailctl sync run --local -f FILE JOB`: run the job on this machine by
+//! the same code the agent runs.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use mailctl_agent::sync::{Phase, Progress, SyncRunner};
+use mailctl_agent::api::TlsFiles;
+use mailctl_agent::client::{AgentClient, Method};
+use mailctl_agent::sync::{JobStatus, Phase, Progress, RunState, SyncRunner};
+use mailctl_schemas::load;
+
+/// How often the job's status is read while it runs.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Where `mailctl sync run HOST JOB` finds the agent and its credentials.
+#[derive(Debug)]
+pub struct Remote<'a> {
+    pub host: &'a str,
+    pub job: &'a str,
+    /// `--agent URL`, else looked up in the Migrations under `file`.
+    pub agent: Option<&'a str>,
+    pub file: Option<&'a Path>,
+    /// ca.pem, controller.pem and controller.key (`mailctl certs init`).
+    pub tls_dir: &'a Path,
+}
+
+/// The agent's address: `--agent`, or `spec.hosts.HOST.agent` of a
+/// Migration in `file`.
+fn agent_url(remote: &Remote<'_>) -> Result<String> {
+    if let Some(url) = remote.agent {
+        return Ok(url.to_owned());
+    }
+    let Some(file) = remote.file else {
+        bail!(
+            "where does host {}'s agent listen? Give --agent https://ADDRESS:7443, or -f a file or folder whose Migration lists host {}",
+            remote.host,
+            remote.host
+        );
+    };
+    let set = match load::load_paths(&[file]) {
+        Ok(set) => set,
+        Err(diags) => bail!("{} is not valid\n{diags}", file.display()),
+    };
+    let mut urls: Vec<&str> = set
+        .migrations
+        .iter()
+        .filter_map(|m| m.hosts.get(remote.host).map(|h| h.agent.as_str()))
+        .collect();
+    urls.sort_unstable();
+    urls.dedup();
+    match urls.as_slice() {
+        [url] => Ok((*url).to_owned()),
+        [] => bail!(
+            "no Migration in {} lists host {} (give --agent https://ADDRESS:7443)",
+            file.display(),
+            remote.host
+        ),
+        _ => bail!(
+            "the Migrations in {} give host {} different agent addresses ({}); pick one with --agent",
+            file.display(),
+            remote.host,
+            urls.join(", ")
+        ),
+    }
+}
+
+/// Runs the job through the agent; exit 0 only when the run finished and
+/// both sides agree.
+pub fn run_remote(remote: &Remote<'_>) -> Result<ExitCode> {
+    let url = agent_url(remote)?;
+    let tls = TlsFiles {
+        ca: remote.tls_dir.join("ca.pem"),
+        cert: remote.tls_dir.join("controller.pem"),
+        key: remote.tls_dir.join("controller.key"),
+    };
+    let client = AgentClient::new(&url, &tls)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(follow(remote, &client))
+}
+
+async fn follow(remote: &Remote<'_>, client: &AgentClient) -> Result<ExitCode> {
+    let path = format!("/v1/sync/{}", remote.job);
+    let answer = client.request(Method::POST, &path).await?;
+    let run = match answer.status.as_u16() {
+        202 => serde_json::from_str::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["run"].as_u64())
+            .with_context(|| {
+                format!(
+                    "the agent at {} started the job but sent no run number: {}",
+                    client.url(),
+                    answer.body.trim()
+                )
+            })?,
+        404 => bail!(
+            "host {}'s agent ({}) has no sync job {}: {}",
+            remote.host,
+            client.url(),
+            remote.job,
+            answer.body.trim()
+        ),
+        409 => bail!("host {}: {}", remote.host, answer.body.trim()),
+        _ => bail!(
+            "host {}'s agent ({}) answered {}: {}",
+            remote.host,
+            client.url(),
+            answer.status,
+            answer.body.trim()
+        ),
+    };
+    println!(
+        "sync {} on {}: run {run} started by the agent at {}",
+        remote.job,
+        remote.host,
+        client.url()
+    );
+    let mut display = Display::new(std::io::stderr().is_terminal());
+    let mut ticks = tokio::time::interval(POLL);
+    let status = loop {
+        ticks.tick().await;
+        let answer = client.request(Method::GET, &path).await?;
+        if !answer.status.is_success() {
+            display.finish();
+            bail!(
+                "reading the status of sync {} on {}: {} {}",
+                remote.job,
+                remote.host,
+                answer.status,
+                answer.body.trim()
+            );
+        }
+        let status: JobStatus = serde_json::from_str(&answer.body).with_context(|| {
+            format!(
+                "the agent at {} sent a status mailctl cannot read",
+                client.url()
+            )
+        })?;
+        // A run newer than ours means ours finished and another began.
+        if status.run > run || (status.run == run && status.state != RunState::Running) {
+            break status;
+        }
+        if let Some(progress) = &status.progress {
+            display.update(progress);
+        }
+    };
+    display.finish();
+    if status.run != run {
+        bail!(
+            "sync {} on {}: run {run} finished, but run {} began before its outcome was read; see `GET /v1/sync/{}` or the agent's log",
+            remote.job,
+            remote.host,
+            status.run,
+            remote.job
+        );
+    }
+    Ok(report_status(remote, &status))
+}
+
+/// Prints a finished run; exit 0 only when it verified.
+fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
+    if let Some(error) = &status.error {
+        eprintln!(
+            "mailctl sync run: {} on {}: run {} failed: {error}",
+            remote.job, remote.host, status.run
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(stats) = &status.stats {
+        println!(
+            "sync {} on {}: {} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
+            remote.job,
+            remote.host,
+            stats.files_transferred,
+            stats.transferred_file_size,
+            stats.wire_bytes(),
+            status.renamed,
+            status.duplicates_removed
+        );
+    }
+    match &status.verification {
+        Some(verification) => println!("{verification}"),
+        None => println!("not verified: the run reported no verification"),
+    }
+    if status.verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
 
 /// Runs `job` of the host manifest in `file`. Exit 0 only when the run
 /// finished and both sides agree.

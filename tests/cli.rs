@@ -233,3 +233,47 @@ fn unreadable_paths_are_reported_not_panicked_on() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sync_run_finds_the_agent_in_the_migration_or_says_how_to_name_it() {
+    // eve's agent is https://192.0.2.12:7443 in the askja example; the
+    // lookup succeeds and the missing certificates are what stops it.
+    let out = mailctl(&[
+        "sync",
+        "run",
+        "eve",
+        "mail",
+        "-f",
+        "manifests/examples/askja",
+        "--tls-dir",
+        "no/such/tls",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read client certificate no/such/tls/controller.pem"),
+        "{stderr}"
+    );
+    let out = mailctl(&[
+        "sync",
+        "run",
+        "zed",
+        "mail",
+        "-f",
+        "manifests/examples/askja",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no Migration in manifests/examples/askja lists host zed"),
+        "{stderr}"
+    );
+    let out = mailctl(&["sync", "run", "eve", "mail"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--agent https://ADDRESS:7443"), "{stderr}");
+    let out = mailctl(&["sync", "run", "eve", "mail", "--agent", "http://192.0.2.12"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTPS only"), "{stderr}");
+}

@@ -741,6 +741,73 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     assert!(destination.join("cur/1700000000.M1P1.old:2,S").is_file());
     assert!(destination.join("new/1700000001.M2P2.old").is_file());
 
+    // The same through the CLI: `mailctl sync run HOST JOB` asks the agent,
+    // follows the run it started and exits 0 once it verified.
+    let agent_url = format!("https://127.0.0.1:{}", agent.port);
+    let tls_dir = agent.path("tls");
+    let tls_dir = tls_dir.to_str().expect("utf-8");
+    let cli = ns.mailctl(&[
+        "sync",
+        "run",
+        "eve",
+        "final",
+        "--agent",
+        &agent_url,
+        "--tls-dir",
+        tls_dir,
+    ]);
+    let said =
+        String::from_utf8_lossy(&cli.stdout).into_owned() + &String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(0), "{said}");
+    assert!(said.contains("sync final on eve: run 2 started"), "{said}");
+    assert!(said.contains("verified: 2 messages in 1 folders"), "{said}");
+    let after = status("final").expect("status");
+    assert_eq!(
+        (after["run"].as_u64(), after["verified"].as_bool()),
+        (Some(2), Some(true)),
+        "{after}"
+    );
+    // A job the host does not declare, and a client the agent's CA did not sign.
+    let cli = ns.mailctl(&[
+        "sync",
+        "run",
+        "eve",
+        "nosuch",
+        "--agent",
+        &agent_url,
+        "--tls-dir",
+        tls_dir,
+    ]);
+    let said = String::from_utf8_lossy(&cli.stderr).into_owned();
+    assert_eq!(cli.status.code(), Some(1), "{said}");
+    assert!(said.contains("has no sync job nosuch"), "{said}");
+    let stranger = tempfile::tempdir().expect("tmp");
+    let certs = ns.mailctl(&[
+        "certs",
+        "init",
+        "--out",
+        stranger.path().to_str().expect("utf-8"),
+        "--agent",
+        "eve=127.0.0.1",
+    ]);
+    assert!(certs.status.success());
+    let cli = ns.mailctl(&[
+        "sync",
+        "run",
+        "eve",
+        "final",
+        "--agent",
+        &agent_url,
+        "--tls-dir",
+        stranger.path().to_str().expect("utf-8"),
+    ]);
+    let said = String::from_utf8_lossy(&cli.stderr).into_owned();
+    assert_eq!(cli.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("TLS with the agent at https://127.0.0.1"),
+        "{said}"
+    );
+
     // The scheduled job picks up new mail by itself.
     fs::write(
         source.join("new/1700000002.M3P3.old"),

@@ -27,6 +27,7 @@
 pub mod address;
 mod announce;
 pub mod api;
+pub mod client;
 mod command;
 pub mod config;
 pub mod daemon;

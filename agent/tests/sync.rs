@@ -284,9 +284,29 @@ fn delete_removes_messages_gone_from_the_source_until_the_point_of_no_return() {
     fs::remove_file(gone).expect("remove");
     let kept = runner.run(&job, &mut |_| {}).expect("second run");
     assert_eq!(kept.verification.extra, 1, "{}", kept.verification);
+    // Kept on purpose: a job that does not delete still verifies.
+    assert!(kept.verification.verified(), "{}", kept.verification);
     job.delete = true;
     let deleted = runner.run(&job, &mut |_| {}).expect("run with delete");
     assert!(deleted.verification.verified(), "{}", deleted.verification);
+    assert_eq!(
+        (deleted.deleted, deleted.verification.extra),
+        (1, 0),
+        "{deleted}"
+    );
+    assert_eq!(files(&src), files(&dst));
+    // A source that lists nothing (a wrong path, an unmounted disk) never
+    // empties the destination.
+    let mut wrong = job.clone();
+    wrong.source = SyncSource::Local(dir.path().join("no-such-maildir"));
+    let refused = runner.run(&wrong, &mut |_| {}).expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("refusing to delete the 9 messages"),
+        "{refused}"
+    );
+    assert_eq!(files(&src), files(&dst));
     runner.set_point_of_no_return(true).expect("flag");
     let refused = runner.run(&job, &mut |_| {}).expect_err("refused");
     assert!(
@@ -511,10 +531,11 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
         format!(
             "ListenAddress {net}.1\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
-             StrictModes no\nPidFile {}\n",
+             StrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={}\n",
             host_key.display(),
             dir.path().join("authorized_keys").display(),
-            dir.path().join("sshd.pid").display()
+            dir.path().join("sshd.pid").display(),
+            dir.path().join("source-cache").display()
         ),
     )
     .expect("write sshd config");
@@ -569,86 +590,15 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
     assert_eq!(second.renamed, 60, "{second}");
     assert_eq!(second.stats.files_transferred, 5, "{second}");
     assert_eq!(files(&src), files(&dst));
+    // The destination's copy of the last listing no longer matches the
+    // source's: the source must answer with everything, not a diff.
+    let cached = dir.path().join("state/sync-maildirs.source");
+    assert!(cached.exists(), "no cached source listing");
+    fs::write(&cached, "cur/made-up\t1\t1\n").expect("spoil the cache");
+    mail.set_flags(FOLDERS[0], &uniqs[0].1, "RS");
+    let third = runner.run(&job, &mut |_| {}).expect("third run over ssh");
+    assert!(third.verification.verified(), "{}", third.verification);
+    assert_eq!(third.renamed, 1, "{third}");
+    assert_eq!(files(&src), files(&dst));
     drop(lab);
-}
-
-/// Benchmark, not a test: `cargo test --release -p mailctl-agent --test sync
-/// benchmark -- --ignored --nocapture` (MAILCTL_BENCH_MESSAGES to change the
-/// size, default 100000). Prints both runs and plain `rsync -a --delete`.
-#[test]
-#[ignore = "benchmark: run with --ignored --nocapture"]
-fn benchmark_second_run_against_plain_rsync() {
-    require_tools("benchmark_second_run_against_plain_rsync");
-    let total: usize = std::env::var("MAILCTL_BENCH_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
-    let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
-    let (src, ours, plain) = (
-        dir.path().join("src"),
-        dir.path().join("ours"),
-        dir.path().join("plain"),
-    );
-    let mut mail = Generator::new(&src);
-    let uniqs: Vec<(&str, String)> = (0..total)
-        .map(|i| {
-            let folder = FOLDERS[i % 3];
-            (folder, mail.deliver(folder))
-        })
-        .collect();
-    let runner = SyncRunner::new(dir.path().join("state"));
-    let job = job("bench", &src, &ours);
-    let plain_rsync = || {
-        let started = std::time::Instant::now();
-        let out = Command::new("rsync")
-            .args(["-a", "--delete", "--stats"])
-            .arg(format!("{}/", src.display()))
-            .arg(format!("{}/", plain.display()))
-            .output()
-            .expect("rsync");
-        assert!(out.status.success());
-        let mut stats = mailctl_agent::sync::Stats::default();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            mailctl_agent::sync::rsync::parse_stats_line(line, &mut stats);
-        }
-        (stats, started.elapsed())
-    };
-    let started = std::time::Instant::now();
-    let first = runner.run(&job, &mut |_| {}).expect("first run");
-    let first_time = started.elapsed();
-    let (plain_first, plain_first_time) = plain_rsync();
-    assert!(first.verification.verified(), "{}", first.verification);
-    // 5 % flag changes (half of them new -> cur), 1 % new messages.
-    for (folder, uniq) in uniqs.iter().step_by(20) {
-        mail.set_flags(folder, uniq, "S");
-    }
-    for i in 0..total / 100 {
-        mail.deliver(FOLDERS[i % 3]);
-    }
-    let started = std::time::Instant::now();
-    let second = runner.run(&job, &mut |_| {}).expect("second run");
-    let second_time = started.elapsed();
-    let (plain_second, plain_second_time) = plain_rsync();
-    assert!(second.verification.verified(), "{}", second.verification);
-    assert_eq!(files(&src), files(&plain));
-    println!("messages: {total} (~4 KB), then 5 % flag changes and 1 % new");
-    for (what, stats, time) in [
-        ("first  mailctl", first.stats, first_time),
-        ("first  rsync -a --delete", plain_first, plain_first_time),
-        ("second mailctl", second.stats, second_time),
-        ("second rsync -a --delete", plain_second, plain_second_time),
-    ] {
-        println!(
-            "{what:26} files sent {:>7}  wire bytes {:>11}  time {:>7.2}s",
-            stats.files_transferred,
-            stats.wire_bytes(),
-            time.as_secs_f64()
-        );
-    }
-    println!(
-        "second run: mailctl renamed {}, bytes ratio mailctl/rsync = {:.3}, time ratio = {:.2}",
-        second.renamed,
-        second.stats.wire_bytes() as f64 / plain_second.wire_bytes().max(1) as f64,
-        second_time.as_secs_f64() / plain_second_time.as_secs_f64()
-    );
 }

@@ -16,6 +16,7 @@ use super::Event;
 use super::desired::{self, Desired};
 use super::status::StatusBoard;
 use crate::reconcile::Reconciler;
+use crate::sync::SyncError;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -160,7 +161,9 @@ async fn sync_status(State(s): State<ApiState>, Path(job): Path<String>) -> Resp
     }
 }
 
-/// Start one run of a declared job (a final sync); its outcome is read with GET.
+/// Start one run of a declared job (a final sync). The answer, once the run
+/// is recorded as running, carries its number (`{"job": .., "run": N}`);
+/// GET shows that run's progress and outcome.
 async fn sync_run(State(s): State<ApiState>, Path(job): Path<String>) -> Response {
     let current = s.desired.borrow().clone();
     let Some(declared) =
@@ -172,25 +175,17 @@ async fn sync_run(State(s): State<ApiState>, Path(job): Path<String>) -> Respons
         )
             .into_response();
     };
-    if s.sync
-        .status(&job)
-        .ok()
-        .flatten()
-        .is_some_and(|st| st.state == crate::sync::RunState::Running)
-    {
-        return (
-            StatusCode::CONFLICT,
-            format!("sync job {job} is already running\n"),
+    match super::sync::start(&s.sync, &declared).await {
+        Ok(run) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"job": job, "run": run})),
         )
-            .into_response();
-    }
-    let runner = s.sync.clone();
-    tokio::spawn(async move {
-        if let Err(e) = super::sync::run(&runner, &declared).await {
-            tracing::warn!(job = %declared.name, "sync run: {e}");
+            .into_response(),
+        Err(e @ (SyncError::Busy { .. } | SyncError::DeleteRefused { .. })) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
         }
-    });
-    (StatusCode::ACCEPTED, format!("sync job {job} started\n")).into_response()
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// The controller says new mail now lands here: deleting syncs are refused from now on.

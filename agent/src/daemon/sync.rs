@@ -73,6 +73,39 @@ impl Drop for SyncJobs {
     }
 }
 
+/// Begins a run of `job` (lock taken, recorded as running under a new run
+/// number) and lets it go on in the background; returns the run number.
+pub async fn start(runner: &Arc<SyncRunner>, job: &SyncJob) -> Result<u64, SyncError> {
+    let begin_runner = runner.clone();
+    let begin_job = job.clone();
+    let started = tokio::task::spawn_blocking(move || begin_runner.begin(&begin_job))
+        .await
+        .map_err(|join| SyncError::Other(format!("starting the run: {join}")))??;
+    let number = started.run();
+    let runner = runner.clone();
+    let job = job.clone();
+    tokio::spawn(async move {
+        let name = job.name.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || runner.finish(started, &job, &mut |_| {})).await;
+        log_outcome(&name, outcome);
+    });
+    Ok(number)
+}
+
+fn log_outcome(
+    name: &str,
+    outcome: Result<Result<crate::sync::RunReport, SyncError>, tokio::task::JoinError>,
+) {
+    match outcome {
+        Ok(Ok(report)) => {
+            tracing::info!(job = %name, verified = report.verification.verified(), "{report}");
+        }
+        Ok(Err(e)) => tracing::warn!(job = %name, "sync run: {e}"),
+        Err(join) => tracing::error!(job = %name, "sync run panicked or was cancelled: {join}"),
+    }
+}
+
 /// One run of `job` on the blocking pool; logs the outcome.
 pub async fn run(runner: &Arc<SyncRunner>, job: &SyncJob) -> Result<(), SyncError> {
     let runner = runner.clone();
@@ -80,13 +113,9 @@ pub async fn run(runner: &Arc<SyncRunner>, job: &SyncJob) -> Result<(), SyncErro
     let name = job.name.clone();
     let outcome = tokio::task::spawn_blocking(move || runner.run(&job, &mut |_| {})).await;
     match outcome {
-        Ok(Ok(report)) => {
-            tracing::info!(job = %name, verified = report.verification.verified(), "{report}");
-            Ok(())
-        }
         Ok(Err(e)) => Err(e),
-        Err(join) => {
-            tracing::error!(job = %name, "sync run panicked or was cancelled: {join}");
+        other => {
+            log_outcome(&name, other);
             Ok(())
         }
     }

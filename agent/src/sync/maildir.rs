@@ -132,7 +132,10 @@ impl Folder {
 pub struct Listing {
     pub folders: BTreeMap<String, Folder>,
     /// Files that are no message (control files, caches), relative paths.
-    pub other_files: usize,
+    pub other_files: Vec<String>,
+    /// Directories under the root (`.Sent`, `.Sent/cur`, ...), relative
+    /// paths; empty folders are folders too.
+    pub dirs: BTreeSet<String>,
 }
 
 impl Listing {
@@ -149,7 +152,7 @@ impl Listing {
             let (dir, name) = match path.rsplit_once('/') {
                 Some((dir, name)) => (dir, name),
                 None => {
-                    listing.other_files += 1;
+                    listing.other_files.push(path.to_owned());
                     continue;
                 }
             };
@@ -162,12 +165,12 @@ impl Listing {
                 "new" => Sub::New,
                 "tmp" => continue,
                 _ => {
-                    listing.other_files += 1;
+                    listing.other_files.push(path.to_owned());
                     continue;
                 }
             };
             let Some(parsed) = MessageName::parse(name) else {
-                listing.other_files += 1;
+                listing.other_files.push(path.to_owned());
                 continue;
             };
             listing
@@ -188,6 +191,7 @@ impl Listing {
                 .messages
                 .sort_by(|a, b| (&a.key, a.sub, &a.name).cmp(&(&b.key, b.sub, &b.name)));
         }
+        listing.other_files.sort();
         listing
     }
 
@@ -195,24 +199,40 @@ impl Listing {
     /// empty listing: the first run of a job starts from nothing.
     pub fn read_local(root: &Path) -> io::Result<Listing> {
         let mut files = Vec::new();
+        let mut dirs = BTreeSet::new();
         match fs::symlink_metadata(root) {
-            Ok(_) => walk(root, String::new(), &mut files)?,
+            Ok(_) => walk(root, String::new(), &mut files, &mut dirs)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
         }
-        Ok(Listing::from_files(files))
+        let mut listing = Listing::from_files(files);
+        listing.dirs = dirs;
+        Ok(listing)
     }
 
-    /// Parses `find PATH -type f -printf '%P\t%T@\t%s\n'` output.
+    /// Parses `find PATH -type f -printf '%P\t%Ts\t%s\n'` output (a
+    /// fractional `%T@` is read too).
     pub fn from_find_output(text: &str) -> Listing {
-        Listing::from_files(text.lines().filter_map(|line| {
-            let mut fields = line.rsplitn(3, '\t');
-            let size = fields.next()?.parse().ok()?;
-            let mtime = fields.next()?;
-            let path = fields.next()?;
-            let seconds = mtime.split('.').next()?.parse().ok()?;
-            Some((path.to_owned(), seconds, size))
-        }))
+        Listing::from_find_lines(text.lines())
+    }
+
+    /// [`from_find_output`](Self::from_find_output) of lines already split.
+    /// A line `PATH/` (no tabs) is a directory.
+    pub fn from_find_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Listing {
+        let mut dirs = BTreeSet::new();
+        let mut files = Vec::new();
+        for line in lines {
+            if let Some(dir) = line.strip_suffix('/').filter(|d| !d.contains('\t')) {
+                if !dir.is_empty() {
+                    dirs.insert(dir.to_owned());
+                }
+            } else if let Some(file) = parse_find_line(line) {
+                files.push(file);
+            }
+        }
+        let mut listing = Listing::from_files(files);
+        listing.dirs = dirs;
+        listing
     }
 
     pub fn message_count(&self) -> usize {
@@ -220,7 +240,22 @@ impl Listing {
     }
 }
 
-fn walk(dir: &Path, rel: String, files: &mut Vec<(String, i64, u64)>) -> io::Result<()> {
+/// `path\tmtime\tsize`; `None` for anything else.
+fn parse_find_line(line: &str) -> Option<(&str, i64, u64)> {
+    let mut fields = line.rsplitn(3, '\t');
+    let size = fields.next()?.parse().ok()?;
+    let mtime = fields.next()?;
+    let path = fields.next()?;
+    let seconds = mtime.split('.').next()?.parse().ok()?;
+    Some((path, seconds, size))
+}
+
+fn walk(
+    dir: &Path,
+    rel: String,
+    files: &mut Vec<(String, i64, u64)>,
+    dirs: &mut BTreeSet<String>,
+) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         // A folder removed while we list it (a live source) is just gone.
@@ -235,14 +270,22 @@ fn walk(dir: &Path, rel: String, files: &mut Vec<(String, i64, u64)>) -> io::Res
         } else {
             format!("{rel}/{name}")
         };
-        let meta = match entry.path().symlink_metadata() {
-            Ok(meta) => meta,
+        // The type comes with the directory entry; only files need a stat,
+        // made relative to the open directory (no symlink is followed).
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        if meta.is_dir() {
-            walk(&entry.path(), child_rel, files)?;
-        } else if meta.is_file() {
+        if file_type.is_dir() {
+            dirs.insert(child_rel.clone());
+            walk(&entry.path(), child_rel, files, dirs)?;
+        } else if file_type.is_file() {
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
             files.push((child_rel, meta.mtime(), meta.size()));
         }
     }
@@ -331,6 +374,72 @@ pub fn plan(source: &Listing, destination: &Listing) -> Vec<Step> {
     steps
 }
 
+/// What rsync has to bring over, as paths relative to the root: every
+/// source message whose unique part the destination folder lacks, every
+/// directory the destination lacks (empty folders are folders), and every
+/// file that is no message (Dovecot's control files; rsync skips those
+/// that did not change). Messages both sides have are not listed: renames
+/// took care of them.
+pub fn to_send(source: &Listing, destination: &Listing) -> Vec<String> {
+    let mut paths: Vec<String> = source
+        .dirs
+        .iter()
+        .filter(|dir| !destination.dirs.contains(*dir))
+        .cloned()
+        .collect();
+    for (name, folder) in &source.folders {
+        let have: BTreeSet<&str> = destination
+            .folders
+            .get(name)
+            .map(|f| f.messages.iter().map(|m| m.key.as_str()).collect())
+            .unwrap_or_default();
+        paths.extend(
+            folder
+                .messages
+                .iter()
+                .filter(|m| !have.contains(m.key.as_str()))
+                .map(|m| join(name, &m.rel())),
+        );
+    }
+    paths.extend(source.other_files.iter().cloned());
+    paths
+}
+
+/// Destination messages whose unique part the source folder does not have
+/// (any more), as paths relative to the root.
+pub fn only_on_destination(source: &Listing, destination: &Listing) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (name, folder) in &destination.folders {
+        let keep: BTreeSet<&str> = source
+            .folders
+            .get(name)
+            .map(|f| f.messages.iter().map(|m| m.key.as_str()).collect())
+            .unwrap_or_default();
+        paths.extend(
+            folder
+                .messages
+                .iter()
+                .filter(|m| !keep.contains(m.key.as_str()))
+                .map(|m| join(name, &m.rel())),
+        );
+    }
+    paths
+}
+
+/// Removes `paths` (relative to `root`); a file already gone is fine.
+pub fn remove(root: &Path, paths: &[String]) -> io::Result<usize> {
+    let mut removed = 0;
+    for rel in paths {
+        let path = root.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(with_path(error, &path)),
+        }
+    }
+    Ok(removed)
+}
+
 /// What applying a plan did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -394,24 +503,47 @@ pub struct Verification {
     pub missing_examples: Vec<String>,
     pub extra_examples: Vec<String>,
     pub differing_examples: Vec<String>,
+    /// Messages only on the destination do not count against it: the job
+    /// does not delete, so mail the source deleted stays (and after the
+    /// point of no return, mail the destination took itself).
+    #[serde(default)]
+    pub extra_allowed: bool,
 }
 
 const EXAMPLES: usize = 5;
 
 impl Verification {
     pub fn verified(&self) -> bool {
-        self.missing == 0 && self.extra == 0 && self.differing == 0 && self.duplicates == 0
+        self.missing == 0
+            && self.differing == 0
+            && self.duplicates == 0
+            && (self.extra == 0 || self.extra_allowed)
+    }
+
+    /// The same, with messages only on the destination allowed or not
+    /// (they are for a job that does not delete).
+    pub fn allowing_extra(mut self, allowed: bool) -> Verification {
+        self.extra_allowed = allowed;
+        self
     }
 }
 
 impl fmt::Display for Verification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.verified() {
-            return write!(
+            write!(
                 f,
                 "verified: {} messages in {} folders",
                 self.messages, self.folders
-            );
+            )?;
+            if self.extra > 0 {
+                write!(
+                    f,
+                    " ({} more only on the destination, kept: the job does not delete)",
+                    self.extra
+                )?;
+            }
+            return Ok(());
         }
         write!(
             f,
@@ -529,7 +661,10 @@ mod tests {
         assert_eq!(l.folders.len(), 2);
         assert_eq!(l.folders[""].messages.len(), 2);
         assert_eq!(l.folders[".Sent"].messages[0].key, "4.a.h");
-        assert_eq!(l.other_files, 3);
+        assert_eq!(
+            l.other_files,
+            vec![".Sent/dovecot.index", "dovecot-uidlist", "subscriptions"]
+        );
         let found = Listing::from_find_output("cur/1.a.h:2,S\t1700000000.1234567890\t42\n\nbad\n");
         assert_eq!(found.folders[""].messages[0].mtime, 1_700_000_000);
         assert_eq!(found.folders[""].messages[0].size, 42);
@@ -629,5 +764,60 @@ mod tests {
         assert_eq!(v.extra_examples, vec![".X/4.a.h".to_owned()]);
         assert!(!v.verified());
         assert!(v.to_string().contains("1 missing"));
+        // Extra messages alone fail only a job that deletes.
+        let v = verify(&dst, &dst_plus(&dst, ".X/new/5.a.h"));
+        assert_eq!((v.missing, v.extra), (0, 1));
+        assert!(!v.clone().verified());
+        let v = v.allowing_extra(true);
+        assert!(v.verified());
+        assert!(
+            v.to_string().contains("1 more only on the destination"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn only_new_messages_missing_dirs_and_control_files_are_sent() {
+        let mut src = listing(&[
+            ("cur/1.a.h:2,RS", 1),
+            ("new/2.a.h", 2),
+            (".X/cur/3.a.h,S=5:2,", 3),
+            ("dovecot-uidlist", 4),
+        ]);
+        src.dirs = ["cur", "new", "tmp", ".X", ".X/cur", ".Empty", ".Empty/cur"]
+            .map(String::from)
+            .into();
+        let mut dst = listing(&[("cur/1.a.h:2,S", 1), ("cur/9.a.h:2,", 9)]);
+        dst.dirs = ["cur", "new", "tmp"].map(String::from).into();
+        assert_eq!(
+            to_send(&src, &dst),
+            vec![
+                ".Empty",
+                ".Empty/cur",
+                ".X",
+                ".X/cur",
+                "new/2.a.h",
+                ".X/cur/3.a.h,S=5:2,",
+                "dovecot-uidlist"
+            ]
+        );
+        assert_eq!(only_on_destination(&src, &dst), vec!["cur/9.a.h:2,"]);
+        let found = Listing::from_find_output("/\ncur/\n.X/\ncur/1.a.h:2,S\t1700000000\t42\n");
+        assert_eq!(found.dirs, [".X", "cur"].map(String::from).into());
+        assert_eq!(found.message_count(), 1);
+    }
+
+    fn dst_plus(listing: &Listing, path: &str) -> Listing {
+        let mut files: Vec<(String, i64, u64)> = listing
+            .folders
+            .iter()
+            .flat_map(|(folder, f)| {
+                f.messages
+                    .iter()
+                    .map(move |m| (join(folder, &m.rel()), m.mtime, m.size))
+            })
+            .collect();
+        files.push((path.to_owned(), 5, 10));
+        Listing::from_files(files)
     }
 }

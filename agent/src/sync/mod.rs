@@ -25,6 +25,7 @@
 pub mod maildir;
 pub mod mbox;
 pub mod rsync;
+pub mod source;
 
 use std::fmt;
 use std::fs;
@@ -144,6 +145,9 @@ pub enum RunState {
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     pub job: String,
+    /// Counts the runs of this job, from 1.
+    #[serde(default)]
+    pub run: u64,
     pub state: RunState,
     pub started_at_unix: u64,
     pub finished_at_unix: Option<u64>,
@@ -174,6 +178,21 @@ impl JobStatus {
     }
 }
 
+/// A run that has begun ([`SyncRunner::begin`]): it holds the job's lock
+/// until [`SyncRunner::finish`] is done with it (or it is dropped).
+#[derive(Debug)]
+pub struct Started {
+    _lock: nix::fcntl::Flock<fs::File>,
+    status: JobStatus,
+}
+
+impl Started {
+    /// This run's number.
+    pub fn run(&self) -> u64 {
+        self.status.run
+    }
+}
+
 /// What one finished run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
@@ -181,10 +200,14 @@ pub struct RunReport {
     pub stats: Stats,
     pub renamed: usize,
     pub duplicates_removed: usize,
+    /// Destination messages gone from the source, removed (`delete: true`).
+    pub deleted: usize,
     /// mbox mode: messages converted.
     pub converted: Option<mbox::Converted>,
     pub verification: Verification,
     pub duration: Duration,
+    /// Where the time went.
+    pub phases: Vec<(Phase, Duration)>,
 }
 
 impl fmt::Display for RunReport {
@@ -199,6 +222,9 @@ impl fmt::Display for RunReport {
             self.renamed,
             self.duplicates_removed
         )?;
+        if self.deleted > 0 {
+            write!(f, ", {} deleted", self.deleted)?;
+        }
         if let Some(c) = &self.converted {
             write!(
                 f,
@@ -206,12 +232,16 @@ impl fmt::Display for RunReport {
                 c.messages, c.written, c.renamed
             )?;
         }
-        write!(
-            f,
-            " in {:.1}s\n{}",
-            self.duration.as_secs_f64(),
-            self.verification
-        )
+        write!(f, " in {:.1}s", self.duration.as_secs_f64())?;
+        if !self.phases.is_empty() {
+            let phases: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(phase, took)| format!("{phase} {:.2}s", took.as_secs_f64()))
+                .collect();
+            write!(f, " ({})", phases.join(", "))?;
+        }
+        write!(f, "\n{}", self.verification)
     }
 }
 
@@ -372,11 +402,22 @@ impl SyncRunner {
         job: &SyncJob,
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<RunReport, SyncError> {
-        let _lock = self.lock(&job.name)?;
+        let started = self.begin(job)?;
+        self.finish(started, job, on_progress)
+    }
+
+    /// The first half of [`run`](Self::run): takes the job's lock, refuses
+    /// a deleting run past the point of no return (recorded as a failed
+    /// run), and records the run as running under a new run number. The
+    /// agent answers a request for a run with that number once this
+    /// returned, so the caller can tell this run's outcome from an earlier one.
+    pub fn begin(&self, job: &SyncJob) -> Result<Started, SyncError> {
+        let lock = self.lock(&job.name)?;
         self.fail_interrupted(&job.name)?;
         let previous = self.status(&job.name)?;
         let mut status = JobStatus {
             job: job.name.clone(),
+            run: previous.as_ref().map_or(1, |p| p.run + 1),
             state: RunState::Running,
             started_at_unix: unix_now(),
             finished_at_unix: None,
@@ -388,12 +429,33 @@ impl SyncRunner {
             error: None,
             last_verified_at_unix: previous.and_then(|p| p.last_verified_at_unix),
         };
-        let outcome = if job.delete && self.point_of_no_return_passed() {
-            Err(SyncError::DeleteRefused {
+        if job.delete && self.point_of_no_return_passed() {
+            let refused = SyncError::DeleteRefused {
                 job: job.name.clone(),
-            })
-        } else {
+            };
+            status.state = RunState::Failed;
+            status.finished_at_unix = Some(unix_now());
+            status.error = Some(refused.to_string());
             self.save(&status)?;
+            return Err(refused);
+        }
+        self.save(&status)?;
+        Ok(Started {
+            _lock: lock,
+            status,
+        })
+    }
+
+    /// The second half of [`run`](Self::run): the run itself, its progress
+    /// saved every second, and its outcome recorded.
+    pub fn finish(
+        &self,
+        started: Started,
+        job: &SyncJob,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<RunReport, SyncError> {
+        let Started { _lock, mut status } = started;
+        let outcome = {
             let mut last_saved = Instant::now();
             let mut reporter = |progress: &Progress| {
                 on_progress(progress);
@@ -445,34 +507,73 @@ impl SyncRunner {
             stats: Stats::default(),
             renamed: 0,
             duplicates_removed: 0,
+            deleted: 0,
             converted: None,
             verification: Verification::default(),
             duration: Duration::ZERO,
+            phases: Vec::new(),
+        };
+        let mut phase_started = Instant::now();
+        let mut phase_done = |report: &mut RunReport, phase: Phase| {
+            report.phases.push((phase, phase_started.elapsed()));
+            phase_started = Instant::now();
+        };
+        let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name);
+        let mut options = rsync::Options {
+            delete: job.delete,
+            with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
+            include: job.include.clone(),
+            exclude: job.exclude.clone(),
+            extra_args: Vec::new(),
+            files_from: None,
         };
         let mut to_send = 0;
         if job.maildir {
             on_progress(&Progress::phase(Phase::Listing));
-            let source = list_source(&endpoint)?;
-            let dest = list_local(destination)?;
+            let (source, dest) = list_both(&lister, destination)?;
+            report.stats.listing_bytes += source.bytes;
+            let source = source.listing;
+            phase_done(&mut report, Phase::Listing);
             on_progress(&Progress::phase(Phase::Renaming));
             let steps = maildir::plan(&source, &dest);
             let applied = maildir::apply(destination, &steps)
                 .map_err(io_error("renaming on the destination"))?;
             report.renamed = applied.renamed;
             report.duplicates_removed = applied.duplicates_removed;
+            if job.delete {
+                // An empty source is far likelier a wrong path or an
+                // unmounted disk than a host whose users deleted all mail.
+                if source.message_count() == 0 && dest.message_count() > 0 {
+                    return Err(SyncError::Other(format!(
+                        "sync job {}: the source lists no messages at all; refusing to delete the {} messages on the destination (check the source path; run without delete: true to copy only)",
+                        job.name,
+                        dest.message_count()
+                    )));
+                }
+                let gone = maildir::only_on_destination(&source, &dest);
+                report.deleted = maildir::remove(destination, &gone)
+                    .map_err(io_error("deleting on the destination"))?;
+            }
+            // Only what the destination lacks goes to rsync: not the names
+            // of every message, which on a big maildir would cost more than
+            // the new mail itself.
+            let paths = maildir::to_send(&source, &dest);
             to_send = maildir::verify(&source, &dest).missing as u64;
+            let list = self.state_dir.join(format!("sync-{}.files", job.name));
+            let mut text = Vec::new();
+            for path in &paths {
+                text.extend_from_slice(path.as_bytes());
+                text.push(0);
+            }
+            write_atomically(&list, &text)?;
+            options.files_from = Some(list);
+            phase_done(&mut report, Phase::Renaming);
         }
-        let options = rsync::Options {
-            delete: job.delete,
-            with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
-            include: job.include.clone(),
-            exclude: job.exclude.clone(),
-            extra_args: Vec::new(),
-        };
         let argv = rsync::argv(&endpoint, destination, &options);
         let mut transfer = Progress::phase(Phase::Transferring);
         transfer.files_total = to_send;
         on_progress(&transfer);
+        let listing_bytes = report.stats.listing_bytes;
         report.stats = rsync::run(&argv, |event| {
             if let rsync::Event::Progress(p) = event {
                 transfer.files_done = p.files;
@@ -487,12 +588,15 @@ impl SyncRunner {
                 on_progress(&transfer);
             }
         })?;
+        report.stats.listing_bytes = listing_bytes;
+        phase_done(&mut report, Phase::Transferring);
         on_progress(&Progress::phase(Phase::Verifying));
-        let source = list_source(&endpoint)?;
-        let mut dest = list_local(destination)?;
+        let (source, mut dest) = list_both(&lister, destination)?;
+        report.stats.listing_bytes += source.bytes;
+        let source = source.listing;
         if job.maildir {
             // A live source renames messages while rsync runs: the old name
-            // came over too. Leave one copy, named as the source names it.
+            // may have come over too. Leave one copy, named as the source names it.
             let steps = maildir::plan(&source, &dest);
             if !steps.is_empty() {
                 let applied = maildir::apply(destination, &steps)
@@ -502,18 +606,21 @@ impl SyncRunner {
                 dest = list_local(destination)?;
             }
         }
-        report.verification = maildir::verify(&source, &dest);
+        report.verification = maildir::verify(&source, &dest).allowing_extra(!job.delete);
+        phase_done(&mut report, Phase::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
 
     /// Compares both sides of a maildir job now, without transferring
     /// anything (a message deleted on the destination shows as missing).
+    /// Takes the job's lock like a run: the two share the cached listing.
     pub fn verify(&self, job: &SyncJob) -> Result<Verification, SyncError> {
+        let _lock = self.lock(&job.name)?;
         let endpoint = rsync::Endpoint::of(job, self.state_dir.join("known_hosts"));
-        let source = list_source(&endpoint)?;
-        let dest = list_local(&job.destination)?;
-        Ok(maildir::verify(&source, &dest))
+        let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name);
+        let (source, dest) = list_both(&lister, &job.destination)?;
+        Ok(maildir::verify(&source.listing, &dest).allowing_extra(!job.delete))
     }
 
     fn run_mbox(
@@ -600,9 +707,11 @@ impl SyncRunner {
             stats,
             renamed: 0,
             duplicates_removed: 0,
+            deleted: 0,
             converted: Some(total),
             verification: maildir::verify(&expected, &actual),
             duration: started.elapsed(),
+            phases: Vec::new(),
         })
     }
 }
@@ -611,11 +720,20 @@ fn list_local(root: &Path) -> Result<Listing, SyncError> {
     Listing::read_local(root).map_err(io_error(format!("listing {}", root.display())))
 }
 
-fn list_source(endpoint: &rsync::Endpoint) -> Result<Listing, SyncError> {
-    match endpoint.host {
-        Some(_) => Ok(Listing::from_find_output(&rsync::remote_find(endpoint)?)),
-        None => list_local(&endpoint.path),
-    }
+/// Lists the source and the destination at the same time (the source is
+/// mostly waiting on ssh and the other host's disk).
+fn list_both(
+    lister: &source::Lister<'_>,
+    destination: &Path,
+) -> Result<(source::SourceListing, Listing), SyncError> {
+    std::thread::scope(|scope| {
+        let source = scope.spawn(|| lister.list());
+        let dest = list_local(destination);
+        let source = source
+            .join()
+            .map_err(|_| SyncError::Other("the source listing thread panicked".into()))?;
+        Ok((source?, dest?))
+    })
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
@@ -648,6 +766,7 @@ mod tests {
         let runner = SyncRunner::new(dir.path());
         let status = JobStatus {
             job: "maildirs".into(),
+            run: 1,
             state: RunState::Running,
             started_at_unix: 1,
             finished_at_unix: None,

@@ -63,6 +63,20 @@ impl Endpoint {
             "-o".to_owned(),
             format!("UserKnownHostsFile={}", self.known_hosts.display()),
         ]);
+        // One ssh connection for the listings and rsync of a run (and the
+        // next run soon after): a handshake each would cost more than
+        // listing a small change. The socket sits next to known_hosts, in
+        // the agent's own state directory.
+        if let Some(dir) = self.known_hosts.parent() {
+            argv.extend([
+                "-o".to_owned(),
+                "ControlMaster=auto".to_owned(),
+                "-o".to_owned(),
+                format!("ControlPath={}", dir.join("ssh-%C").display()),
+                "-o".to_owned(),
+                "ControlPersist=60".to_owned(),
+            ]);
+        }
         argv
     }
 
@@ -84,38 +98,6 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// Lists the files under the source: `find -printf` over ssh for a remote
-/// source, so no agent is needed there.
-pub fn remote_find(endpoint: &Endpoint) -> Result<String, SyncError> {
-    let host = endpoint
-        .host
-        .as_deref()
-        .ok_or_else(|| SyncError::Other("remote_find on a local source".into()))?;
-    let argv = endpoint.ssh_argv();
-    let remote = format!(
-        "test ! -e {p} || find {p} -type f -printf '%P\\t%T@\\t%s\\n'",
-        p = shell_quote(&endpoint.path.display().to_string())
-    );
-    let output = Command::new(&argv[0])
-        .args(&argv[1..])
-        .arg(host)
-        .arg(remote)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| SyncError::Spawn {
-            program: "ssh".into(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(SyncError::Command {
-            what: format!("listing {}:{} over ssh", host, endpoint.path.display()),
-            status: output.status.code(),
-            stderr: tail(&output.stderr),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// What to hand rsync besides source and destination.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -126,6 +108,9 @@ pub struct Options {
     pub exclude: Vec<String>,
     /// Further rsync arguments.
     pub extra_args: Vec<String>,
+    /// Send only these paths (NUL-separated, relative to the source root)
+    /// instead of the whole tree; paths gone by then are skipped.
+    pub files_from: Option<PathBuf>,
 }
 
 /// The rsync argv for one run.
@@ -150,7 +135,12 @@ pub fn argv(endpoint: &Endpoint, destination: &Path, options: &Options) -> Vec<S
                 .join(" "),
         );
     }
-    if options.delete {
+    if let Some(list) = &options.files_from {
+        argv.push(format!("--files-from={}", list.display()));
+        argv.push("--from0".to_owned());
+        argv.push("--ignore-missing-args".to_owned());
+    } else if options.delete {
+        // With a file list the caller deletes itself: --delete needs -r.
         argv.push("--delete".to_owned());
     }
     for pattern in &options.include {
@@ -201,12 +191,16 @@ pub struct Stats {
     pub transferred_file_size: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Bytes of source listings received over ssh (before and after the
+    /// transfer), besides rsync's own.
+    #[serde(default)]
+    pub listing_bytes: u64,
 }
 
 impl Stats {
-    /// Bytes that crossed the wire, both ways.
+    /// Bytes that crossed the wire, both ways: rsync's and the listings'.
     pub fn wire_bytes(&self) -> u64 {
-        self.bytes_sent + self.bytes_received
+        self.bytes_sent + self.bytes_received + self.listing_bytes
     }
 }
 

@@ -1,0 +1,291 @@
+//! Listing the source of a maildir job, cheaply on repeated runs.
+//!
+//! A local source is walked. A remote one (`HOST:PATH`, no agent there) is
+//! listed with `find` over ssh, and only the *difference* to the previous
+//! listing travels: the source keeps its last listing in the ssh user's
+//! cache (`~/.cache/mailctl/sync-TOKEN.list`, TOKEN random per job and
+//! destination), the destination keeps the same text in its state
+//! directory, and `comm` on the source prints the lines that changed. A
+//! live maildir of 100,000 messages with 5 % of its flags changed sends
+//! some 10,000 lines instead of 100,000, twice a run (before the transfer
+//! and for the verification after it).
+//!
+//! Both copies are checked: the destination sends the SHA-256 of the
+//! listing it holds, and the source answers with a diff only when its copy
+//! has that hash, else with the whole listing. The source ends its answer
+//! with the hash of the new listing, which the destination must reproduce
+//! from what it received, or it asks again for the whole listing.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ring::digest;
+
+use super::maildir::Listing;
+use super::rsync::{Endpoint, shell_quote, tail};
+use super::{SyncError, io_error, write_atomically};
+
+/// The listing of a source, and how many bytes of listing crossed the wire.
+#[derive(Debug, Clone, Default)]
+pub struct SourceListing {
+    pub listing: Listing,
+    pub bytes: u64,
+}
+
+/// Lists the source of one job.
+#[derive(Debug, Clone)]
+pub struct Lister<'a> {
+    endpoint: &'a Endpoint,
+    /// The destination's copy of the last remote listing.
+    cache: PathBuf,
+    /// The random name of this job's listing on the source.
+    token_file: PathBuf,
+}
+
+const FULL: &str = "/mailctl full";
+const DIFF: &str = "/mailctl diff";
+const END: &str = "/mailctl end ";
+
+impl<'a> Lister<'a> {
+    pub fn new(endpoint: &'a Endpoint, state_dir: &Path, job: &str) -> Lister<'a> {
+        Lister {
+            endpoint,
+            cache: state_dir.join(format!("sync-{job}.source")),
+            token_file: state_dir.join(format!("sync-{job}.token")),
+        }
+    }
+
+    pub fn list(&self) -> Result<SourceListing, SyncError> {
+        match &self.endpoint.host {
+            None => Ok(SourceListing {
+                listing: Listing::read_local(&self.endpoint.path).map_err(io_error(format!(
+                    "listing {}",
+                    self.endpoint.path.display()
+                )))?,
+                bytes: 0,
+            }),
+            Some(host) => self.remote(host),
+        }
+    }
+
+    fn remote(&self, host: &str) -> Result<SourceListing, SyncError> {
+        let token = self.token()?;
+        // A missing or unreadable copy only means a whole listing.
+        let cached = fs::read_to_string(&self.cache).ok();
+        let mut bytes = 0;
+        let mut known = cached.as_deref().map(sha256_hex);
+        loop {
+            let output = self.run_remote(host, &token, known.as_deref())?;
+            bytes += output.len() as u64;
+            match rebuild(&output, cached.as_deref()) {
+                Ok(text) => {
+                    write_atomically(&self.cache, text.as_bytes())?;
+                    return Ok(SourceListing {
+                        listing: Listing::from_find_lines(text.lines()),
+                        bytes,
+                    });
+                }
+                // Asked with a hash and the answer did not add up: ask for all.
+                Err(_) if known.is_some() => known = None,
+                Err(detail) => {
+                    return Err(SyncError::Other(format!(
+                        "listing {host}:{} over ssh: {detail}",
+                        self.endpoint.path.display()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn run_remote(
+        &self,
+        host: &str,
+        token: &str,
+        known: Option<&str>,
+    ) -> Result<String, SyncError> {
+        let argv = self.endpoint.ssh_argv();
+        let script = remote_script(&self.endpoint.path, token, known.unwrap_or("none"));
+        let output = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg(host)
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| SyncError::Spawn {
+                program: "ssh".into(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(SyncError::Command {
+                what: format!("listing {host}:{} over ssh", self.endpoint.path.display()),
+                status: output.status.code(),
+                stderr: tail(&output.stderr),
+            });
+        }
+        String::from_utf8(output.stdout).map_err(|_| {
+            SyncError::Other(format!(
+                "listing {host}:{} over ssh: a file name is not UTF-8",
+                self.endpoint.path.display()
+            ))
+        })
+    }
+
+    /// This job's random token, made on first use.
+    fn token(&self) -> Result<String, SyncError> {
+        match fs::read_to_string(&self.token_file) {
+            Ok(token) if is_token(token.trim()) => return Ok(token.trim().to_owned()),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(SyncError::Io {
+                    what: format!("reading {}", self.token_file.display()),
+                    source: error,
+                });
+            }
+        }
+        let mut random = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| SyncError::Other("no randomness for the listing token".into()))?;
+        let token = hex(&random);
+        write_atomically(&self.token_file, format!("{token}\n").as_bytes())?;
+        Ok(token)
+    }
+}
+
+fn is_token(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex(digest::digest(&digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// The POSIX sh script the source runs: list files (`path\tmtime\tsize`)
+/// and directories (`path/`), sorted bytewise; answer with the diff to the
+/// listing the destination has (hash `known`) or with everything; keep the
+/// new listing for next time. `-ignore_readdir_race`: a message renamed
+/// while `find` runs is no error, the next listing has its new name.
+fn remote_script(path: &Path, token: &str, known: &str) -> String {
+    let p = shell_quote(&path.display().to_string());
+    format!(
+        r#"set -e
+umask 077
+c="${{XDG_CACHE_HOME:-$HOME/.cache}}/mailctl"
+f="$c/sync-{token}"
+t="$f.$$"
+mkdir -p "$c"
+trap 'rm -f "$t.raw" "$t.new"' EXIT
+if [ -e {p} ]; then
+  find {p} -ignore_readdir_race \( -type f -printf '%P\t%Ts\t%s\n' \) -o \( -type d -printf '%P/\n' \) > "$t.raw"
+else
+  : > "$t.raw"
+fi
+LC_ALL=C sort -o "$t.new" "$t.raw"
+if [ -f "$f.list" ] && [ "$(sha256sum < "$f.list")" = "{known}  -" ]; then
+  echo '{DIFF}'
+  LC_ALL=C comm -3 "$f.list" "$t.new"
+else
+  echo '{FULL}'
+  cat "$t.new"
+fi
+h=$(sha256sum < "$t.new")
+echo "{END}${{h%% *}}"
+mv -f "$t.new" "$f.list"
+"#
+    )
+}
+
+/// The new listing text from the source's answer and the copy the
+/// destination holds; an error when the answer is cut short or does not
+/// hash to what the source says it has.
+fn rebuild(answer: &str, cached: Option<&str>) -> Result<String, String> {
+    let mut lines = answer.lines();
+    let mode = lines.next().ok_or("empty answer")?;
+    let body: Vec<&str> = lines.collect();
+    let (end, body) = body.split_last().ok_or("answer cut short")?;
+    let hash = end.strip_prefix(END).ok_or("answer cut short")?;
+    let mut new: Vec<&str> = match mode {
+        FULL => body.to_vec(),
+        DIFF => {
+            let cached = cached.ok_or("a diff against no listing")?;
+            let mut removed = HashSet::new();
+            let mut added = Vec::new();
+            for line in body {
+                match line.strip_prefix('\t') {
+                    Some(new_line) => added.push(new_line),
+                    None => {
+                        removed.insert(*line);
+                    }
+                }
+            }
+            let mut new: Vec<&str> = cached.lines().filter(|l| !removed.contains(l)).collect();
+            new.extend(added);
+            new.sort_unstable();
+            new
+        }
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    new.retain(|line| !line.is_empty());
+    let mut text = String::with_capacity(new.iter().map(|l| l.len() + 1).sum());
+    for line in new {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if sha256_hex(&text) != hash {
+        return Err("the listing does not add up to the source's".into());
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(mode: &str, body: &[&str], new: &str) -> String {
+        let mut text = format!("{mode}\n");
+        for line in body {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&format!("{END}{}\n", sha256_hex(new)));
+        text
+    }
+
+    #[test]
+    fn a_diff_applies_to_the_cached_listing() {
+        let old = "cur/1:2,\t1\t5\ncur/2:2,\t2\t5\nnew/\n";
+        let new = "cur/1:2,S\t1\t5\ncur/2:2,\t2\t5\nnew/\nnew/3\t3\t5\n";
+        let reply = answer(
+            DIFF,
+            &["cur/1:2,\t1\t5", "\tcur/1:2,S\t1\t5", "\tnew/3\t3\t5"],
+            new,
+        );
+        assert_eq!(rebuild(&reply, Some(old)).as_deref(), Ok(new));
+        // A diff that does not fit the copy is refused, never guessed.
+        assert!(rebuild(&reply, Some("cur/9\t1\t1\n")).is_err());
+        assert!(rebuild(&reply, None).is_err());
+    }
+
+    #[test]
+    fn a_full_answer_must_hash_right_and_be_complete() {
+        let new = "cur/1:2,S\t1\t5\n";
+        let reply = answer(FULL, &["cur/1:2,S\t1\t5"], new);
+        assert_eq!(rebuild(&reply, None).as_deref(), Ok(new));
+        let cut = reply.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert!(rebuild(&cut, None).is_err());
+        assert!(rebuild(&answer(FULL, &[], ""), None).is_ok_and(|t| t.is_empty()));
+    }
+
+    #[test]
+    fn the_script_quotes_the_path() {
+        let script = remote_script(Path::new("/var/mail/it's"), "ab", "none");
+        assert!(script.contains(r"'/var/mail/it'\''s'"), "{script}");
+    }
+}
