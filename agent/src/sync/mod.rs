@@ -14,8 +14,9 @@
 //! 4. runs the real `rsync -a` (over ssh for `HOST:PATH`), reporting
 //!    progress; Dovecot control files travel in the same run, its index
 //!    caches are skipped unless included;
-//! 5. lists both sides again, removes duplicates a live source caused, and
-//!    verifies per folder that the unique parts are the same.
+//! 5. lists the destination again and verifies per folder that its unique
+//!    parts, names and mtimes are the source's as listed at the start of the
+//!    run (mail that arrived since is the next run's).
 //!
 //! mbox mode converts spool files into one maildir per user instead
 //! ([`mbox`]).
@@ -528,6 +529,7 @@ impl SyncRunner {
             files_from: None,
         };
         let mut to_send = 0;
+        let mut listed = None;
         if job.maildir {
             on_progress(&Progress::phase(Phase::Listing));
             let (source, dest) = list_both(&lister, destination)?;
@@ -568,6 +570,7 @@ impl SyncRunner {
             write_atomically(&list, &text)?;
             options.files_from = Some(list);
             phase_done(&mut report, Phase::Renaming);
+            listed = Some(source);
         }
         let argv = rsync::argv(&endpoint, destination, &options);
         let mut transfer = Progress::phase(Phase::Transferring);
@@ -591,29 +594,24 @@ impl SyncRunner {
         report.stats.listing_bytes = listing_bytes;
         phase_done(&mut report, Phase::Transferring);
         on_progress(&Progress::phase(Phase::Verifying));
-        let (source, mut dest) = list_both(&lister, destination)?;
-        report.stats.listing_bytes += source.bytes;
-        let source = source.listing;
-        if job.maildir {
-            // A live source renames messages while rsync runs: the old name
-            // may have come over too. Leave one copy, named as the source names it.
-            let steps = maildir::plan(&source, &dest);
-            if !steps.is_empty() {
-                let applied = maildir::apply(destination, &steps)
-                    .map_err(io_error("renaming on the destination"))?;
-                report.renamed += applied.renamed;
-                report.duplicates_removed += applied.duplicates_removed;
-                dest = list_local(destination)?;
+        // The destination is observed again. In maildir mode it is held
+        // against the source as listed at the start of this run: a message
+        // that arrived or changed flags on a live source since then belongs
+        // to the next run (the final one runs with the writers stopped).
+        let (source, dest) = match listed {
+            Some(source) => (source, list_local(destination)?),
+            None => {
+                let (source, dest) = list_both(&lister, destination)?;
+                report.stats.listing_bytes += source.bytes;
+                (source.listing, dest)
             }
-        }
+        };
         report.verification = maildir::verify(&source, &dest).allowing_extra(!job.delete);
         phase_done(&mut report, Phase::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// Compares both sides of a maildir job now, without transferring
-    /// anything (a message deleted on the destination shows as missing).
     /// Takes the job's lock like a run: the two share the cached listing.
     pub fn verify(&self, job: &SyncJob) -> Result<Verification, SyncError> {
         let _lock = self.lock(&job.name)?;

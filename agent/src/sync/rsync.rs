@@ -63,20 +63,6 @@ impl Endpoint {
             "-o".to_owned(),
             format!("UserKnownHostsFile={}", self.known_hosts.display()),
         ]);
-        // One ssh connection for the listings and rsync of a run (and the
-        // next run soon after): a handshake each would cost more than
-        // listing a small change. The socket sits next to known_hosts, in
-        // the agent's own state directory.
-        if let Some(dir) = self.known_hosts.parent() {
-            argv.extend([
-                "-o".to_owned(),
-                "ControlMaster=auto".to_owned(),
-                "-o".to_owned(),
-                format!("ControlPath={}", dir.join("ssh-%C").display()),
-                "-o".to_owned(),
-                "ControlPersist=60".to_owned(),
-            ]);
-        }
         argv
     }
 
