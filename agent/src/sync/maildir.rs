@@ -376,17 +376,13 @@ pub fn plan(source: &Listing, destination: &Listing) -> Vec<Step> {
 
 /// What rsync has to bring over, as paths relative to the root: every
 /// source message whose unique part the destination folder lacks, every
-/// directory the destination lacks (empty folders are folders), and every
 /// file that is no message (Dovecot's control files; rsync skips those
-/// that did not change). Messages both sides have are not listed: renames
-/// took care of them.
+/// that did not change), and the directories the destination lacks that no
+/// listed file lies in (empty folders are folders; rsync makes the others
+/// on the way, and listing those too makes it crawl). Messages both sides
+/// have are not listed: renames took care of them.
 pub fn to_send(source: &Listing, destination: &Listing) -> Vec<String> {
-    let mut paths: Vec<String> = source
-        .dirs
-        .iter()
-        .filter(|dir| !destination.dirs.contains(*dir))
-        .cloned()
-        .collect();
+    let mut paths: Vec<String> = Vec::new();
     for (name, folder) in &source.folders {
         let have: BTreeSet<&str> = destination
             .folders
@@ -402,6 +398,34 @@ pub fn to_send(source: &Listing, destination: &Listing) -> Vec<String> {
         );
     }
     paths.extend(source.other_files.iter().cloned());
+    fn ancestors<'p>(paths: impl Iterator<Item = &'p str>) -> BTreeSet<&'p str> {
+        let mut implied = BTreeSet::new();
+        for path in paths {
+            let mut rest = path;
+            while let Some((parent, _)) = rest.rsplit_once('/') {
+                if !implied.insert(parent) {
+                    break;
+                }
+                rest = parent;
+            }
+        }
+        implied
+    }
+    let missing: Vec<&String> = {
+        let implied = ancestors(paths.iter().map(String::as_str));
+        source
+            .dirs
+            .iter()
+            .filter(|dir| !destination.dirs.contains(*dir) && !implied.contains(dir.as_str()))
+            .collect()
+    };
+    let parents = ancestors(missing.iter().map(|d| d.as_str()));
+    let leaves: Vec<String> = missing
+        .into_iter()
+        .filter(|dir| !parents.contains(dir.as_str()))
+        .cloned()
+        .collect();
+    paths.extend(leaves);
     paths
 }
 
@@ -465,21 +489,36 @@ pub fn apply(root: &Path, steps: &[Step]) -> io::Result<Applied> {
         if let Step::Rename { folder, from, to } = step {
             let from = root.join(join(folder, from));
             let to = root.join(join(folder, to));
-            if let Some(parent) = to.parent() {
-                fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+            match rename_new(&from, &to) {
+                Err(error) if error.kind() == io::ErrorKind::NotFound && !from.exists() => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    // The folder has no cur/ (or new/) yet.
+                    if let Some(parent) = to.parent() {
+                        fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+                    }
+                    rename_new(&from, &to).map_err(|e| with_path(e, &from))?;
+                    applied.renamed += 1;
+                }
+                // Never replace a file that is already there: that would be
+                // a message of its own; this copy is the duplicate.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&from).map_err(|e| with_path(e, &from))?;
+                    applied.duplicates_removed += 1;
+                }
+                Err(error) => return Err(with_path(error, &from)),
+                Ok(()) => applied.renamed += 1,
             }
-            // Never replace a file that is already there: that would be a
-            // message of its own.
-            if to.symlink_metadata().is_ok() {
-                fs::remove_file(&from).map_err(|e| with_path(e, &from))?;
-                applied.duplicates_removed += 1;
-                continue;
-            }
-            fs::rename(&from, &to).map_err(|e| with_path(e, &from))?;
-            applied.renamed += 1;
         }
     }
     Ok(applied)
+}
+
+/// `rename(2)` that fails rather than replace an existing `to`, in one
+/// atomic step (`RENAME_NOREPLACE`).
+fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+        .map_err(io::Error::from)
 }
 
 fn with_path(error: io::Error, path: &Path) -> io::Error {
@@ -789,16 +828,14 @@ mod tests {
             .into();
         let mut dst = listing(&[("cur/1.a.h:2,S", 1), ("cur/9.a.h:2,", 9)]);
         dst.dirs = ["cur", "new", "tmp"].map(String::from).into();
+        // .X and .X/cur come with the message in them; .Empty/cur must be named.
         assert_eq!(
             to_send(&src, &dst),
             vec![
-                ".Empty",
-                ".Empty/cur",
-                ".X",
-                ".X/cur",
                 "new/2.a.h",
                 ".X/cur/3.a.h,S=5:2,",
-                "dovecot-uidlist"
+                "dovecot-uidlist",
+                ".Empty/cur"
             ]
         );
         assert_eq!(only_on_destination(&src, &dst), vec!["cur/9.a.h:2,"]);

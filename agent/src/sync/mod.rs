@@ -559,16 +559,20 @@ impl SyncRunner {
             // Only what the destination lacks goes to rsync: not the names
             // of every message, which on a big maildir would cost more than
             // the new mail itself.
-            let paths = maildir::to_send(&source, &dest);
             to_send = maildir::verify(&source, &dest).missing as u64;
-            let list = self.state_dir.join(format!("sync-{}.files", job.name));
-            let mut text = Vec::new();
-            for path in &paths {
-                text.extend_from_slice(path.as_bytes());
-                text.push(0);
+            // When most of it is missing (a first run), rsync's own walk of
+            // the tree is the cheaper way; a list is for the runs after.
+            if to_send.saturating_mul(2) <= source.message_count() as u64 {
+                let paths = maildir::to_send(&source, &dest);
+                let list = self.state_dir.join(format!("sync-{}.files", job.name));
+                let mut text = Vec::new();
+                for path in &paths {
+                    text.extend_from_slice(path.as_bytes());
+                    text.push(0);
+                }
+                write_atomically(&list, &text)?;
+                options.files_from = Some(list);
             }
-            write_atomically(&list, &text)?;
-            options.files_from = Some(list);
             phase_done(&mut report, Phase::Renaming);
             listed = Some(source);
         }
