@@ -382,21 +382,7 @@ pub fn plan(source: &Listing, destination: &Listing) -> Vec<Step> {
 /// on the way, and listing those too makes it crawl). Messages both sides
 /// have are not listed: renames took care of them.
 pub fn to_send(source: &Listing, destination: &Listing) -> Vec<String> {
-    let mut paths: Vec<String> = Vec::new();
-    for (name, folder) in &source.folders {
-        let have: BTreeSet<&str> = destination
-            .folders
-            .get(name)
-            .map(|f| f.messages.iter().map(|m| m.key.as_str()).collect())
-            .unwrap_or_default();
-        paths.extend(
-            folder
-                .messages
-                .iter()
-                .filter(|m| !have.contains(m.key.as_str()))
-                .map(|m| join(name, &m.rel())),
-        );
-    }
+    let mut paths = lacking(source, destination);
     paths.extend(source.other_files.iter().cloned());
     fn ancestors<'p>(paths: impl Iterator<Item = &'p str>) -> BTreeSet<&'p str> {
         let mut implied = BTreeSet::new();
@@ -432,9 +418,15 @@ pub fn to_send(source: &Listing, destination: &Listing) -> Vec<String> {
 /// Destination messages whose unique part the source folder does not have
 /// (any more), as paths relative to the root.
 pub fn only_on_destination(source: &Listing, destination: &Listing) -> Vec<String> {
+    lacking(destination, source)
+}
+
+/// The messages of `listing` (as paths) whose unique part the same folder
+/// of `other` does not have.
+fn lacking(listing: &Listing, other: &Listing) -> Vec<String> {
     let mut paths = Vec::new();
-    for (name, folder) in &destination.folders {
-        let keep: BTreeSet<&str> = source
+    for (name, folder) in &listing.folders {
+        let have: BTreeSet<&str> = other
             .folders
             .get(name)
             .map(|f| f.messages.iter().map(|m| m.key.as_str()).collect())
@@ -443,7 +435,7 @@ pub fn only_on_destination(source: &Listing, destination: &Listing) -> Vec<Strin
             folder
                 .messages
                 .iter()
-                .filter(|m| !keep.contains(m.key.as_str()))
+                .filter(|m| !have.contains(m.key.as_str()))
                 .map(|m| join(name, &m.rel())),
         );
     }
@@ -517,8 +509,7 @@ pub fn apply(root: &Path, steps: &[Step]) -> io::Result<Applied> {
 /// atomic step (`RENAME_NOREPLACE`).
 fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
-        .map_err(io::Error::from)
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
 }
 
 fn with_path(error: io::Error, path: &Path) -> io::Error {

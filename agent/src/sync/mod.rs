@@ -570,7 +570,7 @@ impl SyncRunner {
                     text.extend_from_slice(path.as_bytes());
                     text.push(0);
                 }
-                write_atomically(&list, &text)?;
+                write_scratch(&list, &text)?;
                 options.files_from = Some(list);
             }
             phase_done(&mut report, Phase::Renaming);
@@ -736,6 +736,18 @@ fn list_both(
             .map_err(|_| SyncError::Other("the source listing thread panicked".into()))?;
         Ok((source?, dest?))
     })
+}
+
+/// Replaces `file` by a rename, without flushing it to disk: for caches and
+/// scratch lists, which a crash may lose (a lost listing cache means one
+/// full listing, checked by its hash anyway), not for state.
+fn write_scratch(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
+    let mut temporary = file.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    fs::write(&temporary, bytes)
+        .and_then(|()| fs::rename(&temporary, file))
+        .map_err(io_error(format!("writing {}", file.display())))
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {

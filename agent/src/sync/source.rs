@@ -26,7 +26,7 @@ use ring::digest;
 
 use super::maildir::Listing;
 use super::rsync::{Endpoint, shell_quote, tail};
-use super::{SyncError, io_error, write_atomically};
+use super::{SyncError, io_error, write_atomically, write_scratch};
 
 /// The listing of a source, and how many bytes of listing crossed the wire.
 #[derive(Debug, Clone, Default)]
@@ -76,13 +76,13 @@ impl<'a> Lister<'a> {
         // A missing or unreadable copy only means a whole listing.
         let cached = fs::read_to_string(&self.cache).ok();
         let mut bytes = 0;
-        let mut known = cached.as_deref().map(sha256_hex);
+        let mut known = cached.as_deref().map(names_hash);
         loop {
             let output = self.run_remote(host, &token, known.as_deref())?;
             bytes += output.len() as u64;
             match rebuild(&output, cached.as_deref()) {
                 Ok(text) => {
-                    write_atomically(&self.cache, text.as_bytes())?;
+                    write_scratch(&self.cache, text.as_bytes())?;
                     return Ok(SourceListing {
                         listing: Listing::from_find_lines(text.lines()),
                         bytes,
@@ -167,11 +167,16 @@ fn sha256_hex(text: &str) -> String {
     hex(digest::digest(&digest::SHA256, text.as_bytes()).as_ref())
 }
 
-/// The POSIX sh script the source runs: list files (`path\tmtime\tsize`)
-/// and directories (`path/`), sorted bytewise; answer with the diff to the
-/// listing the destination has (hash `known`) or with everything; keep the
-/// new listing for next time. `-ignore_readdir_race`: a message renamed
-/// while `find` runs is no error, the next listing has its new name.
+/// The POSIX sh script the source runs. It lists the names of files and
+/// directories (`path/`) without a `stat` each, sorted bytewise. When its
+/// copy of the names has the hash `known`, it answers with the names gone
+/// (`-path`) and the new ones described (`+path\tmtime\tsize`, `+dir/`):
+/// a message keeps its mtime for life, so only new names need a `stat`,
+/// and on a big maildir that `stat` of every file is most of the time a
+/// listing takes. Otherwise it describes everything. The names it keeps
+/// for next time are those it described, so a file that vanished between
+/// `find` and `stat` is simply not there. `-ignore_readdir_race`: a message
+/// renamed while `find` runs is no error; the next listing has its new name.
 fn remote_script(path: &Path, token: &str, known: &str) -> String {
     let p = shell_quote(&path.display().to_string());
     format!(
@@ -181,30 +186,59 @@ c="${{XDG_CACHE_HOME:-$HOME/.cache}}/mailctl"
 f="$c/sync-{token}"
 t="$f.$$"
 mkdir -p "$c"
-trap 'rm -f "$t.raw" "$t.new"' EXIT
+trap 'rm -f "$t".*' EXIT
+export LC_ALL=C
+describe() {{
+  grep '/$' "$1" || true
+  grep -v '/$' "$1" | tr '\n' '\0' | (cd {p} && xargs -0 -r stat --printf '%n\t%Y\t%s\n' 2>/dev/null) || true
+}}
 if [ -e {p} ]; then
-  find {p} -ignore_readdir_race \( -type f -printf '%P\t%Ts\t%s\n' \) -o \( -type d -printf '%P/\n' \) > "$t.raw"
+  find {p} -ignore_readdir_race -mindepth 1 \( -type d -printf '%P/\n' \) -o \( -type f -printf '%P\n' \) > "$t.raw"
 else
   : > "$t.raw"
 fi
-LC_ALL=C sort -o "$t.new" "$t.raw"
-if [ -f "$f.list" ] && [ "$(sha256sum < "$f.list")" = "{known}  -" ]; then
+sort -o "$t.names" "$t.raw"
+if [ -f "$f.names" ] && [ "$(sha256sum < "$f.names")" = "{known}  -" ]; then
   echo '{DIFF}'
-  LC_ALL=C comm -3 "$f.list" "$t.new"
+  comm -23 "$f.names" "$t.names" > "$t.gone"
+  comm -13 "$f.names" "$t.names" > "$t.added"
+  describe "$t.added" > "$t.desc"
+  sed 's/^/-/' "$t.gone"
+  sed 's/^/+/' "$t.desc"
+  comm -23 "$f.names" "$t.gone" > "$t.kept"
 else
   echo '{FULL}'
-  cat "$t.new"
+  describe "$t.names" > "$t.desc"
+  cat "$t.desc"
+  : > "$t.kept"
 fi
-h=$(sha256sum < "$t.new")
+cut -f1 "$t.desc" | cat - "$t.kept" | sort -o "$t.final"
+h=$(sha256sum < "$t.final")
 echo "{END}${{h%% *}}"
-mv -f "$t.new" "$f.list"
+mv -f "$t.final" "$f.names"
 "#
     )
 }
 
+/// The names (paths; `dir/` for directories) of a listing's lines, one a
+/// line, sorted bytewise: what the source keeps and hashes.
+fn names_text(lines: &[&str]) -> String {
+    let mut names: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split('\t').next().unwrap_or(line))
+        .collect();
+    names.sort_unstable();
+    let mut text = String::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+    for name in names {
+        text.push_str(name);
+        text.push('\n');
+    }
+    text
+}
+
 /// The new listing text from the source's answer and the copy the
-/// destination holds; an error when the answer is cut short or does not
-/// hash to what the source says it has.
+/// destination holds; an error when the answer is cut short or its names
+/// do not hash to what the source says it keeps.
 fn rebuild(answer: &str, cached: Option<&str>) -> Result<String, String> {
     let mut lines = answer.lines();
     let mode = lines.next().ok_or("empty answer")?;
@@ -215,72 +249,86 @@ fn rebuild(answer: &str, cached: Option<&str>) -> Result<String, String> {
         FULL => body.to_vec(),
         DIFF => {
             let cached = cached.ok_or("a diff against no listing")?;
-            let mut removed = HashSet::new();
+            let mut gone = HashSet::new();
             let mut added = Vec::new();
             for line in body {
-                match line.strip_prefix('\t') {
-                    Some(new_line) => added.push(new_line),
-                    None => {
-                        removed.insert(*line);
-                    }
+                if let Some(name) = line.strip_prefix('-') {
+                    gone.insert(name);
+                } else if let Some(described) = line.strip_prefix('+') {
+                    added.push(described);
+                } else {
+                    return Err(format!("unexpected line {line:?}"));
                 }
             }
-            let mut new: Vec<&str> = cached.lines().filter(|l| !removed.contains(l)).collect();
+            let mut new: Vec<&str> = cached
+                .lines()
+                .filter(|l| !gone.contains(l.split('\t').next().unwrap_or(l)))
+                .collect();
             new.extend(added);
-            new.sort_unstable();
             new
         }
         other => return Err(format!("unexpected answer {other:?}")),
     };
     new.retain(|line| !line.is_empty());
+    new.sort_unstable();
+    if sha256_hex(&names_text(&new)) != hash {
+        return Err("the listing does not add up to the source's".into());
+    }
     let mut text = String::with_capacity(new.iter().map(|l| l.len() + 1).sum());
     for line in new {
         text.push_str(line);
         text.push('\n');
     }
-    if sha256_hex(&text) != hash {
-        return Err("the listing does not add up to the source's".into());
-    }
     Ok(text)
+}
+
+/// The hash the source's copy of the names has, if the destination's
+/// cached listing is that copy.
+fn names_hash(cached: &str) -> String {
+    sha256_hex(&names_text(&cached.lines().collect::<Vec<_>>()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn answer(mode: &str, body: &[&str], new: &str) -> String {
+    fn answer(mode: &str, body: &[&str], new_lines: &[&str]) -> String {
         let mut text = format!("{mode}\n");
         for line in body {
             text.push_str(line);
             text.push('\n');
         }
-        text.push_str(&format!("{END}{}\n", sha256_hex(new)));
+        text.push_str(&format!("{END}{}\n", sha256_hex(&names_text(new_lines))));
         text
     }
 
     #[test]
     fn a_diff_applies_to_the_cached_listing() {
         let old = "cur/1:2,\t1\t5\ncur/2:2,\t2\t5\nnew/\n";
-        let new = "cur/1:2,S\t1\t5\ncur/2:2,\t2\t5\nnew/\nnew/3\t3\t5\n";
+        let new = ["cur/1:2,S\t1\t5", "cur/2:2,\t2\t5", "new/", "new/3\t3\t5"];
         let reply = answer(
             DIFF,
-            &["cur/1:2,\t1\t5", "\tcur/1:2,S\t1\t5", "\tnew/3\t3\t5"],
-            new,
+            &["-cur/1:2,", "+cur/1:2,S\t1\t5", "+new/3\t3\t5"],
+            &new,
         );
-        assert_eq!(rebuild(&reply, Some(old)).as_deref(), Ok(new));
+        assert_eq!(
+            rebuild(&reply, Some(old)).as_deref(),
+            Ok("cur/1:2,S\t1\t5\ncur/2:2,\t2\t5\nnew/\nnew/3\t3\t5\n")
+        );
+        assert_eq!(names_hash(old), sha256_hex("cur/1:2,\ncur/2:2,\nnew/\n"));
         // A diff that does not fit the copy is refused, never guessed.
         assert!(rebuild(&reply, Some("cur/9\t1\t1\n")).is_err());
         assert!(rebuild(&reply, None).is_err());
+        assert!(rebuild(&answer(DIFF, &["cur/x"], &[]), Some(old)).is_err());
     }
 
     #[test]
     fn a_full_answer_must_hash_right_and_be_complete() {
-        let new = "cur/1:2,S\t1\t5\n";
-        let reply = answer(FULL, &["cur/1:2,S\t1\t5"], new);
-        assert_eq!(rebuild(&reply, None).as_deref(), Ok(new));
+        let reply = answer(FULL, &["cur/1:2,S\t1\t5"], &["cur/1:2,S\t1\t5"]);
+        assert_eq!(rebuild(&reply, None).as_deref(), Ok("cur/1:2,S\t1\t5\n"));
         let cut = reply.lines().take(2).collect::<Vec<_>>().join("\n");
         assert!(rebuild(&cut, None).is_err());
-        assert!(rebuild(&answer(FULL, &[], ""), None).is_ok_and(|t| t.is_empty()));
+        assert!(rebuild(&answer(FULL, &[], &[]), None).is_ok_and(|t| t.is_empty()));
     }
 
     #[test]
