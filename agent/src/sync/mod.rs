@@ -530,18 +530,15 @@ impl SyncRunner {
         };
         let mut to_send = 0;
         let mut listed = None;
+        let mut local_work = None;
         if job.maildir {
             on_progress(&Progress::phase(Phase::Listing));
             let (source, dest) = list_both(&lister, destination)?;
             report.stats.listing_bytes += source.bytes;
             let source = source.listing;
             phase_done(&mut report, Phase::Listing);
-            on_progress(&Progress::phase(Phase::Renaming));
             let steps = maildir::plan(&source, &dest);
-            let applied = maildir::apply(destination, &steps)
-                .map_err(io_error("renaming on the destination"))?;
-            report.renamed = applied.renamed;
-            report.duplicates_removed = applied.duplicates_removed;
+            let mut gone = Vec::new();
             if job.delete {
                 // An empty source is far likelier a wrong path or an
                 // unmounted disk than a host whose users deleted all mail.
@@ -552,16 +549,13 @@ impl SyncRunner {
                         dest.message_count()
                     )));
                 }
-                let gone = maildir::only_on_destination(&source, &dest);
-                report.deleted = maildir::remove(destination, &gone)
-                    .map_err(io_error("deleting on the destination"))?;
+                gone = maildir::only_on_destination(&source, &dest);
             }
+            to_send = maildir::verify(&source, &dest).missing as u64;
             // Only what the destination lacks goes to rsync: not the names
             // of every message, which on a big maildir would cost more than
-            // the new mail itself.
-            to_send = maildir::verify(&source, &dest).missing as u64;
-            // When most of it is missing (a first run), rsync's own walk of
-            // the tree is the cheaper way; a list is for the runs after.
+            // the new mail itself. When most of it is missing (a first run),
+            // rsync's own walk of the tree is the cheaper way.
             if to_send.saturating_mul(2) <= source.message_count() as u64 {
                 let paths = maildir::to_send(&source, &dest);
                 let list = self.state_dir.join(format!("sync-{}.files", job.name));
@@ -572,8 +566,19 @@ impl SyncRunner {
                 }
                 write_scratch(&list, &text)?;
                 options.files_from = Some(list);
+                // rsync only touches messages the destination lacks, the
+                // renames and removals only those it has: both at once.
+                local_work = Some((steps, gone));
+            } else {
+                // rsync walks the whole tree: rename first, or it would
+                // bring a renamed message again under its new name.
+                on_progress(&Progress::phase(Phase::Renaming));
+                let work = rename_and_remove(destination, &steps, &gone)?;
+                report.renamed = work.applied.renamed;
+                report.duplicates_removed = work.applied.duplicates_removed;
+                report.deleted = work.deleted;
+                phase_done(&mut report, Phase::Renaming);
             }
-            phase_done(&mut report, Phase::Renaming);
             listed = Some(source);
         }
         let argv = rsync::argv(&endpoint, destination, &options);
@@ -581,20 +586,39 @@ impl SyncRunner {
         transfer.files_total = to_send;
         on_progress(&transfer);
         let listing_bytes = report.stats.listing_bytes;
-        report.stats = rsync::run(&argv, |event| {
-            if let rsync::Event::Progress(p) = event {
-                transfer.files_done = p.files;
-                transfer.files_total = transfer.files_total.max(p.files);
-                transfer.bytes_done = p.bytes;
-                if p.percent > 0 {
-                    transfer.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+        let (stats, local) = std::thread::scope(|scope| {
+            let local = local_work.map(|(steps, gone)| {
+                scope.spawn(move || rename_and_remove(destination, &steps, &gone))
+            });
+            let stats = rsync::run(&argv, |event| {
+                if let rsync::Event::Progress(p) = event {
+                    transfer.files_done = p.files;
+                    transfer.files_total = transfer.files_total.max(p.files);
+                    transfer.bytes_done = p.bytes;
+                    if p.percent > 0 {
+                        transfer.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+                    }
+                    transfer.rate = p.rate;
+                    transfer.eta_seconds =
+                        (p.rate > 0).then(|| transfer.bytes_total.saturating_sub(p.bytes) / p.rate);
+                    on_progress(&transfer);
                 }
-                transfer.rate = p.rate;
-                transfer.eta_seconds =
-                    (p.rate > 0).then(|| transfer.bytes_total.saturating_sub(p.bytes) / p.rate);
-                on_progress(&transfer);
-            }
-        })?;
+            });
+            let local = local.map(|thread| {
+                thread.join().unwrap_or_else(|_| {
+                    Err(SyncError::Other("the renaming thread panicked".into()))
+                })
+            });
+            (stats, local)
+        });
+        if let Some(work) = local {
+            let work = work?;
+            report.renamed = work.applied.renamed;
+            report.duplicates_removed = work.applied.duplicates_removed;
+            report.deleted = work.deleted;
+            report.phases.push((Phase::Renaming, work.took));
+        }
+        report.stats = stats?;
         report.stats.listing_bytes = listing_bytes;
         phase_done(&mut report, Phase::Transferring);
         on_progress(&Progress::phase(Phase::Verifying));
@@ -720,6 +744,32 @@ impl SyncRunner {
 
 fn list_local(root: &Path) -> Result<Listing, SyncError> {
     Listing::read_local(root).map_err(io_error(format!("listing {}", root.display())))
+}
+
+/// What the renames and removals on the destination did.
+struct LocalWork {
+    applied: maildir::Applied,
+    deleted: usize,
+    took: Duration,
+}
+
+/// Renames (flag changes, new -> cur, duplicates) and removals (`delete:
+/// true`) on the destination.
+fn rename_and_remove(
+    destination: &Path,
+    steps: &[maildir::Step],
+    gone: &[String],
+) -> Result<LocalWork, SyncError> {
+    let started = Instant::now();
+    let applied =
+        maildir::apply(destination, steps).map_err(io_error("renaming on the destination"))?;
+    let deleted =
+        maildir::remove(destination, gone).map_err(io_error("deleting on the destination"))?;
+    Ok(LocalWork {
+        applied,
+        deleted,
+        took: started.elapsed(),
+    })
 }
 
 /// Lists the source and the destination at the same time (the source is

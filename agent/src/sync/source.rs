@@ -2,18 +2,18 @@
 //!
 //! A local source is walked. A remote one (`HOST:PATH`, no agent there) is
 //! listed with `find` over ssh, and only the *difference* to the previous
-//! listing travels: the source keeps its last listing in the ssh user's
-//! cache (`~/.cache/mailctl/sync-TOKEN.list`, TOKEN random per job and
-//! destination), the destination keeps the same text in its state
-//! directory, and `comm` on the source prints the lines that changed. A
-//! live maildir of 100,000 messages with 5 % of its flags changed sends
-//! some 10,000 lines instead of 100,000, twice a run (before the transfer
-//! and for the verification after it).
+//! listing travels: the source keeps the names of its last listing in the
+//! ssh user's cache (`~/.cache/mailctl/sync-TOKEN.names`, TOKEN random per
+//! job and destination), the destination keeps that listing with mtimes and
+//! sizes in its state directory, and `comm` on the source prints the names
+//! gone and the new ones, which alone get a `stat`. A maildir of 100,000
+//! messages with 5 % of its flags changed and 1 % new mail sends some 11,000
+//! lines instead of 100,000, and stats 6,000 files instead of 100,000.
 //!
-//! Both copies are checked: the destination sends the SHA-256 of the
-//! listing it holds, and the source answers with a diff only when its copy
-//! has that hash, else with the whole listing. The source ends its answer
-//! with the hash of the new listing, which the destination must reproduce
+//! Both copies are checked: the destination sends the SHA-256 of the names
+//! it holds, and the source answers with a diff only when its copy has that
+//! hash, else with the whole listing. The source ends its answer with the
+//! hash of the names it keeps now, which the destination must reproduce
 //! from what it received, or it asks again for the whole listing.
 
 use std::collections::HashSet;
@@ -212,7 +212,8 @@ else
   cat "$t.desc"
   : > "$t.kept"
 fi
-cut -f1 "$t.desc" | cat - "$t.kept" | sort -o "$t.final"
+cut -f1 "$t.desc" | sort > "$t.dn"
+sort -m -o "$t.final" "$t.dn" "$t.kept"
 h=$(sha256sum < "$t.final")
 echo "{END}${{h%% *}}"
 mv -f "$t.final" "$f.names"
