@@ -14,13 +14,13 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use mailctl_schemas::model::{Presence, ServiceAddress};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
@@ -187,15 +187,21 @@ fn diff(
     desired: &[ServiceAddress],
     observed: &ObservedAddresses,
 ) -> Result<Vec<AddressChange>, Error> {
+    // The observed addresses by interface and IP, each key's in the order
+    // the kernel listed them.
+    let mut by_ip: HashMap<(&str, IpAddr), Vec<&ObservedAddress>> =
+        HashMap::with_capacity(observed.addresses.len());
+    for o in &observed.addresses {
+        by_ip
+            .entry((o.interface.as_str(), o.address.addr()))
+            .or_default()
+            .push(o);
+    }
     let mut changes = Vec::new();
     for declared in desired {
-        let same_ip: Vec<&ObservedAddress> = observed
-            .addresses
-            .iter()
-            .filter(|o| {
-                o.interface == declared.interface && o.address.addr() == declared.address.addr()
-            })
-            .collect();
+        let same_ip = by_ip
+            .get(&(declared.interface.as_str(), declared.address.addr()))
+            .map_or(&[][..], Vec::as_slice);
         match declared.state {
             Presence::Present => {
                 if !observed.links.contains_key(&declared.interface) {
@@ -259,37 +265,46 @@ fn refuse_collateral_removals(
             AddressChange::Add { .. } => None,
         })
         .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let removed_set: HashSet<(&str, IpNet)> = removed.iter().copied().collect();
+    // Primary IPv4 addresses, and the secondaries of each interface and
+    // subnet, in the kernel's order.
+    let mut primaries: HashSet<(&str, IpNet)> = HashSet::new();
+    let mut secondaries: HashMap<(&str, Ipv4Net), Vec<IpNet>> = HashMap::new();
+    for o in &observed.addresses {
+        let IpNet::V4(v4) = o.address else { continue };
+        if o.secondary {
+            secondaries
+                .entry((o.interface.as_str(), v4.trunc()))
+                .or_default()
+                .push(o.address);
+        } else {
+            primaries.insert((o.interface.as_str(), o.address));
+        }
+    }
     for &(interface, address) in &removed {
         let IpNet::V4(v4) = address else { continue };
         let promotes = observed
             .links
             .get(interface)
             .is_some_and(|link| link.promote_secondaries);
-        let primary = observed
-            .addresses
-            .iter()
-            .any(|o| o.interface == interface && o.address == address && !o.secondary);
-        if promotes || !primary {
+        if promotes || !primaries.contains(&(interface, address)) {
             continue;
         }
-        let secondaries: Vec<IpNet> = observed
-            .addresses
-            .iter()
-            .filter(|o| o.interface == interface && o.secondary)
-            .filter(|o| match o.address {
-                IpNet::V4(other) => {
-                    other.prefix_len() == v4.prefix_len() && other.network() == v4.network()
-                }
-                IpNet::V6(_) => false,
-            })
-            .map(|o| o.address)
-            .filter(|other| !removed.contains(&(interface, *other)))
+        let taken: Vec<IpNet> = secondaries
+            .get(&(interface, v4.trunc()))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|other| !removed_set.contains(&(interface, *other)))
             .collect();
-        if !secondaries.is_empty() {
+        if !taken.is_empty() {
             return Err(Error::WouldRemoveSecondaries {
                 address,
                 interface: interface.to_owned(),
-                secondaries,
+                secondaries: taken,
             });
         }
     }

@@ -65,6 +65,15 @@ pub enum Error {
         service: &'static str,
     },
 
+    #[error(
+        "firewall table inet {table}: the {what} \"{name}\" cannot be written in nft's syntax; use letters, digits, '-', '_', '.' and '@' (a table name: letters, digits, '-' and '_', starting with a letter)"
+    )]
+    NftName {
+        table: String,
+        what: &'static str,
+        name: String,
+    },
+
     #[error("firewall table inet {table}: cannot run `{command}`")]
     NftSpawn {
         table: String,

@@ -3,8 +3,9 @@
 //! The table holds a single base chain, `input` (`type filter hook input
 //! priority 0`, policy from the manifest), with one rule per manifest rule
 //! (two when its sources mix IPv4 and IPv6), named by the rule's comment. The
-//! table is always written whole in one nft transaction; other tables are
-//! never read beyond their names, nor written.
+//! table is always written whole in one nft transaction, in nft's text
+//! syntax; it is read with one `nft -n list table`. Other tables are never
+//! read nor written.
 //!
 //! A rule set that leaves no source able to reach SSH or the agent's own API
 //! port is refused unless the manifest says `allowLockout: true`: after such
@@ -14,19 +15,26 @@ mod nft;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use mailctl_schemas::model::{Firewall, FirewallPolicy, Protocol, RuleAction};
-use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use self::nft::{INPUT_CHAIN, ObservedChain, ObservedRule, Sources, policy_name};
+use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, Sources, policy_name};
 pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
 use crate::intervals::IntervalSet;
+
+/// What nft says (strerror of ENOENT) when asked to list a table that does
+/// not exist. nft runs with `LC_ALL=C`, so the text does not depend on the
+/// host's locale.
+const NO_SUCH_TABLE: &str = "No such file or directory";
 
 /// A port that must stay reachable unless the manifest allows a lockout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +61,11 @@ impl FirewallDriver {
     }
 
     /// Runs nft with `args`, feeding `input` on stdin, and returns stdout.
+    ///
+    /// nft's three streams are files in memory, not pipes: nft flushes after
+    /// every fragment it prints (some 6,500 writes for a 500-rule listing),
+    /// and through a pipe each of them would wake this process. The output is
+    /// read once nft has exited.
     async fn nft(
         &self,
         table: &str,
@@ -65,47 +78,68 @@ impl FirewallDriver {
             command: command.clone(),
             source,
         };
+        let stdin = match input {
+            Some(script) => {
+                let mut file = memory_file("nft-input").map_err(spawn_error)?;
+                file.write_all(script.as_bytes())
+                    .and_then(|()| file.rewind())
+                    .map_err(spawn_error)?;
+                Stdio::from(file)
+            }
+            None => Stdio::null(),
+        };
+        let mut stdout = memory_file("nft-stdout").map_err(spawn_error)?;
+        let mut stderr = memory_file("nft-stderr").map_err(spawn_error)?;
         let mut child = tokio::process::Command::new(&self.nft)
             .args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .env("LC_ALL", "C")
+            .stdin(stdin)
+            .stdout(stdout.try_clone().map_err(spawn_error)?)
+            .stderr(stderr.try_clone().map_err(spawn_error)?)
             .kill_on_drop(true)
             .spawn()
             .map_err(spawn_error)?;
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(input.as_bytes())
-                .await
-                .map_err(spawn_error)?;
-        }
-        let output = child.wait_with_output().await.map_err(spawn_error)?;
-        if !output.status.success() {
+        let status = child.wait().await.map_err(spawn_error)?;
+        let read = |file: &mut File| -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            file.rewind()?;
+            file.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        if !status.success() {
+            let stderr = read(&mut stderr).map_err(spawn_error)?;
             return Err(Error::NftFailed {
                 table: table.to_owned(),
                 command,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
             });
         }
-        String::from_utf8(output.stdout).map_err(|err| Error::NftOutput {
+        let stdout = read(&mut stdout).map_err(spawn_error)?;
+        String::from_utf8(stdout).map_err(|err| Error::NftOutput {
             table: table.to_owned(),
             command,
             detail: err.to_string(),
         })
     }
+}
 
-    async fn nft_json(&self, table: &str, args: &[&str]) -> Result<Value, Error> {
-        let text = self.nft(table, args, None).await?;
-        serde_json::from_str(&text).map_err(|err| Error::NftOutput {
-            table: table.to_owned(),
-            command: format!("{} {}", self.nft.display(), args.join(" ")),
-            detail: err.to_string(),
-        })
-    }
+/// An anonymous file in memory (`memfd_create`), closed on exec; a child
+/// gets it as one of its standard streams.
+fn memory_file(name: &str) -> io::Result<File> {
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
+/// Refuses a table or rule name that cannot go into nft's syntax as it is.
+fn check_names<'a>(
+    table: &str,
+    rule_names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Error> {
+    nft::check_names(table, rule_names).map_err(|BadName { what, name }| Error::NftName {
+        table: table.to_owned(),
+        what,
+        name,
+    })
 }
 
 /// The planned change of the owned table. Either way it is applied by
@@ -344,57 +378,64 @@ fn diff_table(
 
 /// Rule differences by name, in the manifest's order.
 fn rule_differences(observed: &[ObservedRule], desired: &[NftRule]) -> Vec<TableDifference> {
-    let observed_name = |rule: &ObservedRule| match rule {
-        ObservedRule::Known(rule) => Some(rule.name.clone()),
-        ObservedRule::Foreign(_) => None,
-    };
-    let mut details = Vec::new();
-    let mut desired_names: Vec<&str> = Vec::new();
-    for rule in desired {
-        if !desired_names.contains(&rule.name.as_str()) {
-            desired_names.push(&rule.name);
+    fn observed_name(rule: &ObservedRule) -> Option<&str> {
+        match rule {
+            ObservedRule::Known(rule) => Some(rule.name.as_str()),
+            ObservedRule::Foreign(_) => None,
         }
     }
+    // Both sides by name, each name's rules in their order.
+    let mut have: HashMap<&str, Vec<&ObservedRule>> = HashMap::with_capacity(observed.len());
+    for rule in observed {
+        if let Some(name) = observed_name(rule) {
+            have.entry(name).or_default().push(rule);
+        }
+    }
+    let mut want: HashMap<&str, Vec<&NftRule>> = HashMap::with_capacity(desired.len());
+    let mut desired_names: Vec<&str> = Vec::with_capacity(desired.len());
+    for rule in desired {
+        want.entry(rule.name.as_str())
+            .or_insert_with(|| {
+                desired_names.push(&rule.name);
+                Vec::new()
+            })
+            .push(rule);
+    }
+    let mut details = Vec::new();
     for name in &desired_names {
-        let want: Vec<NftRule> = desired
-            .iter()
-            .filter(|r| r.name == *name)
-            .cloned()
-            .collect();
-        let have: Vec<&ObservedRule> = observed
-            .iter()
-            .filter(|r| observed_name(r).as_deref() == Some(name))
-            .collect();
+        let want = &want[name];
+        let have = have.get(name).map_or(&[][..], Vec::as_slice);
         let same = have.len() == want.len()
             && have
                 .iter()
-                .zip(&want)
-                .all(|(h, w)| matches!(h, ObservedRule::Known(h) if h == w));
+                .zip(want)
+                .all(|(h, w)| matches!(h, ObservedRule::Known(h) if h == *w));
         if have.is_empty() {
-            details.extend(want.into_iter().map(TableDifference::AddRule));
+            details.extend(
+                want.iter()
+                    .map(|&rule| TableDifference::AddRule(rule.clone())),
+            );
         } else if !same {
             details.push(TableDifference::ChangeRule {
                 from: have.iter().map(ToString::to_string).collect(),
-                to: want,
+                to: want.iter().map(|&rule| rule.clone()).collect(),
             });
         }
     }
     for rule in observed {
-        let undeclared = match observed_name(rule) {
-            Some(name) => !desired_names.contains(&name.as_str()),
-            None => true,
-        };
+        let undeclared = observed_name(rule).is_none_or(|name| !want.contains_key(name));
         if undeclared {
             details.push(TableDifference::RemoveRule(rule.to_string()));
         }
     }
     if details.is_empty() {
-        let order: Vec<String> = observed.iter().filter_map(observed_name).collect();
-        let wanted: Vec<String> = desired.iter().map(|r| r.name.clone()).collect();
-        if order != wanted {
+        // Same rules by name: the order is the only difference left.
+        let order = observed.iter().filter_map(observed_name);
+        let wanted = desired.iter().map(|r| r.name.as_str());
+        if !order.clone().eq(wanted.clone()) {
             details.push(TableDifference::Reorder {
-                from: order,
-                to: wanted,
+                from: order.map(str::to_owned).collect(),
+                to: wanted.map(str::to_owned).collect(),
             });
         }
     }
@@ -414,27 +455,22 @@ impl Driver for FirewallDriver {
 
     async fn observe(&self, desired: &Firewall) -> Result<Option<ObservedTable>, Error> {
         let table = desired.table.as_str();
-        // Listing the names first tells "no such table" apart from a failure
-        // without parsing nft's error text.
-        let tables = self
-            .nft_json(table, &["-j", "list", "tables", "inet"])
-            .await?;
-        let names = nft::table_names(&tables).map_err(|detail| Error::NftOutput {
-            table: table.to_owned(),
-            command: "nft -j list tables inet".into(),
-            detail,
-        })?;
-        if !names.iter().any(|name| name == table) {
-            return Ok(None);
-        }
-        let listing = self
-            .nft_json(table, &["-j", "list", "table", "inet", table])
-            .await?;
+        // The name goes onto nft's command line, which nft parses as a
+        // command: check it first.
+        check_names(table, [])?;
+        let args = ["-n", "list", "table", "inet", table];
+        let listing = match self.nft(table, &args, None).await {
+            Ok(listing) => listing,
+            Err(Error::NftFailed { stderr, .. }) if stderr.contains(NO_SUCH_TABLE) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
         nft::parse_table(&listing)
             .map(Some)
             .map_err(|detail| Error::NftOutput {
                 table: table.to_owned(),
-                command: format!("nft -j list table inet {table}"),
+                command: format!("{} {}", self.nft.display(), args.join(" ")),
                 detail,
             })
     }
@@ -444,6 +480,10 @@ impl Driver for FirewallDriver {
         desired: &Firewall,
         observed: &Option<ObservedTable>,
     ) -> Result<Vec<FirewallChange>, Error> {
+        check_names(
+            &desired.table,
+            desired.rules.iter().map(|rule| rule.name.as_str()),
+        )?;
         let rules = RuleSet::from_model(desired);
         if !desired.allow_lockout {
             refuse_lockout(&desired.table, &rules, &self.protected)?;
@@ -457,8 +497,9 @@ impl Driver for FirewallDriver {
         for change in changes {
             let (FirewallChange::Create { table, desired }
             | FirewallChange::Replace { table, desired, .. }) = change;
-            let script = desired.replace_script(table).to_string();
-            self.nft(table, &["-j", "-f", "-"], Some(script)).await?;
+            check_names(table, desired.rules.iter().map(|rule| rule.name.as_str()))?;
+            let script = desired.replace_script(table);
+            self.nft(table, &["-f", "-"], Some(script)).await?;
         }
         Ok(Vec::new())
     }

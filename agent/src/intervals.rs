@@ -3,7 +3,7 @@
 //! nftables rewrites the sets it is given: it sorts elements, merges adjacent
 //! prefixes (`198.51.100.0/24` + `198.51.101.0/24` comes back as
 //! `198.51.100.0/23`) and unwraps one-element sets. Comparing what we asked
-//! for with what `nft -j` prints therefore only works on a canonical form;
+//! for with what `nft` lists therefore only works on a canonical form;
 //! merged ranges are that form. The same sets answer the lockout question
 //! ("is there any source left that reaches port 22?").
 

@@ -219,8 +219,15 @@ impl Reconciler {
         ApplyReport { resources }
     }
 
-    /// The resources `spec` declares, in apply order. Addresses come before
-    /// the firewall so that rules about a moved service IP meet the IP in place.
+    /// The resources `spec` declares, in report order: addresses, the
+    /// firewall, files, tasks, services.
+    ///
+    /// Addresses and the firewall are independent (the owned table matches
+    /// sources and ports, never this host's own addresses), so
+    /// [`apply`](Self::apply) and [`plan`](Self::plan) converge the two
+    /// concurrently; while the kernel takes a thousand addresses, `nft` writes
+    /// and reads back the table in its own process. Everything else waits
+    /// until both are done and verified, then goes one by one in this order.
     pub fn resources(&self, spec: &HostSpec) -> Vec<Resource> {
         let mut resources = Vec::new();
         if !spec.addresses.is_empty() {
@@ -293,12 +300,31 @@ impl Reconciler {
         Ok(())
     }
 
-    /// The one path of plan and apply.
+    /// The one path of plan and apply: the network resources (addresses and
+    /// the firewall) together, then the others in order.
     async fn run(&self, spec: &HostSpec, mode: Mode) -> Vec<(Resource, Result<Outcome, Error>)> {
-        let mut results = Vec::new();
-        for resource in self.resources(spec) {
-            let outcome = self.reconcile_resource(spec, &resource, mode).await;
-            results.push((resource, outcome));
+        let resources = self.resources(spec);
+        let network = resources
+            .iter()
+            .take_while(|r| matches!(r, Resource::Addresses | Resource::Firewall { .. }))
+            .count();
+        let (network, rest) = resources.split_at(network);
+        // Reported in resource order, whichever finishes first.
+        let mut results: Vec<(Resource, Result<Outcome, Error>)> = network
+            .iter()
+            .cloned()
+            .zip(
+                futures::future::join_all(
+                    network
+                        .iter()
+                        .map(|resource| self.reconcile_resource(spec, resource, mode)),
+                )
+                .await,
+            )
+            .collect();
+        for resource in rest {
+            let outcome = self.reconcile_resource(spec, resource, mode).await;
+            results.push((resource.clone(), outcome));
         }
         results
     }

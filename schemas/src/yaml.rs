@@ -5,7 +5,8 @@
 //! [`SourceMap`] built here turns such a path back into `line:col`, so every
 //! stage can report a located error without carrying spans in the types.
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use saphyr::{MarkedYaml, Scalar, YamlData};
 use serde_json::{Map, Number, Value};
@@ -14,24 +15,46 @@ use crate::diag::Position;
 
 /// Positions of the nodes of one document, by field path
 /// (`spec.addresses[0].address`; the document root is `""`).
+///
+/// Only reports look positions up, so recording is kept cheap (a path and a
+/// position pushed per node) and the lookup order is built on the first
+/// lookup: a valid manifest never pays for it.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
-    values: HashMap<String, Position>,
-    keys: HashMap<String, Position>,
+    /// Every value node, in document order.
+    values: Vec<(String, Position)>,
+    /// Every mapping key, by the path of the field it names.
+    keys: Vec<(String, Position)>,
+    /// Indices into `values` and `keys`, each sorted by path.
+    sorted: OnceLock<(Vec<usize>, Vec<usize>)>,
 }
 
 impl SourceMap {
+    fn sorted(&self) -> &(Vec<usize>, Vec<usize>) {
+        self.sorted
+            .get_or_init(|| (by_path(&self.values), by_path(&self.keys)))
+    }
+
+    fn value_at(&self, path: &str) -> Option<Position> {
+        if path.is_empty() {
+            // The document itself, which every object records as its
+            // origin: found without building the index.
+            return last_empty(&self.values);
+        }
+        find(&self.values, &self.sorted().0, path)
+    }
+
     /// Position of the value at `path`, or of its nearest ancestor that exists
     /// (a missing field is reported where its parent mapping starts).
     pub fn value(&self, path: &str) -> Position {
         let mut path = path;
         loop {
-            if let Some(p) = self.values.get(path) {
-                return *p;
+            if let Some(p) = self.value_at(path) {
+                return p;
             }
             match parent(path) {
                 Some(up) => path = up,
-                None => return self.values.get("").copied().unwrap_or_default(),
+                None => return self.value_at("").unwrap_or_default(),
             }
         }
     }
@@ -39,11 +62,37 @@ impl SourceMap {
     /// Position of the key naming the field at `path` (for unknown fields),
     /// falling back to the value position.
     pub fn key(&self, path: &str) -> Position {
-        self.keys
-            .get(path)
-            .copied()
-            .unwrap_or_else(|| self.value(path))
+        let key = if path.is_empty() {
+            last_empty(&self.keys)
+        } else {
+            find(&self.keys, &self.sorted().1, path)
+        };
+        key.unwrap_or_else(|| self.value(path))
     }
+}
+
+/// The position recorded last for the path `""`.
+fn last_empty(entries: &[(String, Position)]) -> Option<Position> {
+    entries
+        .iter()
+        .rev()
+        .find(|(path, _)| path.is_empty())
+        .map(|&(_, position)| position)
+}
+
+/// The indices of `entries`, sorted by path; equal paths stay in the order
+/// they were recorded.
+fn by_path(entries: &[(String, Position)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
+    order
+}
+
+/// The position recorded last for `path`.
+fn find(entries: &[(String, Position)], order: &[usize], path: &str) -> Option<Position> {
+    let end = order.partition_point(|&i| entries[i].0.as_str() <= path);
+    let &last = order[..end].last()?;
+    (entries[last].0 == path).then_some(entries[last].1)
 }
 
 /// The path one level up: `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> ``.
@@ -114,7 +163,7 @@ pub fn parse(text: &str) -> Result<(Vec<Document>, Vec<YamlError>), YamlError> {
             continue;
         }
         let mut map = SourceMap::default();
-        let value = convert(&node, String::new(), &mut map, &mut errors);
+        let value = convert(&node, &mut String::new(), &mut map, &mut errors);
         documents.push(Document { value, map });
     }
     Ok((documents, errors))
@@ -127,18 +176,21 @@ fn position(node: &MarkedYaml) -> Position {
     }
 }
 
+/// Converts `node`, found at `path`. `path` is one buffer for the whole
+/// walk: each child's segment is appended for its conversion and cut off
+/// again after.
 fn convert(
     node: &MarkedYaml,
-    path: String,
+    path: &mut String,
     map: &mut SourceMap,
     errors: &mut Vec<YamlError>,
 ) -> Value {
     let here = position(node);
-    map.values.insert(path.clone(), here);
-    let mut fail = |message: String| {
+    map.values.push((path.clone(), here));
+    let fail = |errors: &mut Vec<YamlError>, path: &str, message: String| {
         errors.push(YamlError {
             position: here,
-            field: path.clone(),
+            field: path.to_owned(),
             message,
         });
         Value::Null
@@ -150,19 +202,28 @@ fn convert(
             Scalar::Integer(i) => Value::Number((*i).into()),
             Scalar::FloatingPoint(f) => match Number::from_f64(f.into_inner()) {
                 Some(n) => Value::Number(n),
-                None => fail(format!("{} is not a finite number", f.into_inner())),
+                None => fail(
+                    errors,
+                    path,
+                    format!("{} is not a finite number", f.into_inner()),
+                ),
             },
             Scalar::String(s) => Value::String(s.to_string()),
         },
         YamlData::Representation(text, _, _) => Value::String(text.to_string()),
-        YamlData::Sequence(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| convert(item, join_index(&path, i), map, errors))
-                .collect(),
-        ),
+        YamlData::Sequence(items) => {
+            let len = path.len();
+            let mut array = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                // Writing to a String cannot fail.
+                let _ = write!(path, "[{i}]");
+                array.push(convert(item, path, map, errors));
+                path.truncate(len);
+            }
+            Value::Array(array)
+        }
         YamlData::Mapping(entries) => {
+            let len = path.len();
             let mut object = Map::new();
             for (k, v) in entries {
                 let key = match &k.data {
@@ -178,18 +239,28 @@ fn convert(
                         continue;
                     }
                 };
-                let child = join_key(&path, &key);
-                map.keys.insert(child.clone(), position(k));
-                let value = convert(v, child, map, errors);
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                map.keys.push((path.clone(), position(k)));
+                let value = convert(v, path, map, errors);
+                path.truncate(len);
                 object.insert(key, value);
             }
             Value::Object(object)
         }
-        YamlData::Tagged(tag, _) => fail(format!(
-            "YAML tags are not used in manifests (found !{})",
-            tag.suffix
-        )),
-        YamlData::Alias(_) | YamlData::BadValue => fail("unresolvable YAML value".into()),
+        YamlData::Tagged(tag, _) => fail(
+            errors,
+            path,
+            format!(
+                "YAML tags are not used in manifests (found !{})",
+                tag.suffix
+            ),
+        ),
+        YamlData::Alias(_) | YamlData::BadValue => {
+            fail(errors, path, "unresolvable YAML value".into())
+        }
     }
 }
 
@@ -212,6 +283,23 @@ mod tests {
         assert_eq!(docs[1].map.value("c.d"), at(4, 8));
         // A field that is not there is located at its nearest ancestor.
         assert_eq!(docs[1].map.value("c.missing"), at(4, 4));
+    }
+
+    #[test]
+    fn a_path_written_twice_is_located_where_it_was_written_last() {
+        // `1` and `'1'` are different YAML keys but the same field.
+        let (docs, errors) = parse("x: 0\n1: a\n'1': b\n").expect("valid YAML");
+        assert!(errors.is_empty());
+        assert_eq!(docs[0].value["1"], "b");
+        assert_eq!(docs[0].map.value("1"), at(3, 6));
+        assert_eq!(docs[0].map.key("1"), at(3, 1));
+        assert_eq!(docs[0].map.value("x"), at(1, 4));
+        assert_eq!(docs[0].map.value(""), at(1, 1));
+        // An empty key names the same field as the document itself.
+        let (docs, _) = parse("a: 1\n'': x\n").expect("valid YAML");
+        assert_eq!(docs[0].map.value(""), at(2, 5));
+        assert_eq!(docs[0].map.key(""), at(2, 1));
+        assert_eq!(docs[0].map.value("a"), at(1, 4));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 use mailctl_schemas::model::FirewallRule;
-use serde_json::json;
 
-use super::nft::parse_table;
+use super::nft::{ESSENTIAL_RULES, parse_table};
 use super::*;
 
 fn rule(
@@ -72,86 +71,58 @@ fn mail_rules() -> Vec<FirewallRule> {
     ]
 }
 
-/// What `nft -j list table` prints for `rules` (written like nft 1.0.6 does:
-/// merged prefixes, unwrapped one-element sets, handles).
-fn as_listed(policy: &str, rules: Vec<Value>) -> Value {
-    let mut items = vec![
-        json!({"metainfo": {"version": "1.0.6", "json_schema_version": 1}}),
-        json!({"table": {"family": "inet", "name": "mailctl", "handle": 2}}),
-        json!({"chain": {"family": "inet", "table": "mailctl", "name": "input", "handle": 1,
-            "type": "filter", "hook": "input", "prio": 0, "policy": policy}}),
-    ];
-    items.extend(rules);
-    json!({ "nftables": items })
+/// What `nft -n list table inet mailctl` prints (nft 1.0.6) for
+/// [`mail_rules`] under `policy drop`, as written by `replace_script`: the
+/// two IPv4 /24s merged into a /23, one-element sets without braces, the
+/// essentials' `ct state` and `meta l4proto` as numbers.
+const MAIL_DROP_LISTED: &str = r#"table inet mailctl {
+	chain input {
+		type filter hook input priority 0; policy drop;
+		iifname "lo" accept comment "mailctl-loopback"
+		ct state 0x2,0x4 accept comment "mailctl-replies"
+		meta l4proto { 1, 58 } accept comment "mailctl-icmp"
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+	}
 }
+"#;
 
-fn listed_rule(comment: &str, expr: Value) -> Value {
-    json!({"rule": {"family": "inet", "table": "mailctl", "chain": "input", "handle": 9,
-        "comment": comment, "expr": expr}})
+/// The same table as plain `nft list table` prints it (without `-n`):
+/// names for the priority, the ct states and the protocols.
+const MAIL_DROP_LISTED_NAMES: &str = r#"table inet mailctl {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iifname "lo" accept comment "mailctl-loopback"
+		ct state established,related accept comment "mailctl-replies"
+		meta l4proto { icmp, ipv6-icmp } accept comment "mailctl-icmp"
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+	}
 }
+"#;
 
-fn dport(protocol: &str, right: Value) -> Value {
-    json!({"match": {"op": "==", "left": {"payload": {"protocol": protocol, "field": "dport"}}, "right": right}})
-}
-
-fn saddr(family: &str, right: Value) -> Value {
-    json!({"match": {"op": "==", "left": {"payload": {"protocol": family, "field": "saddr"}}, "right": right}})
-}
-
-/// The rules a policy-drop chain starts with, as `nft -j` lists them.
-fn essentials_as_listed() -> Vec<Value> {
-    vec![
-        listed_rule(
-            "mailctl-loopback",
-            json!([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}, {"accept": null}]),
-        ),
-        listed_rule(
-            "mailctl-replies",
-            json!([{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]),
-        ),
-        listed_rule(
-            "mailctl-icmp",
-            json!([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["icmp", "ipv6-icmp"]}}}, {"accept": null}]),
-        ),
-    ]
-}
-
-fn mail_rules_as_listed(policy: &str) -> Value {
-    let essentials = if policy == "drop" {
-        essentials_as_listed()
-    } else {
-        Vec::new()
-    };
-    as_listed(
-        policy,
-        essentials.into_iter().chain([
-            listed_rule("ssh", json!([dport("tcp", json!(22)), {"accept": null}])),
-            listed_rule(
-                "agent",
-                json!([saddr("ip", json!({"prefix": {"addr": "192.0.2.0", "len": 24}})),
-                       dport("tcp", json!(7443)), {"accept": null}]),
-            ),
-            listed_rule(
-                "smtp",
-                json!([dport("tcp", json!({"set": [25, 465, 587]})), {"accept": null}]),
-            ),
-            listed_rule(
-                "imap",
-                json!([saddr("ip", json!({"prefix": {"addr": "198.51.100.0", "len": 23}})),
-                       dport("tcp", json!({"set": [143, 993]})), {"reject": {"type": "tcp reset"}}]),
-            ),
-            listed_rule(
-                "imap",
-                json!([saddr("ip6", json!({"prefix": {"addr": "2001:db8::", "len": 32}})),
-                       dport("tcp", json!({"set": [143, 993]})), {"reject": {"type": "tcp reset"}}]),
-            ),
-        ])
-        .collect(),
-    )
+fn listed(text: &str) -> ObservedTable {
+    parse_table(text).expect("parse")
 }
 
 fn driver() -> FirewallDriver {
     FirewallDriver::new("nft", protected())
+}
+
+fn plan_text(desired: &Firewall, observed: ObservedTable) -> String {
+    driver()
+        .diff(desired, &Some(observed))
+        .expect("plan")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -176,22 +147,32 @@ fn a_missing_table_is_created() {
 #[test]
 fn the_table_as_nft_lists_it_needs_no_change() {
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    let observed = parse_table(&mail_rules_as_listed("drop")).expect("parse");
-    assert_eq!(driver().diff(&desired, &Some(observed)).expect("plan"), []);
+    for listing in [MAIL_DROP_LISTED, MAIL_DROP_LISTED_NAMES] {
+        let observed = listed(listing);
+        assert_eq!(observed.chains.len(), 1);
+        assert_eq!(observed.chains[0].essentials, ESSENTIAL_RULES);
+        assert_eq!(
+            driver().diff(&desired, &Some(observed)).expect("plan"),
+            [],
+            "{listing}"
+        );
+    }
 }
 
 #[test]
 fn a_changed_table_is_replaced_with_a_readable_summary() {
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    let observed = parse_table(&as_listed(
-        "accept",
-        vec![
-            listed_rule("ssh", json!([dport("tcp", json!(22)), {"accept": null}])),
-            listed_rule("smtp", json!([dport("tcp", json!(25)), {"accept": null}])),
-            listed_rule("old", json!([dport("udp", json!(53)), {"drop": null}])),
-        ],
-    ))
-    .expect("parse");
+    let observed = listed(
+        r#"table inet mailctl {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport 22 accept comment "ssh"
+		tcp dport 25 accept comment "smtp"
+		udp dport 53 drop comment "old"
+	}
+}
+"#,
+    );
     let changes = driver().diff(&desired, &Some(observed)).expect("plan");
     let text = changes[0].to_string();
     let lines: Vec<&str> = text.lines().collect();
@@ -214,29 +195,126 @@ fn a_changed_table_is_replaced_with_a_readable_summary() {
         lines.contains(&"    + rule agent: ip saddr 192.0.2.0/24 tcp dport 7443 accept"),
         "{text}"
     );
+    assert!(
+        lines.contains(
+            &"    + accept loopback, replies to this host's own connections, and ICMP (policy drop)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
 fn hand_made_additions_to_the_owned_table_are_removed() {
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    let mut listed = mail_rules_as_listed("drop");
-    let items = listed["nftables"].as_array_mut().expect("array");
-    items.push(listed_rule(
-        "ssh",
-        json!([dport("tcp", json!(22)), {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]),
-    ));
-    items.push(
-        json!({"chain": {"family": "inet", "table": "mailctl", "name": "extra", "handle": 7}}),
+    // MAIL_DROP_LISTED after `add rule ... tcp dport 22 counter accept
+    // comment "ssh"`, `add rule ... tcp dport 8443 accept`, `add chain
+    // inet mailctl extra` and a set whose elements nft wraps over lines.
+    let observed = listed(
+        r#"table inet mailctl {
+	set blocklist {
+		type ipv4_addr
+		flags interval
+		elements = { 192.0.2.1, 192.0.2.3,
+			     192.0.2.5, 192.0.2.7,
+			     192.0.2.9, 192.0.2.11,
+			     192.0.2.13, 192.0.2.15,
+			     198.51.100.7, 203.0.113.0/24 }
+	}
+
+	chain input {
+		type filter hook input priority 0; policy drop;
+		iifname "lo" accept comment "mailctl-loopback"
+		ct state 0x2,0x4 accept comment "mailctl-replies"
+		meta l4proto { 1, 58 } accept comment "mailctl-icmp"
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		tcp dport 22 counter packets 0 bytes 0 accept comment "ssh"
+		tcp dport 8443 accept
+	}
+
+	chain extra {
+	}
+}
+"#,
     );
-    items.push(json!({"set": {"family": "inet", "table": "mailctl", "name": "blocklist", "type": "ipv4_addr", "handle": 8}}));
-    let observed = parse_table(&listed).expect("parse");
+    assert_eq!(observed.other, ["set blocklist"]);
     let text = driver().diff(&desired, &Some(observed)).expect("plan")[0].to_string();
-    assert!(text.contains("- set blocklist"), "{text}");
-    assert!(text.contains("- chain extra (0 rules)"), "{text}");
     assert!(
-        text.contains("- rule not written by mailctl: ssh: [{"),
+        text.starts_with("~ firewall table inet mailctl: 7 rules -> 5 rules"),
         "{text}"
     );
+    assert!(text.contains("\n    - set blocklist"), "{text}");
+    assert!(text.contains("\n    - chain extra (0 rules)"), "{text}");
+    assert!(
+        text.contains(
+            "\n    - rule not written by mailctl: tcp dport 22 counter packets 0 bytes 0 accept comment \"ssh\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n    - rule not written by mailctl: tcp dport 8443 accept"),
+        "{text}"
+    );
+}
+
+#[test]
+fn table_flags_and_comments_are_removed_too() {
+    // `flags dormant` would switch the whole table off.
+    let desired = firewall(FirewallPolicy::Accept, mail_rules());
+    let dormant = listed(
+        r#"table inet mailctl {
+	flags dormant
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+	}
+}
+"#,
+    );
+    let text = plan_text(&desired, dormant);
+    assert!(
+        text.starts_with("~ firewall table inet mailctl: 5 rules\n    - table flags dormant"),
+        "{text}"
+    );
+    let commented = listed(
+        r#"table inet mailctl {
+	comment "by hand"
+	chain input {
+		comment "also by hand"
+		type filter hook input priority 0; policy accept;
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+	}
+}
+"#,
+    );
+    assert_eq!(commented.chains[0].rules.len(), 5);
+    assert!(commented.chains[0].filter_input_at_0);
+    let text = plan_text(&desired, commented);
+    assert!(text.contains("\n    - table comment \"by hand\""), "{text}");
+    assert!(text.contains("\n    - comment of chain input"), "{text}");
+}
+
+#[test]
+fn another_base_chain_named_input_is_replaced() {
+    let desired = firewall(FirewallPolicy::Accept, vec![]);
+    let observed = listed(
+        "table inet mailctl {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t}\n}\n",
+    );
+    let text = plan_text(&desired, observed);
+    assert!(text.contains("- chain input (0 rules)"), "{text}");
+    assert!(text.contains("~ policy none -> accept"), "{text}");
 }
 
 #[test]
@@ -244,8 +322,10 @@ fn rule_order_matters() {
     let mut rules = mail_rules();
     rules.swap(2, 0);
     let desired = firewall(FirewallPolicy::Drop, rules);
-    let observed = parse_table(&mail_rules_as_listed("drop")).expect("parse");
-    let text = driver().diff(&desired, &Some(observed)).expect("plan")[0].to_string();
+    let text = driver()
+        .diff(&desired, &Some(listed(MAIL_DROP_LISTED)))
+        .expect("plan")[0]
+        .to_string();
     assert!(
         text.contains("~ rule order ssh, agent, smtp, imap, imap -> smtp, agent, ssh, imap, imap"),
         "{text}"
@@ -256,23 +336,106 @@ fn rule_order_matters() {
 fn the_script_replaces_the_table_in_one_batch() {
     let script = RuleSet::from_model(&firewall(FirewallPolicy::Drop, mail_rules()))
         .replace_script("mailctl");
-    let commands = script["nftables"].as_array().expect("array");
     assert_eq!(
-        commands[0],
-        json!({"add": {"table": {"family": "inet", "name": "mailctl"}}})
+        script,
+        r#"add table inet mailctl
+delete table inet mailctl
+table inet mailctl {
+	chain input {
+		type filter hook input priority 0; policy drop;
+		iifname "lo" accept comment "mailctl-loopback"
+		ct state established,related accept comment "mailctl-replies"
+		meta l4proto { icmp, ipv6-icmp } accept comment "mailctl-icmp"
+		tcp dport 22 accept comment "ssh"
+		ip saddr 192.0.2.0/24 tcp dport 7443 accept comment "agent"
+		tcp dport { 25, 465, 587 } accept comment "smtp"
+		ip saddr 198.51.100.0/23 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
+	}
+}
+"#
+    );
+}
+
+#[test]
+fn the_script_writes_ranges_sets_and_udp_rejects() {
+    let rules = vec![
+        rule(
+            "mixed",
+            Protocol::Udp,
+            &[53, 1000, 1001, 1002],
+            &[
+                "10.0.0.1/32",
+                "192.0.2.0/25",
+                "192.0.2.128/26",
+                "2001:db8::/127",
+            ],
+            RuleAction::Reject,
+        ),
+        rule("dns", Protocol::Udp, &[53], &[], RuleAction::Drop),
+    ];
+    let script =
+        RuleSet::from_model(&firewall(FirewallPolicy::Accept, rules)).replace_script("t-1");
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines[0], "add table inet t-1");
+    assert_eq!(
+        lines[4],
+        "\t\ttype filter hook input priority 0; policy accept;"
     );
     assert_eq!(
-        commands[1],
-        json!({"delete": {"table": {"family": "inet", "name": "mailctl"}}})
+        lines[5],
+        "\t\tip saddr { 10.0.0.1, 192.0.2.0-192.0.2.191 } udp dport { 53, 1000-1002 } reject with icmpx port-unreachable comment \"mixed\""
     );
-    assert_eq!(commands[3]["add"]["chain"]["policy"], "drop");
-    // Table, chain, the three essentials of a policy-drop chain, then the rules.
-    assert_eq!(commands.len(), 4 + 3 + 5);
-    assert_eq!(commands[4]["add"]["rule"]["comment"], "mailctl-loopback");
     assert_eq!(
-        commands[10]["add"]["rule"]["expr"][0]["match"]["right"],
-        json!({"set": [{"prefix": {"addr": "198.51.100.0", "len": 23}}]})
+        lines[6],
+        "\t\tip6 saddr 2001:db8::/127 udp dport { 53, 1000-1002 } reject with icmpx port-unreachable comment \"mixed\""
     );
+    assert_eq!(lines[7], "\t\tudp dport 53 drop comment \"dns\"");
+}
+
+#[test]
+fn names_nft_cannot_carry_are_refused_before_nft_runs() {
+    let mut desired = firewall(FirewallPolicy::Accept, mail_rules());
+    desired.rules[1].name = "agent\" accept; flush ruleset; #".into();
+    let err = driver().diff(&desired, &None).expect_err("bad rule name");
+    assert!(
+        matches!(
+            &err,
+            Error::NftName {
+                what: "rule name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("cannot be written in nft's syntax"),
+        "{err}"
+    );
+
+    // The table name goes onto nft's command line: refused before any run
+    // (this nft does not exist, so running it would be another error).
+    let mut desired = firewall(FirewallPolicy::Accept, mail_rules());
+    desired.table = "mailctl; flush ruleset".into();
+    let driver = FirewallDriver::new("/nonexistent/nft", protected());
+    let err = runtime()
+        .block_on(driver.observe(&desired))
+        .expect_err("bad table name");
+    assert!(
+        matches!(
+            &err,
+            Error::NftName {
+                what: "table name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        driver.diff(&desired, &None),
+        Err(Error::NftName { .. })
+    ));
 }
 
 fn lockout(policy: FirewallPolicy, rules: Vec<FirewallRule>) -> Result<Vec<FirewallChange>, Error> {
@@ -360,40 +523,167 @@ fn allow_lockout_lets_it_through() {
 
 #[test]
 fn parses_ranges_and_single_addresses() {
-    let listed = as_listed(
-        "accept",
-        vec![listed_rule(
-            "r",
-            json!([saddr("ip", json!({"set": ["10.0.0.1", {"range": ["192.0.2.3", "192.0.2.9"]}]})),
-                   dport("udp", json!({"set": [53, {"range": [1000, 1010]}]})), {"drop": null}]),
-        )],
+    let table = listed(
+        r#"table inet mailctl {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		ip saddr { 10.0.0.1, 192.0.2.3-192.0.2.9 } udp dport { 53, 1000-1010 } drop comment "r"
+		ip6 saddr { 2001:db8::1, 2001:db8::5-2001:db8::9, 2001:db8:1::/48 } udp dport 53 reject comment "r6"
+		tcp dport 25 reject comment "plain"
+	}
+}
+"#,
     );
-    let table = parse_table(&listed).expect("parse");
-    let ObservedRule::Known(rule) = &table.chains[0].rules[0] else {
-        panic!("not understood: {:?}", table.chains[0].rules[0]);
+    let rules = &table.chains[0].rules;
+    let known = |i: usize| match &rules[i] {
+        ObservedRule::Known(rule) => rule.to_string(),
+        other => panic!("not understood: {other:?}"),
     };
     assert_eq!(
-        rule.to_string(),
+        known(0),
         "rule r: ip saddr {10.0.0.1, 192.0.2.3-192.0.2.9} udp dport {53, 1000-1010} drop"
+    );
+    // A UDP reject is written `with icmpx port-unreachable`, nft's default,
+    // which it lists as a bare `reject`.
+    assert_eq!(
+        known(1),
+        "rule r6: ip6 saddr {2001:db8::1, 2001:db8::5-2001:db8::9, 2001:db8:1::/48} udp dport 53 reject"
+    );
+    // A TCP reject without `with tcp reset` is not what mailctl writes.
+    assert_eq!(
+        rules[2],
+        ObservedRule::Foreign("tcp dport 25 reject comment \"plain\"".into())
+    );
+}
+
+#[test]
+fn listings_nft_cannot_have_printed_are_errors() {
+    for bad in [
+        "",
+        "chain input {\n}\n",
+        "table inet mailctl {\n\tchain input {\n",
+        "table inet mailctl {\n\tset s {\n\t\telements = { 1,\n",
+        "table inet mailctl {\n}\ntable inet other {\n}\n",
+    ] {
+        assert!(parse_table(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        parse_table("table inet mailctl {\n}\n"),
+        Ok(ObservedTable::default())
     );
 }
 
 #[test]
 fn a_drop_chain_without_its_essentials_gets_them_back() {
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    let listed = mail_rules_as_listed("drop");
-    let mut items = listed["nftables"].as_array().expect("items").clone();
-    items.retain(|item| item["rule"]["comment"] != "mailctl-replies");
-    let observed = parse_table(&json!({ "nftables": items })).expect("parse");
-    let plan = driver().diff(&desired, &Some(observed)).expect("plan");
-    let text = plan
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let without_replies: String = MAIL_DROP_LISTED
+        .lines()
+        .filter(|line| !line.contains("mailctl-replies"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let text = plan_text(&desired, listed(&without_replies));
     assert!(text.contains("+ accept loopback, replies"), "{text}");
+    // A rule under an essential's name that says something else is not one.
+    let changed =
+        MAIL_DROP_LISTED.replace("meta l4proto { 1, 58 } accept", "meta l4proto 1 accept");
+    let observed = listed(&changed);
+    assert_eq!(
+        observed.chains[0].essentials,
+        ["mailctl-loopback", "mailctl-replies"]
+    );
+    let text = plan_text(&desired, observed);
+    assert!(text.contains("+ accept loopback, replies"), "{text}");
+    assert!(
+        text.contains(
+            "- rule not written by mailctl: meta l4proto 1 accept comment \"mailctl-icmp\""
+        ),
+        "{text}"
+    );
     // An accept chain needs none of them.
     let open = firewall(FirewallPolicy::Accept, mail_rules());
     let script = RuleSet::from_model(&open).replace_script("mailctl");
-    assert!(!script.to_string().contains("mailctl-replies"));
+    assert!(!script.contains("mailctl-replies"));
+    let text = plan_text(&open, listed(MAIL_DROP_LISTED));
+    assert!(
+        text.contains("- the loopback/replies/ICMP rules of a policy-drop chain"),
+        "{text}"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A stand-in for `nft` that records its arguments and environment and
+/// answers with `body` (shell).
+fn fake_nft(dir: &std::path::Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("nft");
+    let log = dir.join("args");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"LC_ALL=$LC_ALL $*\" >> '{}'\n{body}\n",
+            log.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Observes through `nft`, retrying while the just-written script is still
+/// busy (ETXTBSY: a process forked by another test held it open for writing).
+fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, Error> {
+    let driver = FirewallDriver::new(nft, protected());
+    let desired = firewall(FirewallPolicy::Drop, mail_rules());
+    for _ in 0..50 {
+        match runtime().block_on(driver.observe(&desired)) {
+            Err(Error::NftSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    panic!("{} stayed busy", nft.display());
+}
+
+#[test]
+fn observe_lists_the_table_once_and_knows_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let present = dir.path().join("present");
+    let absent = dir.path().join("absent");
+    let broken = dir.path().join("broken");
+    for d in [&present, &absent, &broken] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let nft = fake_nft(&present, &format!("cat <<'EOF'\n{MAIL_DROP_LISTED}EOF"));
+    let observed = observe_with(&nft).expect("observe").expect("table present");
+    assert_eq!(observed, listed(MAIL_DROP_LISTED));
+    assert_eq!(
+        std::fs::read_to_string(present.join("args")).expect("args"),
+        "LC_ALL=C -n list table inet mailctl\n",
+        "one run of nft"
+    );
+
+    // What nft 1.0.6 says, exit code 1, for a table that does not exist.
+    let nft = fake_nft(
+        &absent,
+        "printf 'Error: No such file or directory\\nlist table inet mailctl\\n                ^^^^^^^\\n' >&2\nexit 1",
+    );
+    assert_eq!(observe_with(&nft).expect("observe"), None);
+
+    // Any other failure stays an error.
+    let nft = fake_nft(
+        &broken,
+        "echo 'Error: Could not process rule: Operation not permitted' >&2\nexit 1",
+    );
+    let err = observe_with(&nft).expect_err("a failure");
+    assert!(
+        matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("Operation not permitted")),
+        "{err}"
+    );
 }
