@@ -600,5 +600,23 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
     assert!(third.verification.verified(), "{}", third.verification);
     assert_eq!(third.renamed, 1, "{third}");
     assert_eq!(files(&src), files(&dst));
+    // Spoiled lines under the right hash: the source answers with a diff
+    // that does not add up on this side, and the run asks again for
+    // everything (a second rsync: the first is stopped unused).
+    let kept = fs::read_to_string(&cached).expect("cached listing");
+    let hash_line = kept.lines().next().expect("a hash line");
+    assert!(hash_line.starts_with('\t'), "{hash_line:?}");
+    fs::write(&cached, format!("{hash_line}\ncur/made-up\t1\t1\n")).expect("spoil the lines");
+    mail.set_flags(FOLDERS[0], &uniqs[0].1, "FRS");
+    let fourth = runner.run(&job, &mut |_| {}).expect("fourth run over ssh");
+    assert!(fourth.verification.verified(), "{}", fourth.verification);
+    assert_eq!(fourth.renamed, 1, "{fourth}");
+    assert!(
+        fourth.stats.listing_bytes > third.stats.listing_bytes,
+        "a refused diff and then the whole listing: {} bytes, one whole listing: {}",
+        fourth.stats.listing_bytes,
+        third.stats.listing_bytes
+    );
+    assert_eq!(files(&src), files(&dst));
     drop(lab);
 }

@@ -520,20 +520,28 @@ impl SyncRunner {
             phase_started = Instant::now();
         };
         let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name);
-        let mut options = rsync::Options {
+        let options = rsync::Options {
             delete: job.delete,
             with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
             include: job.include.clone(),
             exclude: job.exclude.clone(),
             extra_args: Vec::new(),
-            files_from: None,
+            files_from_list: false,
+            rsync_path: None,
         };
         let mut to_send = 0;
         let mut listed = None;
         let mut local_work = None;
+        let mut transfer = None;
         if job.maildir {
+            let listed_options = rsync::Options {
+                files_from_list: true,
+                ..options.clone()
+            };
             on_progress(&Progress::phase(Phase::Listing));
-            let (source, dest) = list_both(&lister, destination)?;
+            let (source, dest, early) =
+                list_for_run(&lister, &endpoint, destination, &listed_options)?;
+            transfer = early;
             report.stats.listing_bytes += source.bytes;
             let source = source.listing;
             phase_done(&mut report, Phase::Listing);
@@ -551,25 +559,32 @@ impl SyncRunner {
                 }
                 gone = maildir::only_on_destination(&source, &dest);
             }
-            to_send = maildir::verify(&source, &dest).missing as u64;
+            let lacking = maildir::lacking(&source, &dest);
+            to_send = lacking.len() as u64;
             // Only what the destination lacks goes to rsync: not the names
             // of every message, which on a big maildir would cost more than
             // the new mail itself. When most of it is missing (a first run),
             // rsync's own walk of the tree is the cheaper way.
             if to_send.saturating_mul(2) <= source.message_count() as u64 {
-                let paths = maildir::to_send(&source, &dest);
-                let list = self.state_dir.join(format!("sync-{}.files", job.name));
-                let mut text = Vec::new();
-                for path in &paths {
-                    text.extend_from_slice(path.as_bytes());
-                    text.push(0);
-                }
-                write_scratch(&list, &text)?;
-                options.files_from = Some(list);
+                let mut started = match transfer.take() {
+                    Some(started) => started,
+                    None => rsync::Transfer::start(&rsync::argv(
+                        &endpoint,
+                        destination,
+                        &listed_options,
+                    ))?,
+                };
+                started.send_list(maildir::to_send(&source, &dest, lacking));
+                transfer = Some(started);
                 // rsync only touches messages the destination lacks, the
                 // renames and removals only those it has: both at once.
                 local_work = Some((steps, gone));
             } else {
+                // No list after all: the early rsync ends with nothing to do.
+                if let Some(mut unused) = transfer.take() {
+                    unused.send_list(Vec::new());
+                    unused.finish(|_| {})?;
+                }
                 // rsync walks the whole tree: rename first, or it would
                 // bring a renamed message again under its new name.
                 on_progress(&Progress::phase(Phase::Renaming));
@@ -581,27 +596,30 @@ impl SyncRunner {
             }
             listed = Some(source);
         }
-        let argv = rsync::argv(&endpoint, destination, &options);
-        let mut transfer = Progress::phase(Phase::Transferring);
-        transfer.files_total = to_send;
-        on_progress(&transfer);
+        let transfer = match transfer {
+            Some(transfer) => transfer,
+            None => rsync::Transfer::start(&rsync::argv(&endpoint, destination, &options))?,
+        };
+        let mut progress = Progress::phase(Phase::Transferring);
+        progress.files_total = to_send;
+        on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
         let (stats, local) = std::thread::scope(|scope| {
             let local = local_work.map(|(steps, gone)| {
                 scope.spawn(move || rename_and_remove(destination, &steps, &gone))
             });
-            let stats = rsync::run(&argv, |event| {
+            let stats = transfer.finish(|event| {
                 if let rsync::Event::Progress(p) = event {
-                    transfer.files_done = p.files;
-                    transfer.files_total = transfer.files_total.max(p.files);
-                    transfer.bytes_done = p.bytes;
+                    progress.files_done = p.files;
+                    progress.files_total = progress.files_total.max(p.files);
+                    progress.bytes_done = p.bytes;
                     if p.percent > 0 {
-                        transfer.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+                        progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
                     }
-                    transfer.rate = p.rate;
-                    transfer.eta_seconds =
-                        (p.rate > 0).then(|| transfer.bytes_total.saturating_sub(p.bytes) / p.rate);
-                    on_progress(&transfer);
+                    progress.rate = p.rate;
+                    progress.eta_seconds =
+                        (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
+                    on_progress(&progress);
                 }
             });
             let local = local.map(|thread| {
@@ -705,6 +723,9 @@ impl SyncRunner {
             progress.bytes_done = total.bytes;
             on_progress(&progress);
         }
+        for folder in expected.folders.values_mut() {
+            folder.sort();
+        }
         on_progress(&Progress::phase(Phase::Verifying));
         let mut actual = Listing::default();
         for user in expected.folders.keys() {
@@ -769,6 +790,68 @@ fn rename_and_remove(
         applied,
         deleted,
         took: started.elapsed(),
+    })
+}
+
+/// Lists both sides for a run, at the same time; the destination by names
+/// only (enough to plan; mtimes are checked by the verification after the
+/// transfer). A remote source is listed through the rsync that will
+/// transfer: its `--rsync-path` runs the listing script first, on the same
+/// ssh connection, and writes the listing to stderr, while rsync waits for
+/// its list of paths. One ssh handshake a run instead of two; that rsync
+/// comes back with the listing.
+fn list_for_run(
+    lister: &source::Lister<'_>,
+    endpoint: &rsync::Endpoint,
+    destination: &Path,
+    options: &rsync::Options,
+) -> Result<(source::SourceListing, Listing, Option<rsync::Transfer>), SyncError> {
+    let list_source = || -> Result<_, SyncError> {
+        if !lister.is_remote() {
+            return Ok((lister.list()?, None));
+        }
+        let mut request = lister.request()?;
+        let mut refused = 0;
+        loop {
+            let options = rsync::Options {
+                rsync_path: Some(format!(
+                    "( {} ) >&2 </dev/null && rsync",
+                    lister.script(&request)
+                )),
+                ..options.clone()
+            };
+            let argv = rsync::argv(endpoint, destination, &options);
+            let mut transfer = rsync::Transfer::start_after_preamble(&argv, source::END)?;
+            let answer = transfer.preamble(&format!(
+                "listing {}:{} over ssh",
+                endpoint.host.as_deref().unwrap_or_default(),
+                endpoint.path.display()
+            ))?;
+            let answer =
+                String::from_utf8(answer).map_err(|_| lister.failed("a file name is not UTF-8"))?;
+            match lister.accept(&request, &answer) {
+                Ok(mut listing) => {
+                    listing.bytes += refused;
+                    return Ok((listing, Some(transfer)));
+                }
+                // Dropped, the rsync that carried a listing that does not
+                // add up is stopped; the next asks for the whole listing.
+                Err(_) if request.widen() => refused += answer.len() as u64,
+                Err(detail) => return Err(lister.failed(&detail)),
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let dest = scope.spawn(|| {
+            Listing::read_local_names(destination)
+                .map_err(io_error(format!("listing {}", destination.display())))
+        });
+        let source = list_source();
+        let dest = dest
+            .join()
+            .map_err(|_| SyncError::Other("the destination listing thread panicked".into()))?;
+        let (source, transfer) = source?;
+        Ok((source, dest?, transfer))
     })
 }
 

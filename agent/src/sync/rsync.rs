@@ -1,9 +1,11 @@
 //! Running the real `rsync` (and `ssh` for remote listings) and reading its
 //! progress and statistics.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
@@ -94,9 +96,13 @@ pub struct Options {
     pub exclude: Vec<String>,
     /// Further rsync arguments.
     pub extra_args: Vec<String>,
-    /// Send only these paths (NUL-separated, relative to the source root)
-    /// instead of the whole tree; paths gone by then are skipped.
-    pub files_from: Option<PathBuf>,
+    /// Send only the paths handed to [`Transfer::send_list`] (relative to
+    /// the source root) instead of the whole tree; paths gone by then are
+    /// skipped.
+    pub files_from_list: bool,
+    /// What the source runs instead of plain `rsync` (`--rsync-path`, a
+    /// shell command line that ends by starting rsync).
+    pub rsync_path: Option<String>,
 }
 
 /// The rsync argv for one run.
@@ -121,13 +127,16 @@ pub fn argv(endpoint: &Endpoint, destination: &Path, options: &Options) -> Vec<S
                 .join(" "),
         );
     }
-    if let Some(list) = &options.files_from {
-        argv.push(format!("--files-from={}", list.display()));
+    if options.files_from_list {
+        argv.push("--files-from=-".to_owned());
         argv.push("--from0".to_owned());
         argv.push("--ignore-missing-args".to_owned());
     } else if options.delete {
         // With a file list the caller deletes itself: --delete needs -r.
         argv.push("--delete".to_owned());
+    }
+    if let Some(command) = &options.rsync_path {
+        argv.push(format!("--rsync-path={command}"));
     }
     for pattern in &options.include {
         argv.push(format!("--include={pattern}"));
@@ -270,66 +279,208 @@ pub enum Event<'a> {
 }
 
 /// Runs rsync, feeding progress to `on_event`, and returns its statistics.
-pub fn run(argv: &[String], mut on_event: impl FnMut(Event<'_>)) -> Result<Stats, SyncError> {
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SyncError::Spawn {
+pub fn run(argv: &[String], on_event: impl FnMut(Event<'_>)) -> Result<Stats, SyncError> {
+    Transfer::start(argv)?.finish(on_event)
+}
+
+/// A running rsync. With `--files-from=-` it may be started before the
+/// list of paths is known: ssh connects and the remote rsync starts while
+/// the caller still lists, and [`send_list`](Self::send_list) hands the
+/// paths over. Dropped unfinished, the rsync is killed.
+#[derive(Debug)]
+pub struct Transfer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    writer: Option<JoinHandle<io::Result<()>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// What the source wrote on stderr up to and including its line
+    /// starting with the end marker (see [`start_after_preamble`]), or all
+    /// of its stderr when no such line came.
+    ///
+    /// [`start_after_preamble`]: Self::start_after_preamble
+    preamble: Option<mpsc::Receiver<Result<Vec<u8>, Vec<u8>>>>,
+    waited: bool,
+}
+
+impl Transfer {
+    pub fn start(argv: &[String]) -> Result<Transfer, SyncError> {
+        Transfer::spawn(argv, None)
+    }
+
+    /// Starts an rsync whose remote side first writes a preamble on stderr
+    /// (the source's listing, from `--rsync-path`), ending with a line that
+    /// starts with `end`; [`preamble`](Self::preamble) waits for it. ssh
+    /// passes the remote stderr through, so both travel on one connection.
+    pub fn start_after_preamble(argv: &[String], end: &'static str) -> Result<Transfer, SyncError> {
+        Transfer::spawn(argv, Some(end))
+    }
+
+    fn spawn(argv: &[String], end: Option<&'static str>) -> Result<Transfer, SyncError> {
+        let list = argv.iter().any(|a| a == "--files-from=-");
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LC_ALL", "C")
+            .stdin(if list { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SyncError::Spawn {
+                program: "rsync".into(),
+                source,
+            })?;
+        let (sender, preamble) = match end {
+            Some(_) => {
+                let (sender, receiver) = mpsc::channel();
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
+        let stderr = child.stderr.take().map(|stderr| {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut text = Vec::new();
+                if let (Some(end), Some(sender)) = (end, sender) {
+                    loop {
+                        let start = text.len();
+                        match reader.read_until(b'\n', &mut text) {
+                            Ok(0) | Err(_) => {
+                                let _ = sender.send(Err(std::mem::take(&mut text)));
+                                return text;
+                            }
+                            Ok(_) if text[start..].starts_with(end.as_bytes()) => {
+                                let _ = sender.send(Ok(std::mem::take(&mut text)));
+                                break;
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                let _ = reader.read_to_end(&mut text);
+                text
+            })
+        });
+        Ok(Transfer {
+            stdin: child.stdin.take(),
+            child,
+            writer: None,
+            stderr,
+            preamble,
+            waited: false,
+        })
+    }
+
+    /// Waits for the preamble of a transfer started with
+    /// [`start_after_preamble`](Self::start_after_preamble). When the
+    /// remote side ended without one, the error carries the exit status
+    /// and the end of what it wrote.
+    pub fn preamble(&mut self, what: &str) -> Result<Vec<u8>, SyncError> {
+        let received = self.preamble.take().and_then(|r| r.recv().ok());
+        match received {
+            Some(Ok(text)) => Ok(text),
+            Some(Err(text)) => {
+                let status = self.child.wait().ok().and_then(|s| s.code());
+                self.waited = true;
+                Err(SyncError::Command {
+                    what: what.to_owned(),
+                    status,
+                    stderr: tail(&text),
+                })
+            }
+            None => Err(SyncError::Other(format!(
+                "{what}: rsync started without a preamble"
+            ))),
+        }
+    }
+
+    /// Hands rsync its paths (NUL-separated) and closes its input, from a
+    /// thread of its own: rsync reads the list while it talks to the
+    /// other side, and a long list must not wait for this side to read
+    /// rsync's output.
+    pub fn send_list(&mut self, paths: Vec<String>) {
+        let Some(mut stdin) = self.stdin.take() else {
+            return;
+        };
+        self.writer = Some(std::thread::spawn(move || {
+            let mut out = io::BufWriter::with_capacity(1 << 16, &mut stdin);
+            for path in &paths {
+                out.write_all(path.as_bytes())?;
+                out.write_all(&[0])?;
+            }
+            out.flush()
+        }));
+    }
+
+    /// Reads rsync's output to the end, feeding progress to `on_event`,
+    /// and returns its statistics.
+    pub fn finish(mut self, mut on_event: impl FnMut(Event<'_>)) -> Result<Stats, SyncError> {
+        // A list never sent is an empty one.
+        drop(self.stdin.take());
+        let mut stats = Stats::default();
+        if let Some(stdout) = self.child.stdout.take() {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // progress2 rewrites its line with \r; items end with \n.
+                let read =
+                    read_until_any(&mut reader, &mut buf).map_err(|source| SyncError::Io {
+                        what: "reading rsync's output".into(),
+                        source,
+                    })?;
+                if read == 0 {
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if let Some(progress) = parse_progress(line) {
+                    on_event(Event::Progress(progress));
+                } else if line.contains(": ") && !line.starts_with(['>', '<', 'c', '.', '*', 'h']) {
+                    parse_stats_line(line, &mut stats);
+                } else {
+                    on_event(Event::Item(line));
+                }
+            }
+        }
+        let status = self.child.wait().map_err(|source| SyncError::Spawn {
             program: "rsync".into(),
             source,
         })?;
-    let stderr = child.stderr.take();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(mut stderr) = stderr {
-            let _ = stderr.read_to_end(&mut text);
-        }
-        text
-    });
-    let mut stats = Stats::default();
-    if let Some(stdout) = child.stdout.take() {
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            // progress2 rewrites its line with \r; items end with \n.
-            let read = read_until_any(&mut reader, &mut buf).map_err(|source| SyncError::Io {
-                what: "reading rsync's output".into(),
-                source,
-            })?;
-            if read == 0 {
-                break;
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.trim().is_empty() {
-                continue;
-            }
-            if let Some(progress) = parse_progress(line) {
-                on_event(Event::Progress(progress));
-            } else if line.contains(": ") && !line.starts_with(['>', '<', 'c', '.', '*', 'h']) {
-                parse_stats_line(line, &mut stats);
-            } else {
-                on_event(Event::Item(line));
-            }
+        self.waited = true;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        // Writing the list fails only when rsync stopped reading it: its
+        // own exit status says why.
+        let written = self.writer.take().map(|t| t.join());
+        match status.code() {
+            Some(0) | Some(VANISHED) => match written {
+                Some(Ok(Err(source))) => Err(SyncError::Io {
+                    what: "handing rsync its list of files".into(),
+                    source,
+                }),
+                Some(Err(_)) => Err(SyncError::Other("the rsync list writer panicked".into())),
+                _ => Ok(stats),
+            },
+            code => Err(SyncError::Command {
+                what: "rsync".into(),
+                status: code,
+                stderr: tail(&stderr),
+            }),
         }
     }
-    let status = child.wait().map_err(|source| SyncError::Spawn {
-        program: "rsync".into(),
-        source,
-    })?;
-    let stderr = stderr_reader.join().unwrap_or_default();
-    match status.code() {
-        Some(0) | Some(VANISHED) => Ok(stats),
-        code => Err(SyncError::Command {
-            what: "rsync".into(),
-            status: code,
-            stderr: tail(&stderr),
-        }),
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -47,7 +47,52 @@ pub struct Lister<'a> {
 
 const FULL: &str = "/mailctl full";
 const DIFF: &str = "/mailctl diff";
-const END: &str = "/mailctl end ";
+/// The start of the last line of the source's answer.
+pub const END: &str = "/mailctl end ";
+
+/// One remote listing to ask for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    token: String,
+    cached: Option<Cached>,
+    /// The hash of the names the source is asked to diff against; `None`
+    /// asks for the whole listing.
+    known: Option<String>,
+}
+
+impl Request {
+    /// Asks for the whole listing from now on; false when it already did
+    /// (a whole listing that does not add up is an error, not a retry).
+    pub fn widen(&mut self) -> bool {
+        self.known.take().is_some()
+    }
+}
+
+/// The destination's copy of the last listing: a first line `\tHASH` (the
+/// SHA-256 of its names, as the source computed it; no listing line starts
+/// with a tab), then `path\tmtime\tsize` and `dir/` lines.
+#[derive(Debug, Clone)]
+struct Cached {
+    hash: String,
+    lines: String,
+}
+
+impl Cached {
+    fn parse(text: String) -> Cached {
+        if let Some(rest) = text.strip_prefix('\t')
+            && let Some((hash, lines)) = rest.split_once('\n')
+        {
+            return Cached {
+                hash: hash.to_owned(),
+                lines: lines.to_owned(),
+            };
+        }
+        Cached {
+            hash: names_hash(&text),
+            lines: text,
+        }
+    }
+}
 
 impl<'a> Lister<'a> {
     pub fn new(endpoint: &'a Endpoint, state_dir: &Path, job: &str) -> Lister<'a> {
@@ -58,56 +103,89 @@ impl<'a> Lister<'a> {
         }
     }
 
+    pub fn is_remote(&self) -> bool {
+        self.endpoint.host.is_some()
+    }
+
+    /// Lists the source: a local one by walking it, a remote one over ssh.
     pub fn list(&self) -> Result<SourceListing, SyncError> {
-        match &self.endpoint.host {
-            None => Ok(SourceListing {
+        let Some(host) = &self.endpoint.host else {
+            return Ok(SourceListing {
                 listing: Listing::read_local(&self.endpoint.path).map_err(io_error(format!(
                     "listing {}",
                     self.endpoint.path.display()
                 )))?,
                 bytes: 0,
-            }),
-            Some(host) => self.remote(host),
-        }
-    }
-
-    fn remote(&self, host: &str) -> Result<SourceListing, SyncError> {
-        let token = self.token()?;
-        // A missing or unreadable copy only means a whole listing.
-        let cached = fs::read_to_string(&self.cache).ok();
-        let mut bytes = 0;
-        let mut known = cached.as_deref().map(names_hash);
+            });
+        };
+        let mut request = self.request()?;
+        let mut refused = 0;
         loop {
-            let output = self.run_remote(host, &token, known.as_deref())?;
-            bytes += output.len() as u64;
-            match rebuild(&output, cached.as_deref()) {
-                Ok(text) => {
-                    write_scratch(&self.cache, text.as_bytes())?;
-                    return Ok(SourceListing {
-                        listing: Listing::from_find_lines(text.lines()),
-                        bytes,
-                    });
+            let answer = self.run_remote(host, &self.script(&request))?;
+            match self.accept(&request, &answer) {
+                Ok(mut listing) => {
+                    listing.bytes += refused;
+                    return Ok(listing);
                 }
-                // Asked with a hash and the answer did not add up: ask for all.
-                Err(_) if known.is_some() => known = None,
-                Err(detail) => {
-                    return Err(SyncError::Other(format!(
-                        "listing {host}:{} over ssh: {detail}",
-                        self.endpoint.path.display()
-                    )));
-                }
+                Err(_) if request.widen() => refused += answer.len() as u64,
+                Err(detail) => return Err(self.failed(&detail)),
             }
         }
     }
 
-    fn run_remote(
-        &self,
-        host: &str,
-        token: &str,
-        known: Option<&str>,
-    ) -> Result<String, SyncError> {
+    /// What the next remote listing asks for: a diff against the copy of
+    /// the last listing this side holds, if it has one.
+    pub fn request(&self) -> Result<Request, SyncError> {
+        let token = self.token()?;
+        // A missing or unreadable copy only means a whole listing.
+        let cached = fs::read_to_string(&self.cache).ok().map(Cached::parse);
+        let known = cached.as_ref().map(|c| c.hash.clone());
+        Ok(Request {
+            token,
+            cached,
+            known,
+        })
+    }
+
+    /// The sh script that answers `request` on the source (its output
+    /// ends with a line starting [`END`]).
+    pub fn script(&self, request: &Request) -> String {
+        remote_script(
+            &self.endpoint.path,
+            &request.token,
+            request.known.as_deref().unwrap_or("none"),
+        )
+    }
+
+    /// The listing from the source's `answer` (anything before its first
+    /// line, such as ssh's warnings, is skipped), kept for the next run;
+    /// an error when the answer is cut short or does not add up.
+    pub fn accept(&self, request: &Request, answer: &str) -> Result<SourceListing, String> {
+        let cached = request.cached.as_ref().map(|c| c.lines.as_str());
+        let (text, hash) = rebuild(answer, cached)?;
+        let mut kept = String::with_capacity(text.len() + 80);
+        kept.push('\t');
+        kept.push_str(&hash);
+        kept.push('\n');
+        kept.push_str(&text);
+        write_scratch(&self.cache, kept.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(SourceListing {
+            listing: Listing::from_find_lines(text.lines()),
+            bytes: answer.len() as u64,
+        })
+    }
+
+    /// The error for a listing that failed for good.
+    pub fn failed(&self, detail: &str) -> SyncError {
+        SyncError::Other(format!(
+            "listing {}:{} over ssh: {detail}",
+            self.endpoint.host.as_deref().unwrap_or("localhost"),
+            self.endpoint.path.display()
+        ))
+    }
+
+    fn run_remote(&self, host: &str, script: &str) -> Result<String, SyncError> {
         let argv = self.endpoint.ssh_argv();
-        let script = remote_script(&self.endpoint.path, token, known.unwrap_or("none"));
         let output = Command::new(&argv[0])
             .args(&argv[1..])
             .arg(host)
@@ -125,12 +203,7 @@ impl<'a> Lister<'a> {
                 stderr: tail(&output.stderr),
             });
         }
-        String::from_utf8(output.stdout).map_err(|_| {
-            SyncError::Other(format!(
-                "listing {host}:{} over ssh: a file name is not UTF-8",
-                self.endpoint.path.display()
-            ))
-        })
+        String::from_utf8(output.stdout).map_err(|_| self.failed("a file name is not UTF-8"))
     }
 
     /// This job's random token, made on first use.
@@ -240,9 +313,9 @@ fn names_text(lines: &[&str]) -> String {
 /// The new listing text from the source's answer and the copy the
 /// destination holds; an error when the answer is cut short or its names
 /// do not hash to what the source says it keeps.
-fn rebuild(answer: &str, cached: Option<&str>) -> Result<String, String> {
-    let mut lines = answer.lines();
-    let mode = lines.next().ok_or("empty answer")?;
+fn rebuild(answer: &str, cached: Option<&str>) -> Result<(String, String), String> {
+    let mut lines = answer.lines().skip_while(|l| *l != FULL && *l != DIFF);
+    let mode = lines.next().ok_or("no answer from the listing script")?;
     let body: Vec<&str> = lines.collect();
     let (end, body) = body.split_last().ok_or("answer cut short")?;
     let hash = end.strip_prefix(END).ok_or("answer cut short")?;
@@ -280,7 +353,7 @@ fn rebuild(answer: &str, cached: Option<&str>) -> Result<String, String> {
         text.push_str(line);
         text.push('\n');
     }
-    Ok(text)
+    Ok((text, hash.to_owned()))
 }
 
 /// The hash the source's copy of the names has, if the destination's
@@ -312,10 +385,13 @@ mod tests {
             &["-cur/1:2,", "+cur/1:2,S\t1\t5", "+new/3\t3\t5"],
             &new,
         );
-        assert_eq!(
-            rebuild(&reply, Some(old)).as_deref(),
-            Ok("cur/1:2,S\t1\t5\ncur/2:2,\t2\t5\nnew/\nnew/3\t3\t5\n")
-        );
+        let (text, hash) = rebuild(&reply, Some(old)).expect("rebuilt");
+        assert_eq!(text, "cur/1:2,S\t1\t5\ncur/2:2,\t2\t5\nnew/\nnew/3\t3\t5\n");
+        assert_eq!(hash, names_hash(&text));
+        // Noise before the answer (ssh's warnings on the same stream) is skipped.
+        let noisy =
+            format!("Warning: Permanently added 'eve' to the list of known hosts.\n{reply}");
+        assert_eq!(rebuild(&noisy, Some(old)).map(|(t, _)| t), Ok(text));
         assert_eq!(names_hash(old), sha256_hex("cur/1:2,\ncur/2:2,\nnew/\n"));
         // A diff that does not fit the copy is refused, never guessed.
         assert!(rebuild(&reply, Some("cur/9\t1\t1\n")).is_err());
@@ -326,10 +402,26 @@ mod tests {
     #[test]
     fn a_full_answer_must_hash_right_and_be_complete() {
         let reply = answer(FULL, &["cur/1:2,S\t1\t5"], &["cur/1:2,S\t1\t5"]);
-        assert_eq!(rebuild(&reply, None).as_deref(), Ok("cur/1:2,S\t1\t5\n"));
+        assert_eq!(
+            rebuild(&reply, None).map(|(t, _)| t).as_deref(),
+            Ok("cur/1:2,S\t1\t5\n")
+        );
         let cut = reply.lines().take(2).collect::<Vec<_>>().join("\n");
         assert!(rebuild(&cut, None).is_err());
-        assert!(rebuild(&answer(FULL, &[], &[]), None).is_ok_and(|t| t.is_empty()));
+        assert!(rebuild(&answer(FULL, &[], &[]), None).is_ok_and(|(t, _)| t.is_empty()));
+    }
+
+    #[test]
+    fn the_cached_copy_keeps_its_hash() {
+        let lines = "cur/1:2,S\t1\t5\nnew/\n";
+        let stored = Cached::parse(format!("\t{}\n{lines}", names_hash(lines)));
+        assert_eq!(
+            (stored.hash.as_str(), stored.lines.as_str()),
+            (names_hash(lines).as_str(), lines)
+        );
+        // A copy from before the hash was kept: computed.
+        let old = Cached::parse(lines.to_owned());
+        assert_eq!((old.hash, old.lines.as_str()), (names_hash(lines), lines));
     }
 
     #[test]
