@@ -262,6 +262,28 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     let third = runner.run(&job, &mut |_| {}).expect("third run");
     assert!(third.verification.verified(), "{}", third.verification);
     assert_eq!(third.stats.files_transferred, 1, "{third}");
+
+    // A destination copy that lost its date (copied by hand without -p)
+    // is sent again within the same run, and the run verifies.
+    let redated = dst
+        .join(".Archive.2023/cur")
+        .read_dir()
+        .expect("read")
+        .next()
+        .expect("one message")
+        .expect("entry")
+        .path();
+    let later = std::time::SystemTime::now();
+    fs::File::options()
+        .write(true)
+        .open(&redated)
+        .and_then(|f| f.set_modified(later))
+        .expect("touch");
+    assert!(!runner.verify(&job).expect("verify").verified());
+    let fourth = runner.run(&job, &mut |_| {}).expect("fourth run");
+    assert!(fourth.verification.verified(), "{}", fourth.verification);
+    assert_eq!(fourth.stats.files_transferred, 1, "{fourth}");
+    assert_eq!(files(&src), files(&dst), "the source's mtime is back");
 }
 
 #[test]

@@ -526,6 +526,24 @@ pub fn to_send(source: &Listing, destination: &Listing, lacking: Vec<String>) ->
     paths
 }
 
+/// Source messages (as paths) the destination holds under the same name
+/// but with another mtime or size: a copy made without its date (`cp`
+/// without `-p`), or cut short. rsync's quick check sends them again.
+pub fn stale(source: &Listing, destination: &Listing) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (name, folder) in &source.folders {
+        for (mine, theirs) in pairs(&folder.messages, destination.messages(name)) {
+            for m in mine {
+                let same = theirs.iter().find(|d| d.sub == m.sub && d.name == m.name);
+                if same.is_some_and(|d| d.mtime != m.mtime || d.size != m.size) {
+                    paths.push(join(name, &m.rel()));
+                }
+            }
+        }
+    }
+    paths
+}
+
 /// Destination messages whose unique part the source folder does not have
 /// (any more), as paths relative to the root.
 pub fn only_on_destination(source: &Listing, destination: &Listing) -> Vec<String> {

@@ -652,7 +652,25 @@ impl SyncRunner {
                 (source.listing, dest)
             }
         };
-        report.verification = maildir::verify(&source, &dest).allowing_extra(!job.delete);
+        let mut verification = maildir::verify(&source, &dest);
+        let stale = if job.maildir {
+            maildir::stale(&source, &dest)
+        } else {
+            Vec::new()
+        };
+        if !stale.is_empty() {
+            // The same name with another date or size: sent again, and
+            // the destination observed once more.
+            let options = rsync::Options {
+                files_from_list: true,
+                ..options.clone()
+            };
+            let mut again = rsync::Transfer::start(&rsync::argv(&endpoint, destination, &options))?;
+            again.send_list(stale);
+            report.stats.absorb(&again.finish(|_| {})?);
+            verification = maildir::verify(&source, &list_local(destination)?);
+        }
+        report.verification = verification.allowing_extra(!job.delete);
         phase_done(&mut report, Phase::Verifying);
         report.duration = started.elapsed();
         Ok(report)

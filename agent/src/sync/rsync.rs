@@ -193,6 +193,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds another rsync's counts (a second pass of the same run).
+    pub fn absorb(&mut self, other: &Stats) {
+        self.files_transferred += other.files_transferred;
+        self.transferred_file_size += other.transferred_file_size;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.listing_bytes += other.listing_bytes;
+    }
+
     /// Bytes that crossed the wire, both ways: rsync's and the listings'.
     pub fn wire_bytes(&self) -> u64 {
         self.bytes_sent + self.bytes_received + self.listing_bytes
