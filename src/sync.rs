@@ -176,14 +176,10 @@ fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
     }
     if let Some(stats) = &status.stats {
         println!(
-            "sync {} on {}: {} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
+            "sync {} on {}: {}",
             remote.job,
             remote.host,
-            stats.files_transferred,
-            stats.transferred_file_size,
-            stats.wire_bytes(),
-            status.renamed,
-            status.duplicates_removed
+            mailctl_agent::sync::summary(stats, status.renamed, status.duplicates_removed)
         );
     }
     match &status.verification {

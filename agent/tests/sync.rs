@@ -232,14 +232,7 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     assert!(status.lag_seconds().is_some_and(|lag| lag < 60));
 
     // A message deleted by hand on the destination is reported missing.
-    let victim = dst
-        .join(".Archive.2023/cur")
-        .read_dir()
-        .expect("read")
-        .next()
-        .expect("one message")
-        .expect("entry")
-        .path();
+    let victim = first_file(&dst.join(".Archive.2023/cur"));
     let victim_uniq = victim
         .file_name()
         .map(|n| {
@@ -265,14 +258,7 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
 
     // A destination copy that lost its date (copied by hand without -p)
     // is sent again within the same run, and the run verifies.
-    let redated = dst
-        .join(".Archive.2023/cur")
-        .read_dir()
-        .expect("read")
-        .next()
-        .expect("one message")
-        .expect("entry")
-        .path();
+    let redated = first_file(&dst.join(".Archive.2023/cur"));
     let later = std::time::SystemTime::now();
     fs::File::options()
         .write(true)
@@ -284,6 +270,16 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     assert!(fourth.verification.verified(), "{}", fourth.verification);
     assert_eq!(fourth.stats.files_transferred, 1, "{fourth}");
     assert_eq!(files(&src), files(&dst), "the source's mtime is back");
+}
+
+/// Some file in `dir`.
+fn first_file(dir: &Path) -> PathBuf {
+    dir.read_dir()
+        .expect("read")
+        .next()
+        .expect("one message")
+        .expect("entry")
+        .path()
 }
 
 #[test]

@@ -211,17 +211,26 @@ pub struct RunReport {
     pub phases: Vec<(Phase, Duration)>,
 }
 
+/// What a run moved, in one line (`N files (B bytes) transferred, ...`):
+/// the agent's log, `mailctl sync run` and its `--local` form say it alike.
+pub fn summary(stats: &Stats, renamed: usize, duplicates_removed: usize) -> String {
+    format!(
+        "{} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
+        stats.files_transferred,
+        stats.transferred_file_size,
+        stats.wire_bytes(),
+        renamed,
+        duplicates_removed
+    )
+}
+
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sync {}: {} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
+            "sync {}: {}",
             self.job,
-            self.stats.files_transferred,
-            self.stats.transferred_file_size,
-            self.stats.wire_bytes(),
-            self.renamed,
-            self.duplicates_removed
+            summary(&self.stats, self.renamed, self.duplicates_removed)
         )?;
         if self.deleted > 0 {
             write!(f, ", {} deleted", self.deleted)?;
