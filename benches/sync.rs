@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -56,125 +56,49 @@ fn sh(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Two namespaces joined by a veth, sshd in the source one; removed on drop.
+/// The sync tests' lab: two namespaces joined by a veth, sshd in the source
+/// one; removed on drop.
+#[path = "../agent/tests/support/ssh_lab.rs"]
+mod ssh_lab;
+
 struct Lab {
-    src: String,
-    dst: String,
-    sshd: Option<Child>,
-    address: String,
-    key: PathBuf,
+    ssh: ssh_lab::SshLab,
     known_hosts: PathBuf,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut sshd) = self.sshd.take() {
-            let _ = sshd.kill();
-            let _ = sshd.wait();
-        }
-        for ns in [&self.src, &self.dst] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 impl Lab {
+    /// Builds the lab in `dir`; from then on this process (and the rsync
+    /// and ssh it starts) is the destination.
     fn new(dir: &Path) -> Result<Lab> {
         let id = std::process::id();
-        let mut lab = Lab {
-            src: format!("mctlsb-{id}-src"),
-            dst: format!("mctlsb-{id}-dst"),
-            sshd: None,
-            address: "10.86.0.1".into(),
-            key: dir.join("client_key"),
+        let ssh = ssh_lab::SshLab::start(
+            &format!("mctlsb-{id}-src"),
+            &format!("mctlsb-{id}-dst"),
+            "10.86.0",
+            dir,
+        )
+        .map_err(anyhow::Error::msg)?;
+        ssh.enter_destination(&[]).map_err(anyhow::Error::msg)?;
+        Ok(Lab {
+            ssh,
             known_hosts: dir.join("known_hosts"),
-        };
-        sh("ip", &["netns", "add", &lab.src])?;
-        sh("ip", &["netns", "add", &lab.dst])?;
-        sh(
-            "ip",
-            &[
-                "link", "add", "vsb", "netns", &lab.src, "type", "veth", "peer", "name", "vdb",
-                "netns", &lab.dst,
-            ],
-        )?;
-        for (ns, dev, addr) in [
-            (&lab.src, "vsb", "10.86.0.1/24"),
-            (&lab.dst, "vdb", "10.86.0.2/24"),
-        ] {
-            sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-            sh("ip", &["-n", ns, "link", "set", dev, "up"])?;
-            sh("ip", &["-n", ns, "addr", "add", addr, "dev", dev])?;
-        }
-        let host_key = dir.join("host_key");
-        for key in [&host_key, &lab.key] {
-            sh(
-                "ssh-keygen",
-                &[
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-f",
-                    key.to_str().context("utf-8")?,
-                ],
-            )?;
-        }
-        fs::copy(lab.key.with_extension("pub"), dir.join("authorized_keys"))?;
-        fs::create_dir_all("/run/sshd")?;
-        let config = dir.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "ListenAddress {}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={}\n",
-                lab.address,
-                host_key.display(),
-                dir.join("authorized_keys").display(),
-                dir.join("sshd.pid").display(),
-                dir.join("source-cache").display()
-            ),
-        )?;
-        lab.sshd = Some(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &lab.src,
-                    "/usr/sbin/sshd",
-                    "-D",
-                    "-e",
-                    "-f",
-                ])
-                .arg(&config)
-                .stderr(fs::File::create(dir.join("sshd.log"))?)
-                .spawn()
-                .context("starting sshd (apt-get install openssh-server)")?,
-        );
-        // From here on this process (and the rsync and ssh it starts) is the destination.
-        let netns = fs::File::open(format!("/run/netns/{}", lab.dst))?;
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((lab.address.as_str(), 22)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "sshd did not come up: {}",
-                fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(lab)
+        })
     }
 
     /// Bytes through the destination's veth, both ways (this process is
     /// in the destination namespace, so `ip` is too).
     fn wire_bytes(&self) -> Result<u64> {
-        let json: serde_json::Value =
-            serde_json::from_str(&sh("ip", &["-j", "-s", "link", "show", "dev", "vdb"])?)?;
+        let json: serde_json::Value = serde_json::from_str(&sh(
+            "ip",
+            &["-j", "-s", "link", "show", "dev", ssh_lab::DEST_DEV],
+        )?)?;
         let stats = &json[0]["stats64"];
         match (stats["rx"]["bytes"].as_u64(), stats["tx"]["bytes"].as_u64()) {
             (Some(rx), Some(tx)) => Ok(rx + tx),
-            _ => bail!("no byte counters in `ip -j -s link show dev vdb`: {json}"),
+            _ => bail!(
+                "no byte counters in `ip -j -s link show dev {}`: {json}",
+                ssh_lab::DEST_DEV
+            ),
         }
     }
 
@@ -182,7 +106,7 @@ impl Lab {
     fn ssh(&self) -> String {
         format!(
             "ssh -i {} -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
-            self.key.display(),
+            self.ssh.client_key.display(),
             self.known_hosts.display()
         )
     }
@@ -382,7 +306,7 @@ fn run() -> Result<()> {
     );
     println!(
         "both pull root@{}:{} over ssh (ed25519, same options) into the destination namespace",
-        lab.address,
+        lab.ssh.source_addr,
         src.display()
     );
 
@@ -390,7 +314,7 @@ fn run() -> Result<()> {
     let job = SyncJob {
         name: "bench".into(),
         source: SyncSource::Remote {
-            host: format!("root@{}", lab.address),
+            host: format!("root@{}", lab.ssh.source_addr),
             path: src.clone(),
         },
         destination: ours.clone(),
@@ -398,7 +322,7 @@ fn run() -> Result<()> {
         maildir: true,
         mbox: false,
         delete: true,
-        ssh_key: Some(lab.key.clone()),
+        ssh_key: Some(lab.ssh.client_key.clone()),
         include: Vec::new(),
         exclude: Vec::new(),
     };
@@ -428,7 +352,7 @@ fn run() -> Result<()> {
         let started = Instant::now();
         let out = Command::new("rsync")
             .args(["-a", "--delete", "--stats", "-e", &lab.ssh()])
-            .arg(format!("root@{}:{}/", lab.address, src.display()))
+            .arg(format!("root@{}:{}/", lab.ssh.source_addr, src.display()))
             .arg(format!("{}/", plain.display()))
             .stdin(Stdio::null())
             .output()?;

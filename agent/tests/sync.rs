@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
+#[path = "support/ssh_lab.rs"]
+mod ssh_lab;
+use ssh_lab::SshLab;
+
 use mailctl_agent::sync::{Listing, SyncRunner, mbox};
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
@@ -454,34 +458,6 @@ fn ymd(t: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
-/// Two network namespaces joined by a veth pair, removed on drop, with an
-/// sshd in the source one.
-struct SshLab {
-    source_ns: String,
-    dest_ns: String,
-    sshd: Option<std::process::Child>,
-}
-
-impl Drop for SshLab {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.sshd.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in [&self.source_ns, &self.dest_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn sh(argv: &[&str]) {
-    let status = Command::new(argv[0])
-        .args(&argv[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    assert!(status.success(), "{argv:?} failed: {status}");
-}
-
 #[test]
 fn maildir_sync_over_ssh_between_network_namespaces() {
     require_tools("maildir_sync_over_ssh_between_network_namespaces");
@@ -493,90 +469,15 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let id = std::process::id() % 10_000;
-    let mut lab = SshLab {
-        source_ns: format!("msync{id}s"),
-        dest_ns: format!("msync{id}d"),
-        sshd: None,
-    };
-    let (s, d) = (lab.source_ns.clone(), lab.dest_ns.clone());
     let net = format!("10.79.{}", id % 250);
-    sh(&["ip", "netns", "add", &s]);
-    sh(&["ip", "netns", "add", &d]);
-    sh(&[
-        "ip", "link", "add", "vsrc", "netns", &s, "type", "veth", "peer", "name", "vdst", "netns",
-        &d,
-    ]);
-    for (ns, dev, addr) in [(&s, "vsrc", ".1/24"), (&d, "vdst", ".2/24")] {
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{net}{addr}"),
-            "dev",
-            dev,
-        ]);
-    }
-    // Keys and a test sshd config.
-    let key = |name: &str| {
-        let path = dir.path().join(name);
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            path.to_str().expect("utf-8 path"),
-        ]);
-        path
-    };
-    let host_key = key("host_key");
-    let client_key = key("client_key");
-    fs::copy(
-        client_key.with_extension("pub"),
-        dir.path().join("authorized_keys"),
+    let lab = SshLab::start(
+        &format!("msync{id}s"),
+        &format!("msync{id}d"),
+        &net,
+        dir.path(),
     )
-    .expect("authorized_keys");
-    fs::create_dir_all("/run/sshd").expect("privilege separation dir");
-    let config = dir.path().join("sshd_config");
-    fs::write(
-        &config,
-        format!(
-            "ListenAddress {net}.1\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
-             PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
-             StrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={}\n",
-            host_key.display(),
-            dir.path().join("authorized_keys").display(),
-            dir.path().join("sshd.pid").display(),
-            dir.path().join("source-cache").display()
-        ),
-    )
-    .expect("write sshd config");
-    lab.sshd = Some(
-        Command::new("ip")
-            .args(["netns", "exec", &s, "/usr/sbin/sshd", "-D", "-e", "-f"])
-            .arg(&config)
-            .stderr(fs::File::create(dir.path().join("sshd.log")).expect("log"))
-            .spawn()
-            .expect("start sshd"),
-    );
-    // This thread (and the rsync and ssh it starts) lives on the destination.
-    let netns = fs::File::open(format!("/run/netns/{d}")).expect("open netns");
-    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect((format!("{net}.1").as_str(), 22)).is_ok()
-    });
-    assert!(
-        up,
-        "sshd did not come up: {}",
-        fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
-    );
+    .expect("ssh lab");
+    lab.enter_destination(&[]).expect("sshd up");
 
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
     let mut mail = Generator::new(&src);
@@ -593,7 +494,7 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
         host: format!("root@{net}.1"),
         path: src.clone(),
     };
-    job.ssh_key = Some(client_key);
+    job.ssh_key = Some(lab.client_key.clone());
     let first = runner.run(&job, &mut |_| {}).expect("first run over ssh");
     assert!(first.verification.verified(), "{}", first.verification);
     assert_eq!(first.verification.messages, 120);

@@ -23,11 +23,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[path = "support/ssh_lab.rs"]
+mod ssh_lab;
+use ssh_lab::SshLab;
 
 use mailctl_agent::sync::maildir::Sub;
 use mailctl_agent::sync::{Listing, RunReport, SyncRunner};
@@ -264,11 +268,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 /// made the lab lives in the destination namespace. Everything is stopped
 /// and removed on drop, also when the test fails.
 struct Lab {
-    source_ns: String,
-    dest_ns: String,
-    source_addr: String,
-    client_key: PathBuf,
-    sshd: Option<Child>,
+    /// Namespaces, veth and sshd (the listing cache in `dir/cache`).
+    ssh: SshLab,
     postfix_started: bool,
     /// Tells the writer threads to stop.
     stop: Arc<AtomicBool>,
@@ -304,79 +305,20 @@ impl Lab {
         let id = std::process::id();
         // 10.83.0.0/16 is this file's range (sync.rs uses 10.79, LAB.md 10.77).
         let net = format!("10.83.{}", id % 120 * 2 + n);
+        let ssh = SshLab::start(
+            &format!("{NS_PREFIX}{id}-{n}s"),
+            &format!("{NS_PREFIX}{id}-{n}d"),
+            &net,
+            &base,
+        )
+        .expect("ssh lab");
+        let s = ssh.source_ns.clone();
         let mut lab = Lab {
-            source_ns: format!("{NS_PREFIX}{id}-{n}s"),
-            dest_ns: format!("{NS_PREFIX}{id}-{n}d"),
-            source_addr: format!("{net}.1"),
-            client_key: base.join("client_key"),
-            sshd: None,
+            ssh,
             postfix_started: false,
             stop: Arc::new(AtomicBool::new(false)),
             dir,
         };
-        let (s, d) = (lab.source_ns.clone(), lab.dest_ns.clone());
-        sh(&["ip", "netns", "add", &s]);
-        sh(&["ip", "netns", "add", &d]);
-        sh(&[
-            "ip", "link", "add", "vsrc", "netns", &s, "type", "veth", "peer", "name", "vdst",
-            "netns", &d,
-        ]);
-        for (ns, dev, addr) in [(&s, "vsrc", ".1/24"), (&d, "vdst", ".2/24")] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            let addr = format!("{net}{addr}");
-            sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev]);
-        }
-
-        // sshd on the source, as tests/sync.rs runs it. The runner keeps a
-        // listing cache in the ssh user's XDG cache: keep it in the lab.
-        let key = |name: &str| {
-            let path = base.join(name);
-            let path_str = path.to_str().expect("utf-8 path");
-            sh(&[
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                path_str,
-            ]);
-            path
-        };
-        let host_key = key("host_key");
-        key("client_key");
-        fs::copy(
-            lab.client_key.with_extension("pub"),
-            base.join("authorized_keys"),
-        )
-        .expect("authorized_keys");
-        fs::create_dir_all("/run/sshd").expect("privilege separation dir");
-        let sshd_config = base.join("sshd_config");
-        fs::write(
-            &sshd_config,
-            format!(
-                "ListenAddress {}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
-                 StrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={}\n",
-                lab.source_addr,
-                host_key.display(),
-                base.join("authorized_keys").display(),
-                base.join("sshd.pid").display(),
-                base.join("cache").display(),
-            ),
-        )
-        .expect("write sshd config");
-        lab.sshd = Some(
-            Command::new("ip")
-                .args(["netns", "exec", &s, "/usr/sbin/sshd", "-D", "-e", "-f"])
-                .arg(&sshd_config)
-                .stdin(Stdio::null())
-                .stderr(fs::File::create(base.join("sshd.log")).expect("log"))
-                .spawn()
-                .expect("start sshd"),
-        );
 
         // A private Postfix on the source: listens on the source address
         // only, delivers alice@example.test with virtual(8).
@@ -423,22 +365,9 @@ impl Lab {
 
         // This thread (and the rsync and ssh the runner starts) lives on the
         // destination from here on.
-        let netns = fs::File::open(format!("/run/netns/{d}")).expect("open netns");
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        for (port, what) in [(22, "sshd"), (25, "Postfix's smtpd")] {
-            wait_for(
-                &format!("{what} on {}:{port}", lab.source_addr),
-                Duration::from_secs(10),
-                || std::net::TcpStream::connect((lab.source_addr.as_str(), port)).ok(),
-                || {
-                    format!(
-                        "sshd.log:\n{}\nmaillog:\n{}",
-                        fs::read_to_string(base.join("sshd.log")).unwrap_or_default(),
-                        tail(&lab.maillog())
-                    )
-                },
-            );
-        }
+        lab.ssh
+            .enter_destination(&[(25, "Postfix's smtpd")])
+            .unwrap_or_else(|e| panic!("{e}\nmaillog:\n{}", tail(&lab.maillog())));
         lab
     }
 
@@ -464,7 +393,7 @@ impl Lab {
         SyncJob {
             name: "live-maildir".into(),
             source: SyncSource::Remote {
-                host: format!("root@{}", self.source_addr),
+                host: format!("root@{}", self.ssh.source_addr),
                 path: self.maildir(),
             },
             destination: self.destination(),
@@ -472,7 +401,7 @@ impl Lab {
             maildir: true,
             mbox: false,
             delete: false,
-            ssh_key: Some(self.client_key.clone()),
+            ssh_key: Some(self.ssh.client_key.clone()),
             include: Vec::new(),
             exclude: Vec::new(),
         }
@@ -492,7 +421,7 @@ impl Lab {
             "ip",
             "netns",
             "exec",
-            &self.source_ns,
+            &self.ssh.source_ns,
             &program,
             "-c",
             config,
@@ -514,8 +443,8 @@ impl Lab {
     /// counter is of messages Postfix accepted.
     fn sender(&self) -> (JoinHandle<Result<u64, String>>, Arc<AtomicU64>) {
         let sent = Arc::new(AtomicU64::new(0));
-        let (stop, counter, d) = (self.stop.clone(), sent.clone(), self.dest_ns.clone());
-        let target = format!("{}:25", self.source_addr);
+        let (stop, counter, d) = (self.stop.clone(), sent.clone(), self.ssh.dest_ns.clone());
+        let target = format!("{}:25", self.ssh.source_addr);
         let handle = std::thread::spawn(move || {
             let mut batch = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -644,13 +573,7 @@ impl Drop for Lab {
                 let _ = output(&["kill", "-KILL", &pid.to_string()]);
             }
         }
-        if let Some(mut child) = self.sshd.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in [&self.source_ns, &self.dest_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        // Then the fields: sshd and the namespaces, last the directory.
     }
 }
 
