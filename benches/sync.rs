@@ -311,20 +311,15 @@ fn run() -> Result<()> {
     );
 
     let runner = SyncRunner::new(dir.path().join("state"));
+    let source = SyncSource::Remote {
+        host: format!("root@{}", lab.ssh.source_addr),
+        path: src.clone(),
+    };
     let job = SyncJob {
-        name: "bench".into(),
-        source: SyncSource::Remote {
-            host: format!("root@{}", lab.ssh.source_addr),
-            path: src.clone(),
-        },
-        destination: ours.clone(),
-        every: None,
         maildir: true,
-        mbox: false,
         delete: true,
         ssh_key: Some(lab.ssh.client_key.clone()),
-        include: Vec::new(),
-        exclude: Vec::new(),
+        ..SyncJob::new("bench", source, ours.clone())
     };
     let ours_run = |lab: &Lab| -> Result<Measured> {
         let before = lab.wire_bytes()?;

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/postfix.rs"]
+mod postfix;
+use postfix::require_postfix;
+
 use mailctl_agent::service::exec::{ExecDriver, ExecError};
 use mailctl_agent::service::systemd::{SystemBus, Systemd, SystemdError};
 use mailctl_agent::service::{
@@ -399,46 +403,6 @@ async fn systemd_driver_names_the_bus_it_cannot_reach() {
 
 // ---------------------------------------------------------------- exec
 
-/// Installs Postfix on the host when missing, preseeded to "No
-/// configuration": the package's own instance stays unconfigured and stopped;
-/// the tests run private instances with `postfix -c DIR`.
-fn require_postfix() {
-    if Path::new("/usr/sbin/postfix").exists() {
-        return;
-    }
-    let mut preseed = Command::new("debconf-set-selections")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run debconf-set-selections (Debian host?)");
-    std::io::Write::write_all(
-        preseed.stdin.as_mut().expect("stdin"),
-        b"postfix postfix/main_mailer_type select No configuration\n",
-    )
-    .expect("preseed postfix");
-    assert!(preseed.wait().expect("debconf-set-selections").success());
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .expect("run apt-get")
-    };
-    apt(&["update", "-qq"]);
-    let status = apt(&[
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=600",
-        "postfix",
-    ]);
-    assert!(
-        status.success() && Path::new("/usr/sbin/postfix").exists(),
-        "Postfix is needed for the exec driver test and `apt-get install postfix` failed ({status})"
-    );
-}
-
 /// A private Postfix instance: its own config, queue, data directory and log,
 /// and no network listener (`master_service_disable = inet`), so it touches
 /// neither the host's Postfix nor a port another test uses.
@@ -543,7 +507,7 @@ fn exec_service(commands: ExecCommands, state: ServiceState) -> Service {
 #[tokio::test]
 async fn exec_driver_starts_reloads_and_stops_a_real_postfix() {
     require_root();
-    require_postfix();
+    require_postfix("for the exec driver test");
     let postfix = PostfixInstance::new();
     let services = Services::default();
     let running = exec_service(postfix.commands(), ServiceState::Running);

@@ -31,17 +31,10 @@ fn require_tools(test: &str) {
 }
 
 fn job(name: &str, source: &Path, destination: &Path) -> SyncJob {
+    let local = SyncSource::Local(source.to_owned());
     SyncJob {
-        name: name.into(),
-        source: SyncSource::Local(source.to_owned()),
-        destination: destination.to_owned(),
-        every: None,
         maildir: true,
-        mbox: false,
-        delete: false,
-        ssh_key: None,
-        include: Vec::new(),
-        exclude: Vec::new(),
+        ..SyncJob::new(name, local, destination.to_owned())
     }
 }
 

@@ -29,6 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/postfix.rs"]
+mod postfix;
+use postfix::require_postfix;
+
 #[path = "support/ssh_lab.rs"]
 mod ssh_lab;
 use ssh_lab::SshLab;
@@ -67,7 +71,7 @@ fn require_tools(test: &str) {
             "{tool} is missing: apt-get install openssh-server openssh-client (scripts/test.sh does)"
         );
     }
-    require_postfix();
+    require_postfix("to deliver the live mail");
     for tool in [
         "/usr/sbin/postfix",
         "/usr/sbin/postqueue",
@@ -78,46 +82,6 @@ fn require_tools(test: &str) {
             "{tool} is missing: it comes with the postfix package (scripts/test.sh installs it)"
         );
     }
-}
-
-/// Installs Postfix on the host when missing, preseeded to "No
-/// configuration" (as tests/services.rs does): the package's own instance
-/// stays unconfigured and stopped; these tests run private instances.
-fn require_postfix() {
-    if Path::new("/usr/sbin/postfix").exists() {
-        return;
-    }
-    let mut preseed = Command::new("debconf-set-selections")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run debconf-set-selections (Debian host?)");
-    std::io::Write::write_all(
-        preseed.stdin.as_mut().expect("stdin"),
-        b"postfix postfix/main_mailer_type select No configuration\n",
-    )
-    .expect("preseed postfix");
-    assert!(preseed.wait().expect("debconf-set-selections").success());
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .expect("run apt-get")
-    };
-    apt(&["update", "-qq"]);
-    let status = apt(&[
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=600",
-        "postfix",
-    ]);
-    assert!(
-        status.success() && Path::new("/usr/sbin/postfix").exists(),
-        "Postfix is needed to deliver the live mail and `apt-get install postfix` failed ({status})"
-    );
 }
 
 fn output(argv: &[&str]) -> Output {

@@ -151,6 +151,26 @@ pub struct SyncJob {
     pub exclude: Vec<String>,
 }
 
+impl SyncJob {
+    /// A job that copies `source` to `destination` with every option as a
+    /// manifest leaves it unset: once, no maildir or mbox handling, no
+    /// deletes, ssh's own key.
+    pub fn new(name: impl Into<String>, source: SyncSource, destination: PathBuf) -> SyncJob {
+        SyncJob {
+            name: name.into(),
+            source,
+            destination,
+            every: None,
+            maildir: false,
+            mbox: false,
+            delete: false,
+            ssh_key: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
 /// A guarded one-shot command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
