@@ -746,16 +746,20 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     let agent_url = format!("https://127.0.0.1:{}", agent.port);
     let tls_dir = agent.path("tls");
     let tls_dir = tls_dir.to_str().expect("utf-8");
-    let cli = ns.mailctl(&[
-        "sync",
-        "run",
-        "eve",
-        "final",
-        "--agent",
-        &agent_url,
-        "--tls-dir",
-        tls_dir,
-    ]);
+    let sync_run = |job: &str, tls_dir: &str| {
+        let argv = [
+            "sync",
+            "run",
+            "eve",
+            job,
+            "--agent",
+            &agent_url,
+            "--tls-dir",
+            tls_dir,
+        ];
+        ns.mailctl(&argv)
+    };
+    let cli = sync_run("final", tls_dir);
     let said =
         String::from_utf8_lossy(&cli.stdout).into_owned() + &String::from_utf8_lossy(&cli.stderr);
     assert_eq!(cli.status.code(), Some(0), "{said}");
@@ -768,16 +772,7 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         "{after}"
     );
     // A job the host does not declare, and a client the agent's CA did not sign.
-    let cli = ns.mailctl(&[
-        "sync",
-        "run",
-        "eve",
-        "nosuch",
-        "--agent",
-        &agent_url,
-        "--tls-dir",
-        tls_dir,
-    ]);
+    let cli = sync_run("nosuch", tls_dir);
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
     assert!(said.contains("has no sync job nosuch"), "{said}");
@@ -791,16 +786,7 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         "eve=127.0.0.1",
     ]);
     assert!(certs.status.success());
-    let cli = ns.mailctl(&[
-        "sync",
-        "run",
-        "eve",
-        "final",
-        "--agent",
-        &agent_url,
-        "--tls-dir",
-        stranger.path().to_str().expect("utf-8"),
-    ]);
+    let cli = sync_run("final", stranger.path().to_str().expect("utf-8"));
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
     assert!(

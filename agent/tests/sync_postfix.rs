@@ -639,6 +639,27 @@ fn assert_same_maildirs(src: &Path, dst: &Path, messages: u64) {
     }
 }
 
+/// The final sync (writers stopped): it verifies, with exactly `messages`
+/// messages and nothing missing, extra, differing or twice.
+fn final_sync(runner: &SyncRunner, job: &SyncJob, messages: u64) -> RunReport {
+    let last = runner.run(job, &mut |_| {}).expect("final sync");
+    println!("final sync: {last}");
+    let v = &last.verification;
+    assert!(v.verified(), "{v}");
+    assert_eq!(
+        (
+            v.messages as u64,
+            v.missing,
+            v.extra,
+            v.differing,
+            v.duplicates
+        ),
+        (messages, 0, 0, 0, 0),
+        "{v}"
+    );
+    last
+}
+
 /// Checks one mid-stream run: it worked and brought new mail over.
 fn check_mid_stream(run: usize, report: &RunReport, updates: u64) {
     assert!(
@@ -723,21 +744,7 @@ fn live_postfix_maildir_syncs_over_ssh_until_every_message_is_there_once() {
     assert_eq!(renames, 0, "no flag changed since the last run");
 
     // The final sync, writers stopped.
-    let last = runner.run(&job, &mut |_| {}).expect("final sync");
-    println!("final sync: {last}");
-    let v = &last.verification;
-    assert!(v.verified(), "{v}");
-    assert_eq!(
-        (
-            v.messages as u64,
-            v.missing,
-            v.extra,
-            v.differing,
-            v.duplicates
-        ),
-        (messages, 0, 0, 0, 0),
-        "{v}"
-    );
+    let last = final_sync(&runner, &job, messages);
     assert_eq!((last.renamed, last.duplicates_removed), (0, 0), "{last}");
     assert_eq!(last.stats.files_transferred as usize, transfers, "{last}");
     assert_same_maildirs(&src, &dst, messages);
@@ -871,21 +878,7 @@ fn flags_changing_during_syncs_of_a_live_postfix_maildir_converge() {
         .expect("IMAP thread")
         .unwrap_or_else(|e| panic!("IMAP thread: {e}"));
     let (renames, transfers) = pending(&src, &dst);
-    let last = runner.run(&job, &mut |_| {}).expect("final sync");
-    println!("final sync: {last}");
-    let v = &last.verification;
-    assert!(v.verified(), "{v}");
-    assert_eq!(
-        (
-            v.messages as u64,
-            v.missing,
-            v.extra,
-            v.differing,
-            v.duplicates
-        ),
-        (messages, 0, 0, 0, 0),
-        "{v}"
-    );
+    let last = final_sync(&runner, &job, messages);
     assert_eq!(
         (last.renamed, last.stats.files_transferred as usize),
         (renames, transfers),
