@@ -196,6 +196,15 @@ impl Drop for Netns {
 }
 
 /// The spec of the one `Host` in a manifest, read through the real loader.
+/// [`host_spec`] of a Host named eve whose `spec:` holds `body` (indented
+/// by two spaces, as under `spec:`).
+pub fn eve_spec(body: &str) -> HostSpec {
+    host_spec(&format!(
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec:\n{}",
+        body.trim_start_matches('\n')
+    ))
+}
+
 pub fn host_spec(yaml: &str) -> HostSpec {
     let mut file = tempfile::Builder::new()
         .suffix(".yaml")

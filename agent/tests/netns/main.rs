@@ -6,7 +6,7 @@ mod lab;
 use mailctl_agent::{Announcement, ApplyReport, Effect, Error, ResourcePlan, error_chain};
 use serde_json::Value;
 
-use lab::{Netns, addresses, host_spec};
+use lab::{Netns, addresses, eve_spec, host_spec};
 
 /// Every planned change, one line each; panics on a planning error.
 fn plan_lines(plans: &[ResourcePlan]) -> Vec<String> {
@@ -38,12 +38,8 @@ fn with_veth_pair(netns: &Netns) {
 fn addresses_ipv4_with_label_and_ipv6_converge_and_stay_converged() {
     let netns = Netns::new();
     with_veth_pair(&netns);
-    let spec = host_spec(
+    let spec = eve_spec(
         r#"
-apiVersion: mailctl/v1alpha1
-kind: Host
-metadata: {name: eve}
-spec:
   addresses:
     - {address: "192.0.2.25/24", interface: eth0, label: "eth0:mail"}
     - {address: "2001:db8::25/64", interface: eth0}
@@ -259,12 +255,8 @@ fn a_moved_address_is_announced_to_neighbours() {
     assert_eq!(neighbour_mac("192.0.2.25"), old_holder);
     assert_eq!(neighbour_mac("2001:db8::25"), old_holder);
 
-    let spec = host_spec(
+    let spec = eve_spec(
         r#"
-apiVersion: mailctl/v1alpha1
-kind: Host
-metadata: {name: eve}
-spec:
   addresses:
     - {address: "192.0.2.25/24", interface: eth0, exclusive: true}
     - {address: "2001:db8::25/64", interface: eth0, exclusive: true}
@@ -443,36 +435,24 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
 fn a_lockout_is_refused_and_changes_nothing() {
     let netns = Netns::new();
     let before = netns.nft_ruleset();
-    let no_ssh = host_spec(
+    let no_ssh = eve_spec(
         r#"
-apiVersion: mailctl/v1alpha1
-kind: Host
-metadata: {name: eve}
-spec:
   firewall:
     policy: drop
     rules:
       - {name: smtp, protocol: tcp, ports: [25], action: accept}
 "#,
     );
-    let no_agent = host_spec(
+    let no_agent = eve_spec(
         r#"
-apiVersion: mailctl/v1alpha1
-kind: Host
-metadata: {name: eve}
-spec:
   firewall:
     policy: accept
     rules:
       - {name: close, protocol: tcp, ports: [7443], action: reject}
 "#,
     );
-    let allowed = host_spec(
+    let allowed = eve_spec(
         r#"
-apiVersion: mailctl/v1alpha1
-kind: Host
-metadata: {name: eve}
-spec:
   firewall:
     policy: drop
     allowLockout: true
