@@ -15,6 +15,7 @@ pub mod diag;
 mod duration;
 pub mod load;
 pub mod model;
+pub mod nft;
 pub mod raw;
 pub mod render;
 mod schema;

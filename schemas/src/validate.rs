@@ -640,17 +640,13 @@ impl Checker<'_> {
 
     fn firewall(&mut self, at: &str, f: &raw::Firewall) -> Option<model::Firewall> {
         let table = f.table.clone().unwrap_or_else(|| "mailctl".to_owned());
-        let table_ok = !table.is_empty()
-            && table.len() <= 64
-            && table.starts_with(|c: char| c.is_ascii_alphabetic())
-            && table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !table_ok {
+        let problem = crate::nft::table_name_problem(&table);
+        let table_ok = problem.is_none();
+        if let Some(hint) = problem {
             self.error_hint(
                 &join_key(at, "table"),
                 format!("\"{table}\" is not a valid nftables table name"),
-                "use letters, digits, '_' and '-', starting with a letter",
+                hint,
             );
         }
         let rules_path = join_key(at, "rules");

@@ -102,11 +102,7 @@ pub(crate) struct BadName {
 /// Whether `table` can be written unquoted: a letter, then letters, digits,
 /// `_` and `-` (what the manifest validation allows).
 fn table_name_ok(table: &str) -> bool {
-    table.len() <= 64
-        && table.starts_with(|c: char| c.is_ascii_alphabetic())
-        && table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    mailctl_schemas::nft::table_name_problem(table).is_none()
 }
 
 /// Whether a rule name can go between double quotes as an nft comment.

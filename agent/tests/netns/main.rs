@@ -3,6 +3,8 @@
 
 mod lab;
 
+use std::process::Command;
+
 use mailctl_agent::{Announcement, ApplyReport, Effect, Error, ResourcePlan, error_chain};
 use serde_json::Value;
 
@@ -499,4 +501,46 @@ fn a_lockout_is_refused_and_changes_nothing() {
             "smtp"
         ]
     );
+}
+
+#[test]
+fn nft_refuses_every_reserved_table_name_and_takes_the_others() {
+    // The validation refuses these names because nft does: try each on the
+    // installed nft, and a few ordinary names next to them.
+    let netns = Netns::new();
+    let check = |name: &str| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns.name(),
+                "nft",
+                "-c",
+                "add",
+                "table",
+                "inet",
+                name,
+            ])
+            .output()
+            .expect("run nft")
+    };
+    for word in mailctl_schemas::nft::RESERVED {
+        let out = check(word);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("expecting string"),
+            "nft took {word:?} as a table name (status {}, {said}): drop it from RESERVED",
+            out.status
+        );
+        assert!(mailctl_schemas::nft::table_name_problem(word).is_some());
+    }
+    for name in ["mailctl", "filter", "nat", "Accept", "mail-2"] {
+        let out = check(name);
+        assert!(
+            out.status.success(),
+            "nft refused {name:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(mailctl_schemas::nft::table_name_problem(name), None);
+    }
 }
