@@ -523,12 +523,33 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
     let fourth = runner.run(&job, &mut |_| {}).expect("fourth run over ssh");
     assert!(fourth.verification.verified(), "{}", fourth.verification);
     assert_eq!(fourth.renamed, 1, "{fourth}");
+    // A listing the source cannot finish (here: its cache directory is a
+    // file) fails the run; it never passes for a source without those
+    // messages.
+    let cache = dir.path().join("cache");
+    let kept_cache = dir.path().join("cache.kept");
+    fs::rename(&cache, &kept_cache).expect("move the cache away");
+    fs::write(&cache, "not a directory").expect("block the cache");
+    mail.set_flags(FOLDERS[1], &uniqs[1].1, "FS");
+    let failed = runner
+        .run(&job, &mut |_| {})
+        .expect_err("a listing cut short");
+    let said = failed.to_string();
+    assert!(
+        said.contains("mkdir") && said.contains("Not a directory"),
+        "{said}"
+    );
+    fs::remove_file(&cache).expect("unblock");
+    fs::rename(&kept_cache, &cache).expect("restore the cache");
     assert!(
         fourth.stats.listing_bytes > third.stats.listing_bytes,
         "a refused diff and then the whole listing: {} bytes, one whole listing: {}",
         fourth.stats.listing_bytes,
         third.stats.listing_bytes
     );
+    let fifth = runner.run(&job, &mut |_| {}).expect("fifth run over ssh");
+    assert!(fifth.verification.verified(), "{}", fifth.verification);
+    assert_eq!(fifth.renamed, 1, "{fifth}");
     assert_eq!(files(&src), files(&dst));
     drop(lab);
 }

@@ -258,6 +258,31 @@ impl Listing {
         Ok(listing)
     }
 
+    /// Fills in mtime and size of the messages a folder holds more than
+    /// one copy of (a names-only listing has none): which copy to keep
+    /// goes by the date. Copies are rare, so are these `stat`s.
+    pub fn stat_duplicates(&mut self, root: &Path) -> io::Result<()> {
+        for (name, folder) in &mut self.folders {
+            for copies in folder.messages.chunk_by_mut(|a, b| a.key == b.key) {
+                if copies.len() < 2 {
+                    continue;
+                }
+                for m in copies {
+                    let path = root.join(join(name, &m.rel()));
+                    match fs::symlink_metadata(&path) {
+                        Ok(meta) => {
+                            use std::os::unix::fs::MetadataExt;
+                            (m.mtime, m.size) = (meta.mtime(), meta.size());
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                        Err(error) => return Err(with_path(error, &path)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Parses `find PATH -type f -printf '%P\t%Ts\t%s\n'` output (a
     /// fractional `%T@` is read too).
     pub fn from_find_output(text: &str) -> Listing {
@@ -866,22 +891,56 @@ mod tests {
         );
     }
 
-    #[test]
-    fn apply_renames_and_keeps_mtime() {
+    /// A maildir holding message `uniq` twice: `new/UNIQ` dated
+    /// 1,600,000,000 and `cur/UNIQ:2,` dated now.
+    fn two_copies(uniq: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         for sub in ["cur", "new", "tmp"] {
             fs::create_dir_all(root.join(sub)).expect("mkdir");
         }
-        let old = root.join("new/2.a.h");
-        fs::write(&old, "x").expect("write");
+        let dated = root.join("new").join(uniq);
+        fs::write(&dated, "x").expect("write");
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
         fs::File::options()
             .write(true)
-            .open(&old)
+            .open(&dated)
             .and_then(|f| f.set_modified(when))
             .expect("set mtime");
-        fs::write(root.join("cur/2.a.h:2,"), "x").expect("write");
+        fs::write(root.join(format!("cur/{uniq}:2,")), "x").expect("write");
+        dir
+    }
+
+    #[test]
+    fn of_two_copies_the_one_with_the_source_date_is_kept() {
+        // A copy made without its date, next to the dated one.
+        let dir = two_copies("7.a.h");
+        let root = dir.path();
+        let src = listing(&[("cur/7.a.h:2,S", 1_600_000_000)]);
+        let mut dst = Listing::read_local_names(root).expect("list");
+        dst.stat_duplicates(root).expect("stat");
+        let mut steps = plan(&src, &dst);
+        steps.sort_by_key(|s| s.to_string());
+        assert_eq!(
+            steps,
+            vec![
+                Step::RemoveDuplicate {
+                    folder: String::new(),
+                    file: "cur/7.a.h:2,".into()
+                },
+                Step::Rename {
+                    folder: String::new(),
+                    from: "new/7.a.h".into(),
+                    to: "cur/7.a.h:2,S".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_renames_and_keeps_mtime() {
+        let dir = two_copies("2.a.h");
+        let root = dir.path();
         let src = listing(&[("cur/2.a.h:2,S", 1_600_000_000)]);
         let dst = Listing::read_local(root).expect("list");
         let applied = apply(root, &plan(&src, &dst)).expect("apply");

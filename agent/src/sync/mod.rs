@@ -841,9 +841,12 @@ fn list_for_run(
         let mut refused = 0;
         loop {
             let options = rsync::Options {
+                // A shell of its own: `set -e` is void in a command left
+                // of `&&`, and a listing cut short by an error must stop
+                // the run, not pass for the whole source.
                 rsync_path: Some(format!(
-                    "( {} ) >&2 </dev/null && rsync",
-                    lister.script(&request)
+                    "sh -c {} >&2 </dev/null && rsync",
+                    rsync::shell_quote(&lister.script(&request))
                 )),
                 ..options.clone()
             };
@@ -854,8 +857,7 @@ fn list_for_run(
                 endpoint.host.as_deref().unwrap_or_default(),
                 endpoint.path.display()
             ))?;
-            let answer =
-                String::from_utf8(answer).map_err(|_| lister.failed("a file name is not UTF-8"))?;
+            let answer = source::answer_text(&answer).map_err(|detail| lister.failed(&detail))?;
             match lister.accept(&request, &answer) {
                 Ok(mut listing) => {
                     listing.bytes += refused;
@@ -870,15 +872,18 @@ fn list_for_run(
     };
     std::thread::scope(|scope| {
         let dest = scope.spawn(|| {
-            Listing::read_local_names(destination)
-                .map_err(io_error(format!("listing {}", destination.display())))
+            let mut dest = Listing::read_local_names(destination)?;
+            // Which of two copies to keep goes by their dates.
+            dest.stat_duplicates(destination)?;
+            Ok(dest)
         });
         let source = list_source();
-        let dest = dest
+        let dest: io::Result<Listing> = dest
             .join()
             .map_err(|_| SyncError::Other("the destination listing thread panicked".into()))?;
         let (source, transfer) = source?;
-        Ok((source, dest?, transfer))
+        let dest = dest.map_err(io_error(format!("listing {}", destination.display())))?;
+        Ok((source, dest, transfer))
     })
 }
 

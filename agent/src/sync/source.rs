@@ -79,18 +79,49 @@ struct Cached {
 
 impl Cached {
     fn parse(text: String) -> Cached {
+        // The hash goes into the source's shell: only ever 64 hex digits.
         if let Some(rest) = text.strip_prefix('\t')
             && let Some((hash, lines)) = rest.split_once('\n')
+            && hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
         {
             return Cached {
                 hash: hash.to_owned(),
                 lines: lines.to_owned(),
             };
         }
+        // A copy from before the hash was kept, or a spoiled first line.
+        let lines = match text.strip_prefix('\t') {
+            Some(rest) => rest.split_once('\n').map_or("", |(_, l)| l).to_owned(),
+            None => text,
+        };
         Cached {
-            hash: names_hash(&text),
-            lines: text,
+            hash: names_hash(&lines),
+            lines,
         }
+    }
+}
+
+/// The source's answer as text, from its first line on (what ssh or the
+/// login shell wrote before it is left out); an error when a name in it is
+/// not UTF-8.
+pub fn answer_text(bytes: &[u8]) -> Result<String, String> {
+    let starts = |at: usize| {
+        let rest = &bytes[at..];
+        [FULL, DIFF].iter().any(|m| {
+            rest.starts_with(m.as_bytes()) && rest.get(m.len()).is_none_or(|b| *b == b'\n')
+        })
+    };
+    let from = (0..bytes.len())
+        .filter(|&i| i == 0 || bytes[i - 1] == b'\n')
+        .find(|&i| starts(i));
+    match from {
+        Some(from) => String::from_utf8(bytes[from..].to_vec())
+            .map_err(|_| "a file name is not UTF-8".to_owned()),
+        None => Err(format!(
+            "no answer from the listing script: {}",
+            tail(bytes)
+        )),
     }
 }
 
@@ -203,7 +234,7 @@ impl<'a> Lister<'a> {
                 stderr: tail(&output.stderr),
             });
         }
-        String::from_utf8(output.stdout).map_err(|_| self.failed("a file name is not UTF-8"))
+        answer_text(&output.stdout).map_err(|detail| self.failed(&detail))
     }
 
     /// This job's random token, made on first use.
@@ -320,7 +351,17 @@ fn rebuild(answer: &str, cached: Option<&str>) -> Result<(String, String), Strin
     let (end, body) = body.split_last().ok_or("answer cut short")?;
     let hash = end.strip_prefix(END).ok_or("answer cut short")?;
     let mut new: Vec<&str> = match mode {
-        FULL => body.to_vec(),
+        FULL => {
+            // `dir/` or `path\tmtime\tsize`: anything else is an error a
+            // command of the script wrote, and the best clue there is.
+            if let Some(odd) = body
+                .iter()
+                .find(|l| !l.ends_with('/') && l.split('\t').count() != 3)
+            {
+                return Err(format!("unexpected line {odd:?}"));
+            }
+            body.to_vec()
+        }
         DIFF => {
             let cached = cached.ok_or("a diff against no listing")?;
             let mut gone = HashSet::new();
@@ -422,6 +463,38 @@ mod tests {
         // A copy from before the hash was kept: computed.
         let old = Cached::parse(lines.to_owned());
         assert_eq!((old.hash, old.lines.as_str()), (names_hash(lines), lines));
+    }
+
+    #[test]
+    fn the_answer_starts_at_its_first_line_and_odd_lines_are_errors() {
+        let reply = answer(FULL, &["cur/1:2,S\t1\t5"], &["cur/1:2,S\t1\t5"]);
+        // A Latin-1 banner before the answer is no file name.
+        let mut noisy = b"Willkommen auf \xe9ve\n".to_vec();
+        noisy.extend_from_slice(reply.as_bytes());
+        assert_eq!(answer_text(&noisy).as_deref(), Ok(reply.as_str()));
+        let failed = answer_text(b"mkdir: cannot create directory: Not a directory\n");
+        assert!(failed.is_err_and(|e| e.contains("Not a directory")));
+        // An error a command wrote into the listing is shown, not hashed away.
+        let spoiled = answer(
+            FULL,
+            &[
+                "cur/1:2,S\t1\t5",
+                "grep: write error: No space left on device",
+            ],
+            &["cur/1:2,S\t1\t5"],
+        );
+        let refused = rebuild(&spoiled, None).expect_err("an odd line");
+        assert!(refused.contains("No space left"), "{refused}");
+    }
+
+    #[test]
+    fn a_spoiled_hash_line_is_not_trusted() {
+        let lines = "cur/1:2,S\t1\t5\n";
+        let spoiled = Cached::parse(format!("\t$(reboot)\n{lines}"));
+        assert_eq!(
+            (spoiled.hash, spoiled.lines.as_str()),
+            (names_hash(lines), lines)
+        );
     }
 
     #[test]
