@@ -212,27 +212,33 @@ impl RuleSet {
 }
 
 impl NftRule {
-    /// The rule's matches and verdict in nft syntax, without the comment.
-    fn write_nft(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    /// The rule's matches (sources, protocol, ports), sets written as nft
+    /// reads them (`spaced`) or as plans show them.
+    fn write_matches<W: fmt::Write + ?Sized>(&self, out: &mut W, spaced: bool) -> fmt::Result {
         match &self.sources {
             Sources::Any => {}
             Sources::V4(set) => {
                 out.write_str("ip saddr ")?;
-                write_set(out, set.ranges(), true, |out, &(a, b)| {
+                write_set(out, set.ranges(), spaced, |out, &(a, b)| {
                     write_range(out, AddressRange::V4(a, b))
                 })?;
                 out.write_char(' ')?;
             }
             Sources::V6(set) => {
                 out.write_str("ip6 saddr ")?;
-                write_set(out, set.ranges(), true, |out, &(a, b)| {
+                write_set(out, set.ranges(), spaced, |out, &(a, b)| {
                     write_range(out, AddressRange::V6(a, b))
                 })?;
                 out.write_char(' ')?;
             }
         }
         write!(out, "{} dport ", protocol_name(self.protocol))?;
-        write_set(out, self.ports.ranges(), true, write_port_range)?;
+        write_set(out, self.ports.ranges(), spaced, write_port_range)
+    }
+
+    /// The rule's matches and verdict in nft syntax, without the comment.
+    fn write_nft(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.write_matches(out, true)?;
         out.write_str(match (self.action, self.protocol) {
             (RuleAction::Accept, _) => " accept",
             (RuleAction::Drop, _) => " drop",
@@ -715,25 +721,7 @@ impl fmt::Display for NftRule {
     /// `rule imap: ip saddr 198.51.100.0/24 tcp dport {143, 993} reject`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "rule {}: ", self.name)?;
-        match &self.sources {
-            Sources::Any => {}
-            Sources::V4(set) => {
-                f.write_str("ip saddr ")?;
-                write_set(f, set.ranges(), false, |f, &(a, b)| {
-                    write_range(f, AddressRange::V4(a, b))
-                })?;
-                f.write_char(' ')?;
-            }
-            Sources::V6(set) => {
-                f.write_str("ip6 saddr ")?;
-                write_set(f, set.ranges(), false, |f, &(a, b)| {
-                    write_range(f, AddressRange::V6(a, b))
-                })?;
-                f.write_char(' ')?;
-            }
-        }
-        write!(f, "{} dport ", protocol_name(self.protocol))?;
-        write_set(f, self.ports.ranges(), false, write_port_range)?;
+        self.write_matches(f, false)?;
         write!(f, " {}", action_name(self.action))
     }
 }

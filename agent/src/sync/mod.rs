@@ -538,15 +538,16 @@ impl SyncRunner {
             files_from_list: false,
             rsync_path: None,
         };
+        // rsync with only the paths it is handed (maildir mode).
+        let listed_options = rsync::Options {
+            files_from_list: true,
+            ..options.clone()
+        };
         let mut to_send = 0;
         let mut listed = None;
         let mut local_work = None;
         let mut transfer = None;
         if job.maildir {
-            let listed_options = rsync::Options {
-                files_from_list: true,
-                ..options.clone()
-            };
             on_progress(&Progress::phase(Phase::Listing));
             let (source, dest, early) =
                 list_for_run(&lister, &endpoint, destination, &listed_options)?;
@@ -662,7 +663,8 @@ impl SyncRunner {
             }
         };
         let mut verification = maildir::verify(&source, &dest);
-        let stale = if job.maildir {
+        // Stale copies are among the differing ones: rarely any.
+        let stale = if job.maildir && verification.differing > 0 {
             maildir::stale(&source, &dest)
         } else {
             Vec::new()
@@ -670,11 +672,8 @@ impl SyncRunner {
         if !stale.is_empty() {
             // The same name with another date or size: sent again, and
             // the destination observed once more.
-            let options = rsync::Options {
-                files_from_list: true,
-                ..options.clone()
-            };
-            let mut again = rsync::Transfer::start(&rsync::argv(&endpoint, destination, &options))?;
+            let mut again =
+                rsync::Transfer::start(&rsync::argv(&endpoint, destination, &listed_options))?;
             again.send_list(stale);
             report.stats.absorb(&again.finish(|_| {})?);
             verification = maildir::verify(&source, &list_local(destination)?);
@@ -837,16 +836,14 @@ fn list_for_run(
         if !lister.is_remote() {
             return Ok((lister.list()?, None));
         }
-        let mut request = lister.request()?;
-        let mut refused = 0;
-        loop {
+        let (listing, transfer) = lister.list_remote(|script| {
             let options = rsync::Options {
                 // A shell of its own: `set -e` is void in a command left
                 // of `&&`, and a listing cut short by an error must stop
                 // the run, not pass for the whole source.
                 rsync_path: Some(format!(
                     "sh -c {} >&2 </dev/null && rsync",
-                    rsync::shell_quote(&lister.script(&request))
+                    rsync::shell_quote(script)
                 )),
                 ..options.clone()
             };
@@ -858,17 +855,9 @@ fn list_for_run(
                 endpoint.path.display()
             ))?;
             let answer = source::answer_text(&answer).map_err(|detail| lister.failed(&detail))?;
-            match lister.accept(&request, &answer) {
-                Ok(mut listing) => {
-                    listing.bytes += refused;
-                    return Ok((listing, Some(transfer)));
-                }
-                // Dropped, the rsync that carried a listing that does not
-                // add up is stopped; the next asks for the whole listing.
-                Err(_) if request.widen() => refused += answer.len() as u64,
-                Err(detail) => return Err(lister.failed(&detail)),
-            }
-        }
+            Ok((answer, transfer))
+        })?;
+        Ok((listing, Some(transfer)))
     };
     std::thread::scope(|scope| {
         let dest = scope.spawn(|| {

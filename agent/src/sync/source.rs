@@ -52,7 +52,7 @@ pub const END: &str = "/mailctl end ";
 
 /// One remote listing to ask for.
 #[derive(Debug, Clone)]
-pub struct Request {
+struct Request {
     token: String,
     cached: Option<Cached>,
     /// The hash of the names the source is asked to diff against; `None`
@@ -63,7 +63,7 @@ pub struct Request {
 impl Request {
     /// Asks for the whole listing from now on; false when it already did
     /// (a whole listing that does not add up is an error, not a retry).
-    pub fn widen(&mut self) -> bool {
+    fn widen(&mut self) -> bool {
         self.known.take().is_some()
     }
 }
@@ -149,14 +149,27 @@ impl<'a> Lister<'a> {
                 bytes: 0,
             });
         };
+        self.list_remote(|script| Ok((self.run_remote(host, script)?, ())))
+            .map(|(listing, ())| listing)
+    }
+
+    /// Lists a remote source with `fetch`, which runs the script it is
+    /// given on the source and returns the answer (and whatever it started
+    /// on the way, such as the rsync that carried it), until an answer adds
+    /// up: a diff that does not is asked for again as a whole listing, and
+    /// what came with it is dropped.
+    pub fn list_remote<T>(
+        &self,
+        mut fetch: impl FnMut(&str) -> Result<(String, T), SyncError>,
+    ) -> Result<(SourceListing, T), SyncError> {
         let mut request = self.request()?;
         let mut refused = 0;
         loop {
-            let answer = self.run_remote(host, &self.script(&request))?;
+            let (answer, fetched) = fetch(&self.script(&request))?;
             match self.accept(&request, &answer) {
                 Ok(mut listing) => {
                     listing.bytes += refused;
-                    return Ok(listing);
+                    return Ok((listing, fetched));
                 }
                 Err(_) if request.widen() => refused += answer.len() as u64,
                 Err(detail) => return Err(self.failed(&detail)),
@@ -166,7 +179,7 @@ impl<'a> Lister<'a> {
 
     /// What the next remote listing asks for: a diff against the copy of
     /// the last listing this side holds, if it has one.
-    pub fn request(&self) -> Result<Request, SyncError> {
+    fn request(&self) -> Result<Request, SyncError> {
         let token = self.token()?;
         // A missing or unreadable copy only means a whole listing.
         let cached = fs::read_to_string(&self.cache).ok().map(Cached::parse);
@@ -180,7 +193,7 @@ impl<'a> Lister<'a> {
 
     /// The sh script that answers `request` on the source (its output
     /// ends with a line starting [`END`]).
-    pub fn script(&self, request: &Request) -> String {
+    fn script(&self, request: &Request) -> String {
         remote_script(
             &self.endpoint.path,
             &request.token,
@@ -191,7 +204,7 @@ impl<'a> Lister<'a> {
     /// The listing from the source's `answer` (anything before its first
     /// line, such as ssh's warnings, is skipped), kept for the next run;
     /// an error when the answer is cut short or does not add up.
-    pub fn accept(&self, request: &Request, answer: &str) -> Result<SourceListing, String> {
+    fn accept(&self, request: &Request, answer: &str) -> Result<SourceListing, String> {
         let cached = request.cached.as_ref().map(|c| c.lines.as_str());
         let (text, hash) = rebuild(answer, cached)?;
         let mut kept = String::with_capacity(text.len() + 80);
