@@ -284,6 +284,22 @@ enum AddressRange {
     V6(u128, u128),
 }
 
+impl AddressRange {
+    fn v4(self) -> Option<(u32, u32)> {
+        match self {
+            AddressRange::V4(a, b) => Some((a, b)),
+            AddressRange::V6(..) => None,
+        }
+    }
+
+    fn v6(self) -> Option<(u128, u128)> {
+        match self {
+            AddressRange::V6(a, b) => Some((a, b)),
+            AddressRange::V4(..) => None,
+        }
+    }
+}
+
 /// The prefix length when `first..=last` is exactly one CIDR block.
 fn prefix_len(first: u128, last: u128, bits: u32) -> Option<u8> {
     let span = last.checked_sub(first)?;
@@ -589,26 +605,13 @@ fn parse_rule(name: &str, body: &str) -> Option<NftRule> {
                     .iter()
                     .map(|e| parse_address(e))
                     .collect::<Option<Vec<_>>>()?;
+                // A family's set holds only that family's addresses.
                 sources = if *family == "ip" {
-                    Sources::V4(IntervalSet::from_ranges(
-                        ranges
-                            .into_iter()
-                            .map(|r| match r {
-                                AddressRange::V4(a, b) => Some((a, b)),
-                                AddressRange::V6(..) => None,
-                            })
-                            .collect::<Option<Vec<_>>>()?,
-                    ))
+                    let v4 = ranges.into_iter().map(AddressRange::v4);
+                    Sources::V4(IntervalSet::from_ranges(v4.collect::<Option<Vec<_>>>()?))
                 } else {
-                    Sources::V6(IntervalSet::from_ranges(
-                        ranges
-                            .into_iter()
-                            .map(|r| match r {
-                                AddressRange::V6(a, b) => Some((a, b)),
-                                AddressRange::V4(..) => None,
-                            })
-                            .collect::<Option<Vec<_>>>()?,
-                    ))
+                    let v6 = ranges.into_iter().map(AddressRange::v6);
+                    Sources::V6(IntervalSet::from_ranges(v6.collect::<Option<Vec<_>>>()?))
                 };
                 rest = tail;
             }
