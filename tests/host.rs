@@ -387,34 +387,56 @@ impl AgentSetup {
         AgentProcess { child }
     }
 
-    /// `curl` with the controller's certificate, inside the namespace.
+    /// `curl` with the controller's certificate, inside the namespace; the
+    /// request must succeed.
     fn curl(&self, ns: &Netns, method: &str, route: &str) -> String {
+        let (code, body) = self.request(ns, method, route, None);
+        assert!(
+            (200..300).contains(&code),
+            "curl {method} {route}: HTTP {code}: {body}"
+        );
+        body
+    }
+
+    /// One request with the controller's certificate, inside the namespace:
+    /// the HTTP status (0 when there was no answer) and the body. `body` is
+    /// the path of a file to send.
+    fn request(&self, ns: &Netns, method: &str, route: &str, body: Option<&Path>) -> (u16, String) {
         let url = format!("https://eve:{}{route}", self.port);
         let resolve = format!("eve:{}:127.0.0.1", self.port);
-        let out = ns.exec(
-            "curl",
-            &[
-                "-sS",
-                "--fail-with-body",
-                "-X",
-                method,
-                "--resolve",
-                &resolve,
-                "--cacert",
-                self.path("tls/ca.pem").to_str().expect("utf-8"),
-                "--cert",
-                self.path("tls/controller.pem").to_str().expect("utf-8"),
-                "--key",
-                self.path("tls/controller.key").to_str().expect("utf-8"),
-                &url,
-            ],
+        let data = body.map(|b| format!("@{}", b.display()));
+        let (ca, cert, key) = (
+            self.path("tls/ca.pem"),
+            self.path("tls/controller.pem"),
+            self.path("tls/controller.key"),
         );
-        assert!(
-            out.status.success(),
-            "curl {method} {route}: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut args = vec![
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca.to_str().expect("utf-8"),
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--key",
+            key.to_str().expect("utf-8"),
+        ];
+        if let Some(data) = &data {
+            args.extend(["--data-binary", data.as_str()]);
+        }
+        args.push(&url);
+        let out = ns.exec("curl", &args);
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (answer, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+        (code.trim().parse().unwrap_or(0), answer.to_owned())
+    }
+
+    fn status(&self, ns: &Netns) -> Value {
+        serde_json::from_str(&self.curl(ns, "GET", "/v1/status")).expect("status JSON")
     }
 
     fn log(&self) -> String {
@@ -811,4 +833,249 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     );
     let regular = status("regular").expect("regular ran");
     assert!(regular["lagSeconds"].as_u64().is_some(), "{regular}");
+}
+
+/// A Host named eve managing one world-readable file under `dir`.
+fn one_file_host(dir: &Path, content: &str) -> String {
+    format!(
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec:\n  files:\n    - {{path: {}/etc/put.txt, content: \"{content}\", mode: \"0644\"}}\n",
+        dir.display()
+    )
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+}
+
+#[test]
+fn concurrent_puts_are_each_validated_alone_and_never_touch_the_watched_manifest() {
+    let ns = Netns::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    fs::create_dir_all(w.join("etc")).expect("etc");
+    let agent = AgentSetup::new(
+        &format!(
+            "# the admin's own file, with a comment\n{}",
+            one_file_host(w, "from the file")
+        ),
+        0,
+    );
+    let watched = agent.path("desired.yaml");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&watched, fs::Permissions::from_mode(0o640)).expect("chmod");
+    }
+    let before = fs::read(&watched).expect("watched manifest");
+    let _process = agent.start(&ns);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            fs::read_to_string(w.join("etc/put.txt")).is_ok_and(|t| t == "from the file")
+        })
+        .is_some(),
+        "{}",
+        agent.log()
+    );
+
+    // 4 clients, 150 rounds each; every third body is invalid (port 70000).
+    const CLIENTS: usize = 4;
+    const ROUNDS: usize = 150;
+    let results: Vec<Vec<(bool, u16, String)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let (agent, ns) = (&agent, &ns);
+                scope.spawn(move || {
+                    let body = w.join(format!("body-{client}.yaml"));
+                    (0..ROUNDS)
+                        .map(|round| {
+                            let valid = round % 3 != 0;
+                            let mut text = one_file_host(w, &format!("client {client} round {round}"));
+                            if !valid {
+                                text.push_str("  firewall:\n    rules:\n      - {name: smtp, protocol: tcp, ports: [70000], action: accept}\n");
+                            }
+                            fs::write(&body, text).expect("body");
+                            let (code, answer) = agent.request(ns, "PUT", "/v1/desired", Some(&body));
+                            (valid, code, answer)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+
+    let wrong: Vec<String> = results
+        .iter()
+        .flatten()
+        .filter(|(valid, code, _)| *code != if *valid { 202 } else { 422 })
+        .map(|(valid, code, answer)| format!("valid={valid} -> {code} {}", answer.trim()))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers wrong, e.g. {:?}",
+        wrong.len(),
+        CLIENTS * ROUNDS,
+        &wrong[..wrong.len().min(3)]
+    );
+    let mut generations = Vec::new();
+    for (valid, code, answer) in results.iter().flatten() {
+        if *valid {
+            assert_eq!(*code, 202, "a valid body is accepted: {answer}");
+            let json: Value = serde_json::from_str(answer).expect("answer is JSON");
+            generations.push(json["generation"].as_u64().expect("generation"));
+        } else {
+            assert_eq!(*code, 422, "an invalid body is refused: {answer}");
+            assert!(answer.contains("70000"), "{answer}");
+        }
+    }
+    let accepted = generations.len();
+    assert_eq!(accepted, CLIENTS * (ROUNDS - ROUNDS / 3));
+    generations.sort_unstable();
+    generations.dedup();
+    assert_eq!(
+        generations.len(),
+        accepted,
+        "every accepted PUT got its own generation"
+    );
+    assert_eq!(
+        generations.first(),
+        Some(&2),
+        "generation 1 came from the file"
+    );
+    assert_eq!(generations.last(), Some(&(accepted as u64 + 1)));
+
+    // The admin's file is as it was: bytes, comment and mode; no scratch files beside it.
+    assert_eq!(fs::read(&watched).expect("watched"), before);
+    assert_eq!(mode_of(&watched), 0o640);
+    let beside: Vec<String> = fs::read_dir(agent.path(""))
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+
+    // The newest PUT is in force, and a resent state is not a new generation.
+    let status = agent.status(&ns);
+    assert_eq!(status["generation"], accepted as u64 + 1, "{status}");
+    assert_eq!(
+        status["effectiveGeneration"],
+        accepted as u64 + 1,
+        "{status}"
+    );
+    let body = w.join("again.yaml");
+    let newest = agent.curl(&ns, "GET", "/v1/desired");
+    fs::write(&body, &newest).expect("body");
+    let (code, answer) = agent.request(&ns, "PUT", "/v1/desired", Some(&body));
+    assert_eq!(
+        (code, answer.trim()),
+        (202, format!("{{\"generation\":{}}}", accepted + 1).as_str())
+    );
+
+    // An edit of the watched file is newer than the PUTs and takes over.
+    fs::write(&watched, one_file_host(w, "edited by hand")).expect("edit");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            fs::read_to_string(w.join("etc/put.txt")).is_ok_and(|t| t == "edited by hand")
+        })
+        .is_some(),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn a_damaged_state_folder_is_moved_aside_and_the_agent_starts_from_the_watched_manifest() {
+    let ns = Netns::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    fs::create_dir_all(w.join("etc")).expect("etc");
+    let agent = AgentSetup::new(&one_file_host(w, "v1"), 0);
+    let state = agent.path("state");
+    let converged = |generation: u64| {
+        wait_for(Duration::from_secs(20), || {
+            let (code, body) = agent.request(&ns, "GET", "/v1/status", None);
+            code == 200
+                && serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+                    s["effectiveGeneration"] == generation
+                        && s["resources"]
+                            .as_object()
+                            .is_some_and(|r| r.values().all(|v| v["condition"]["state"] == "ready"))
+                })
+        })
+        .is_some()
+    };
+    {
+        let _process = agent.start(&ns);
+        assert!(converged(1), "{}", agent.log());
+    }
+    let damaged = |name: &str| -> Vec<String> {
+        let dir = state.join(name).parent().expect("parent").to_path_buf();
+        let stem = Path::new(name)
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{stem}.damaged-")))
+            .collect()
+    };
+
+    // A ledger cut short, and one unreadable sync job state beside a good one.
+    let ledger = fs::read_to_string(state.join("ledger.json")).expect("ledger");
+    fs::write(state.join("ledger.json"), &ledger[..ledger.len() / 2]).expect("truncate");
+    fs::create_dir_all(state.join("sync")).expect("sync dir");
+    fs::write(state.join("sync/sync-maildirs.json"), "").expect("empty job state");
+    fs::write(w.join("etc/put.txt"), "drifted").expect("drift");
+    {
+        let _process = agent.start(&ns);
+        assert!(
+            converged(2),
+            "starts, numbered above the stored generation 1:\n{}",
+            agent.log()
+        );
+        let status = agent.status(&ns);
+        let warnings = status["stateWarnings"].to_string();
+        assert!(warnings.contains("ledger.json"), "{status}");
+        assert!(warnings.contains("moved aside"), "{status}");
+        assert!(warnings.contains("sync job maildirs"), "{status}");
+        assert_eq!(damaged("ledger.json").len(), 1);
+        assert_eq!(damaged("sync/sync-maildirs.json").len(), 1);
+        assert_eq!(
+            fs::read_to_string(w.join("etc/put.txt")).expect("file"),
+            "v1"
+        );
+        assert!(
+            agent.log().contains("damaged agent state"),
+            "{}",
+            agent.log()
+        );
+    }
+
+    // An empty ledger; then a ledger naming a generation whose file is gone.
+    fs::write(state.join("ledger.json"), "").expect("empty");
+    {
+        let _process = agent.start(&ns);
+        assert!(converged(3), "{}", agent.log());
+    }
+    fs::write(
+        state.join("ledger.json"),
+        r#"{"generation": 9, "effective": 9, "awaitingConfirmation": null, "rolledBack": []}"#,
+    )
+    .expect("ledger");
+    {
+        let _process = agent.start(&ns);
+        assert!(converged(10), "{}", agent.log());
+        let status = agent.status(&ns);
+        assert!(
+            status["stateWarnings"]
+                .to_string()
+                .contains("0000000009.yaml"),
+            "{status}"
+        );
+    }
 }

@@ -1,9 +1,19 @@
 //! The agent's desired state: read from the watched manifest path, numbered
 //! with a generation, and persisted so a restarted agent carries on alone.
 //!
-//! Every accepted state is stored rendered (`source:` files inlined) under the
-//! state folder; the last effective one is what the agent converges to, even
-//! when the manifest path is broken or gone after a restart.
+//! A desired state comes from one of two places: the watched manifest path
+//! (`desired_state` in agent.toml, the admin's files) or `PUT /v1/desired`
+//! (the controller). Every accepted state is stored rendered (`source:` files
+//! inlined) under the state folder with the next generation number, and the
+//! newest accepted generation is in force: a PUT never writes into the
+//! admin's files, and the watched path counts as changed only when its
+//! content differs from what was last read from it, so a restart does not
+//! undo the controller's state with an older file.
+//!
+//! The state folder is the agent's memory, but never a reason not to start:
+//! a damaged ledger or generation file is moved aside (`NAME.damaged-SECONDS`),
+//! reported in status and the log, and the agent carries on from the watched
+//! manifest.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,6 +56,11 @@ pub struct Ledger {
     pub awaiting_confirmation: Option<Awaiting>,
     /// Generations that were rolled back for want of confirmation.
     pub rolled_back: Vec<u64>,
+    /// The generation last read from the watched manifest path (0: none yet).
+    /// An API state may be newer; the file counts as changed only when it
+    /// differs from this one.
+    #[serde(default)]
+    pub watched: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,21 +112,69 @@ pub fn host_spec(
     }
 }
 
-/// Read and validate the manifest path, keeping only this host's document.
-pub fn read_source(
-    path: &Path,
-    host: Option<&str>,
-) -> Result<(String, HostSpec, String), DesiredError> {
-    let set = load::load_paths(&[path]).map_err(|d| DesiredError::Invalid {
-        path: path.to_path_buf(),
-        diagnostics: d.to_string(),
-    })?;
+/// A validated state for this host: its name, its spec and the rendered text
+/// that is persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub host: String,
+    pub spec: HostSpec,
+    pub text: String,
+}
+
+/// Keep only this host's document of a validated set, rendered.
+fn candidate(set: ManifestSet, host: Option<&str>, path: &Path) -> Result<Candidate, DesiredError> {
     let (name, spec) = host_spec(&set, host, path)?;
     let only = ManifestSet {
         hosts: set.hosts.into_iter().filter(|h| h.name == name).collect(),
         ..ManifestSet::default()
     };
-    Ok((name, spec, render::to_yaml(&only)))
+    Ok(Candidate {
+        host: name,
+        spec,
+        text: render::to_yaml(&only),
+    })
+}
+
+/// Read and validate the manifest path, keeping only this host's document.
+pub fn read_source(path: &Path, host: Option<&str>) -> Result<Candidate, DesiredError> {
+    let set = load::load_paths(&[path]).map_err(|d| DesiredError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics: d.to_string(),
+    })?;
+    candidate(set, host, path)
+}
+
+/// What error messages call a state that arrived through the API.
+pub const API_ORIGIN: &str = "PUT /v1/desired";
+
+/// Validate a state sent through the API. It is the whole desired state of
+/// this host on its own (never joined with the watched files), so it must
+/// carry its files inline: `source:` has no folder to be read from.
+pub fn read_body(text: String, host: Option<&str>) -> Result<Candidate, DesiredError> {
+    let path = PathBuf::from(API_ORIGIN);
+    let set = validate(
+        &[Source {
+            path: path.clone(),
+            text,
+        }],
+        &NoSources,
+    )
+    .map_err(|d| DesiredError::Invalid {
+        path: path.clone(),
+        diagnostics: d.to_string(),
+    })?;
+    candidate(set, host, &path)
+}
+
+/// Refuses `source:` in a state sent through the API.
+struct NoSources;
+
+impl ContentReader for NoSources {
+    fn read(&self, _: &Path, source: &str) -> Result<String, String> {
+        Err(format!(
+            "a state sent through the API carries its files inline (content:), not source: {source}; render it with `mailctl validate -o yaml`"
+        ))
+    }
 }
 
 /// Reads nothing: persisted states have their `source:` files inlined.
@@ -213,22 +276,95 @@ impl StateDir {
         fs::read_to_string(self.desired_path(generation)).ok()
     }
 
-    /// Keep the newest few generations; older ones are no longer needed for rollback.
-    pub fn prune(&self, keep_from: u64) {
-        let Ok(entries) = fs::read_dir(self.root.join("desired")) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let old = entry
-                .path()
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|g| g < keep_from);
-            if old {
-                let _ = fs::remove_file(entry.path());
+    /// Remove generations older than `keep_from`, except those in `keep`
+    /// (the rollback target and the last state read from the watched path
+    /// must survive however many unconfirmed generations come after them).
+    pub fn prune(&self, keep_from: u64, keep: &[u64]) {
+        for (generation, path) in self.stored() {
+            if generation < keep_from && !keep.contains(&generation) {
+                let _ = fs::remove_file(path);
             }
         }
+    }
+
+    /// The persisted generations, by number.
+    fn stored(&self) -> Vec<(u64, PathBuf)> {
+        let Ok(entries) = fs::read_dir(self.root.join("desired")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "yaml") {
+                    return None;
+                }
+                let generation = path.file_stem()?.to_str()?.parse::<u64>().ok()?;
+                Some((generation, path))
+            })
+            .collect()
+    }
+
+    /// The highest generation number stored (0 when none): after the ledger
+    /// was lost, numbering carries on above it rather than reusing numbers.
+    pub fn newest_stored(&self) -> u64 {
+        self.stored().into_iter().map(|(g, _)| g).max().unwrap_or(0)
+    }
+
+    /// The ledger, or — when it cannot be read or parsed — a fresh ledger
+    /// numbered above every stored generation, with the damaged file moved
+    /// aside. The second value says what happened, for status and the log.
+    pub fn ledger_or_fresh(&self) -> (Ledger, Option<String>) {
+        match self.ledger() {
+            Ok(ledger) => (ledger, None),
+            Err(e) => {
+                let moved = self.set_aside(&self.ledger_path());
+                let generation = self.newest_stored();
+                let fresh = Ledger {
+                    generation,
+                    watched: 0,
+                    ..Ledger::default()
+                };
+                (fresh, Some(damage_report(&e, moved)))
+            }
+        }
+    }
+
+    /// A persisted generation that cannot be loaded is moved aside (when it
+    /// exists at all); says what happened.
+    pub fn set_aside_generation(&self, generation: u64, error: &DesiredError) -> String {
+        let path = self.desired_path(generation);
+        let moved = if path.exists() {
+            self.set_aside(&path)
+        } else {
+            Ok(None)
+        };
+        damage_report(error, moved)
+    }
+
+    /// Rename a damaged file to `NAME.damaged-SECONDS` beside it, so an admin
+    /// can look at it and the agent never reads it again.
+    fn set_aside(&self, path: &Path) -> Result<Option<PathBuf>, std::io::Error> {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".damaged-{seconds}"));
+        let aside = PathBuf::from(aside);
+        match fs::rename(path, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn damage_report(error: &DesiredError, moved: Result<Option<PathBuf>, std::io::Error>) -> String {
+    match moved {
+        Ok(Some(aside)) => format!("{error}; moved aside to {}", aside.display()),
+        Ok(None) => format!("{error}"),
+        Err(e) => format!("{error}; could not move it aside: {e}"),
     }
 }
 

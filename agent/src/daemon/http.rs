@@ -25,7 +25,6 @@ pub struct ApiState {
     pub events: mpsc::Sender<Event>,
     pub desired: tokio::sync::watch::Receiver<Option<Arc<Desired>>>,
     pub reconciler: Arc<Reconciler>,
-    pub source: std::path::PathBuf,
     pub host: Option<String>,
 }
 
@@ -67,47 +66,47 @@ async fn get_desired(State(s): State<ApiState>) -> Response {
     }
 }
 
-/// Replace the desired-state manifest. The body is validated first (nothing
-/// is written when it is invalid), then written where the agent watches, so
-/// it takes the same path as an edit by hand.
+/// Hand over a new desired state. The body is validated off the event loop
+/// (nothing is stored when it is invalid), then the event loop — which owns
+/// the ledger, so concurrent PUTs and edits of the watched files never
+/// interleave — stores it as the next generation. The answer names it.
 async fn put_desired(State(s): State<ApiState>, body: String) -> Response {
-    let target = if s.source.is_dir() {
-        s.source.join("controller.yaml")
-    } else {
-        s.source.clone()
+    let host = s.host.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || desired::read_body(body, host.as_deref())).await;
+    let candidate = match checked {
+        Ok(Ok(candidate)) => candidate,
+        Ok(Err(e)) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response();
+        }
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "validation task failed\n",
+            )
+                .into_response();
+        }
     };
-    let check = tokio::task::spawn_blocking({
-        let target = target.clone();
-        let host = s.host.clone();
-        move || {
-            let scratch = tempfile_path(&target);
-            desired::write_atomic(&scratch, body.as_bytes()).map_err(|e| e.to_string())?;
-            let checked =
-                desired::read_source(&scratch, host.as_deref()).map_err(|e| e.to_string());
-            let _ = std::fs::remove_file(&scratch);
-            checked?;
-            desired::write_atomic(&target, body.as_bytes()).map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    match check {
-        Ok(Ok(())) => {
-            let _ = s.events.send(Event::SourceChanged).await;
-            (StatusCode::ACCEPTED, "accepted\n").into_response()
-        }
-        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "validation task failed\n",
+    let (reply, answer) = oneshot::channel();
+    if s.events
+        .send(Event::Put {
+            candidate: Box::new(candidate),
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(generation)) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "generation": generation })),
         )
             .into_response(),
+        Ok(Err(why)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response(),
     }
-}
-
-/// A scratch path beside the target (so `source:` paths resolve the same way).
-fn tempfile_path(target: &std::path::Path) -> std::path::PathBuf {
-    let dir = target.parent().unwrap_or(std::path::Path::new("."));
-    dir.join(format!(".mailctl-check-{}.yaml", std::process::id()))
 }
 
 async fn confirm(State(s): State<ApiState>, Path(generation): Path<u64>) -> Response {

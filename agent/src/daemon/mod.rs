@@ -32,8 +32,14 @@ use status::StatusBoard;
 /// Things that change what the agent converges to.
 #[derive(Debug)]
 pub enum Event {
-    /// The watched manifest path changed (or was replaced through the API).
+    /// The watched manifest path changed.
     SourceChanged,
+    /// A validated state arrived through `PUT /v1/desired`; the reply is the
+    /// generation it got (the same one again when it equals the newest).
+    Put {
+        candidate: Box<desired::Candidate>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// The controller confirms a generation that changed addresses or firewall.
     Confirm {
         generation: u64,
@@ -109,15 +115,16 @@ pub async fn run(
     let resync = Duration::from_secs(config.resync_seconds.max(1));
     spawn_ticker(resync, events_tx.clone());
 
-    let sync_jobs =
-        sync::SyncJobs::open(crate::sync::SyncRunner::new(config.state_dir.join("sync")));
+    let sync_jobs = sync::SyncJobs::open(
+        crate::sync::SyncRunner::new(config.state_dir.join("sync")),
+        &board,
+    );
     let router = http::router(http::ApiState {
         sync: sync_jobs.runner(),
         board: board.clone(),
         events: events_tx.clone(),
         desired: desired_rx.clone(),
         reconciler: reconciler.clone(),
-        source: config.desired_state.clone(),
         host: config.host.clone(),
     });
     let scheduler = Scheduler::new(reconciler, board.clone(), desired_rx);
@@ -132,7 +139,7 @@ pub async fn run(
         sync_jobs,
         events: events_tx,
     };
-    agent.resume()?;
+    agent.resume();
     agent.source_changed();
 
     // Serve only once the desired state is loaded, so the API never answers
@@ -150,6 +157,9 @@ pub async fn run(
             () = &mut shutdown => break,
             event = events.recv() => match event {
                 Some(Event::SourceChanged) => agent.source_changed(),
+                Some(Event::Put { candidate, reply }) => {
+                    let _ = reply.send(agent.put(*candidate));
+                }
                 Some(Event::Confirm { generation, reply }) => {
                     let _ = reply.send(agent.confirm(generation));
                 }
@@ -185,13 +195,30 @@ impl Agent {
     }
 
     /// Carry on from the persisted ledger: converge to the effective
-    /// generation, and re-arm a pending confirmation deadline.
-    fn resume(&mut self) -> Result<(), DaemonError> {
-        self.ledger = self.state.ledger()?;
-        if self.ledger.effective == 0 {
-            return Ok(());
+    /// generation, and re-arm a pending confirmation deadline. Damaged state
+    /// files are moved aside and reported; the agent then starts from the
+    /// watched manifest instead of refusing to start.
+    fn resume(&mut self) {
+        let (ledger, damage) = self.state.ledger_or_fresh();
+        self.ledger = ledger;
+        if let Some(damage) = damage {
+            self.state_damaged(damage);
         }
-        let desired = self.state.load(self.ledger.effective)?;
+        if self.ledger.effective == 0 {
+            return;
+        }
+        let desired = match self.state.load(self.ledger.effective) {
+            Ok(desired) => desired,
+            Err(e) => {
+                let damage = self.state.set_aside_generation(self.ledger.effective, &e);
+                self.state_damaged(damage);
+                // Nothing trustworthy to resume: the watched manifest decides.
+                self.ledger.effective = 0;
+                self.ledger.watched = 0;
+                self.ledger.awaiting_confirmation = None;
+                return;
+            }
+        };
         tracing::info!(
             generation = desired.generation,
             "resuming from the persisted desired state"
@@ -200,7 +227,11 @@ impl Agent {
         if let Some(pending) = self.ledger.awaiting_confirmation {
             self.arm_deadline(pending.generation, pending.deadline);
         }
-        Ok(())
+    }
+
+    fn state_damaged(&self, damage: String) {
+        tracing::error!("damaged agent state: {damage}; starting from the watched manifest");
+        self.board.add_state_warning(damage);
     }
 
     /// The host name of the state being converged to.
@@ -231,10 +262,10 @@ impl Agent {
         self.publish_generations(&host);
     }
 
-    /// Read the manifest path; a new content becomes a new generation.
+    /// Read the manifest path; a content that differs from what was last
+    /// read from it becomes a new generation.
     fn source_changed(&mut self) {
-        let read = desired::read_source(&self.config.desired_state, self.host());
-        let (host, spec, text) = match read {
+        let candidate = match desired::read_source(&self.config.desired_state, self.host()) {
             Ok(found) => {
                 self.board.set_desired_error(None);
                 found
@@ -246,15 +277,57 @@ impl Agent {
                 return;
             }
         };
-        let newest = self.state.text(self.ledger.generation);
-        if newest.as_deref() == Some(text.as_str()) {
+        // The file is compared with what it said last time, not with the
+        // newest generation: a state the controller sent since must not be
+        // replaced by a file nobody touched.
+        let baseline = match self.ledger.watched {
+            0 => self.ledger.generation,
+            watched => watched,
+        };
+        let in_force = self.ledger.effective != 0;
+        if in_force && self.state.text(baseline).as_deref() == Some(candidate.text.as_str()) {
+            if self.ledger.watched == 0 && baseline != 0 {
+                self.ledger.watched = baseline;
+                self.save_ledger();
+            }
             return;
         }
+        if let Ok(generation) = self.accept(candidate) {
+            self.ledger.watched = generation;
+            self.save_ledger();
+        }
+    }
+
+    /// A state sent through the API. Resending the newest state is not a new
+    /// generation (the controller may retry a PUT whose answer it lost).
+    fn put(&mut self, candidate: desired::Candidate) -> Result<u64, String> {
+        let current = self.current_host();
+        if !current.is_empty() && self.host().is_none() && candidate.host != current {
+            return Err(format!(
+                "this agent converges host \"{current}\"; the state is for host \"{}\"",
+                candidate.host
+            ));
+        }
+        if self.state.text(self.ledger.generation).as_deref() == Some(candidate.text.as_str()) {
+            return Ok(self.ledger.generation);
+        }
+        self.accept(candidate)
+    }
+
+    fn save_ledger(&self) {
+        if let Err(e) = self.state.save_ledger(&self.ledger) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Persist a new generation and converge to it.
+    fn accept(&mut self, candidate: desired::Candidate) -> Result<u64, String> {
+        let desired::Candidate { host, spec, text } = candidate;
         let previous = self.desired_tx.borrow().clone();
         let generation = self.ledger.generation + 1;
         if let Err(e) = self.state.store(generation, &text) {
             tracing::error!("{e}");
-            return;
+            return Err(e.to_string());
         }
         let needs_confirmation = self.config.confirm_timeout_seconds > 0
             && previous.as_ref().is_some_and(|p| {
@@ -282,10 +355,10 @@ impl Agent {
             self.ledger.awaiting_confirmation = None;
         }
         self.ledger.effective = generation;
-        self.state.prune(generation.saturating_sub(16));
-        if let Err(e) = self.state.save_ledger(&self.ledger) {
-            tracing::error!("{e}");
-        }
+        let mut keep = vec![self.ledger.watched];
+        keep.extend(self.ledger.awaiting_confirmation.map(|p| p.previous));
+        self.state.prune(generation.saturating_sub(16), &keep);
+        self.save_ledger();
         tracing::info!(generation, "accepted a new desired state");
         self.activate(Desired {
             generation,
@@ -293,6 +366,7 @@ impl Agent {
             spec,
             text,
         });
+        Ok(generation)
     }
 
     fn confirm(&mut self, generation: u64) -> Result<(), String> {

@@ -81,6 +81,9 @@ pub struct AgentStatus {
     pub rolled_back: Vec<u64>,
     /// Why the newest manifest could not be accepted, if it could not.
     pub desired_error: Option<String>,
+    /// Damaged state files found at start-up (each moved aside), newest last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_warnings: Vec<String>,
     pub resources: BTreeMap<String, ResourceStatus>,
 }
 
@@ -179,6 +182,10 @@ impl StatusBoard {
             s.awaiting_confirmation = awaiting;
             s.rolled_back = rolled_back.to_vec();
         });
+    }
+
+    pub fn add_state_warning(&self, warning: String) {
+        self.with(|s| s.state_warnings.push(warning));
     }
 
     pub fn set_desired_error(&self, error: Option<String>) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mailctl_schemas::model::SyncJob;
 use tokio::task::JoinHandle;
 
+use super::status::StatusBoard;
 use crate::sync::{SyncError, SyncRunner};
 
 /// The scheduled jobs of the current desired state.
@@ -20,15 +21,23 @@ pub struct SyncJobs {
 
 impl SyncJobs {
     /// Opens the sync state and records runs a previous agent left running
-    /// as failed (never as half-known).
-    pub fn open(runner: SyncRunner) -> Self {
+    /// as failed (never as half-known); damaged job states are reported on
+    /// the status board.
+    pub fn open(runner: SyncRunner, board: &StatusBoard) -> Self {
         match runner.recover() {
-            Ok(interrupted) => {
-                for job in interrupted {
+            Ok(recovery) => {
+                for job in recovery.interrupted {
                     tracing::warn!(job = %job, "a sync run was interrupted by an agent restart; recorded as failed");
                 }
+                for damage in recovery.damaged {
+                    tracing::error!("damaged agent state: {damage}");
+                    board.add_state_warning(damage);
+                }
             }
-            Err(e) => tracing::error!("sync state: {e}"),
+            Err(e) => {
+                tracing::error!("sync state: {e}");
+                board.add_state_warning(format!("sync state: {e}"));
+            }
         }
         SyncJobs {
             runner: Arc::new(runner),

@@ -270,6 +270,15 @@ pub struct SyncRunner {
     state_dir: PathBuf,
 }
 
+/// What start-up found in the sync state folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Jobs whose run died with a previous process, now recorded as failed.
+    pub interrupted: Vec<String>,
+    /// Job states that could not be read, each with what was done about it.
+    pub damaged: Vec<String>,
+}
+
 impl SyncRunner {
     pub fn new(state_dir: impl Into<PathBuf>) -> SyncRunner {
         SyncRunner {
@@ -342,13 +351,15 @@ impl SyncRunner {
     }
 
     /// At start-up: every job whose state says `running` and whose lock is
-    /// free died with a previous process; record it as failed. Returns the
-    /// jobs so recorded.
-    pub fn recover(&self) -> Result<Vec<String>, SyncError> {
-        let mut recovered = Vec::new();
+    /// free died with a previous process; record it as failed. A job state
+    /// that cannot be read is moved aside (`sync-JOB.json.damaged-SECONDS`):
+    /// that job starts a fresh history, and the others are recovered all the
+    /// same.
+    pub fn recover(&self) -> Result<Recovery, SyncError> {
+        let mut recovery = Recovery::default();
         let entries = match fs::read_dir(&self.state_dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(recovered),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(recovery),
             Err(e) => return Err(io_error("reading the state directory")(e)),
         };
         for entry in entries.flatten() {
@@ -362,11 +373,26 @@ impl SyncRunner {
             let Ok(_lock) = self.lock(job) else {
                 continue; // running right now
             };
-            if self.fail_interrupted(job)? {
-                recovered.push(job.to_owned());
+            match self.fail_interrupted(job) {
+                Ok(true) => recovery.interrupted.push(job.to_owned()),
+                Ok(false) => {}
+                Err(e) => {
+                    let file = self.status_file(job);
+                    let mut aside = file.as_os_str().to_owned();
+                    aside.push(format!(".damaged-{}", unix_now()));
+                    let moved = match fs::rename(&file, &aside) {
+                        Ok(()) => format!("moved aside to {}", PathBuf::from(aside).display()),
+                        Err(rename) => format!("could not move it aside: {rename}"),
+                    };
+                    recovery
+                        .damaged
+                        .push(format!("sync job {job}: {e}; {moved}"));
+                }
             }
         }
-        Ok(recovered)
+        recovery.interrupted.sort();
+        recovery.damaged.sort();
+        Ok(recovery)
     }
 
     /// Marks a `running` state as failed; the caller holds the lock.
@@ -946,16 +972,62 @@ mod tests {
             runner.lock("maildirs"),
             Err(SyncError::Busy { .. })
         ));
-        assert_eq!(runner.recover().expect("recover"), Vec::<String>::new());
+        assert_eq!(runner.recover().expect("recover"), Recovery::default());
         drop(lock);
         assert_eq!(
-            runner.recover().expect("recover"),
+            runner.recover().expect("recover").interrupted,
             vec!["maildirs".to_owned()]
         );
         let after = runner.status("maildirs").expect("status").expect("some");
         assert_eq!(after.state, RunState::Failed);
         assert!(after.error.as_deref().unwrap_or("").contains("interrupted"));
         assert_eq!(after.last_verified_at_unix, Some(1));
+    }
+
+    #[test]
+    fn a_damaged_job_state_is_moved_aside_and_the_others_are_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runner = SyncRunner::new(dir.path());
+        let running = JobStatus {
+            job: "maildirs".into(),
+            run: 3,
+            state: RunState::Running,
+            started_at_unix: 1,
+            finished_at_unix: None,
+            progress: None,
+            stats: None,
+            renamed: 0,
+            duplicates_removed: 0,
+            verification: None,
+            error: None,
+            last_verified_at_unix: None,
+        };
+        runner.save(&running).expect("save");
+        // Both a truncated and an empty state, whichever read_dir lists first.
+        fs::write(dir.path().join("sync-aliases.json"), b"{\"job\": \"ali").expect("write");
+        fs::write(dir.path().join("sync-queue.json"), b"").expect("write");
+
+        let recovery = runner.recover().expect("recover");
+        assert_eq!(recovery.interrupted, vec!["maildirs".to_owned()]);
+        assert_eq!(recovery.damaged.len(), 2, "{recovery:?}");
+        assert!(
+            recovery.damaged[0].starts_with("sync job aliases: "),
+            "{recovery:?}"
+        );
+        assert!(
+            recovery.damaged[0].contains("moved aside to"),
+            "{recovery:?}"
+        );
+        assert!(runner.status("aliases").expect("readable again").is_none());
+        assert!(runner.status("queue").expect("readable again").is_none());
+        let kept: Vec<String> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let after = runner.status("maildirs").expect("status").expect("some");
+        assert_eq!(after.state, RunState::Failed);
     }
 
     #[test]
