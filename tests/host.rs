@@ -1079,3 +1079,177 @@ fn a_damaged_state_folder_is_moved_aside_and_the_agent_starts_from_the_watched_m
         );
     }
 }
+
+/// eve with a secret from a `source:` file (0600), an inline secret (0640)
+/// and a public file; `extra` is appended to the spec.
+fn secret_host(work: &Path, address: &str, inline: &str, extra: &str) -> String {
+    let w = work.display();
+    format!(
+        r#"apiVersion: mailctl/v1alpha1
+kind: Host
+metadata: {{name: eve}}
+spec:
+  addresses:
+    - {{address: {address}, interface: eth0}}
+  files:
+    - {{path: {w}/etc/sasl_passwd, source: secret.txt, mode: "0600"}}
+    - {{path: {w}/etc/db.cf, content: "password = {inline}\n", mode: "0640"}}
+    - {{path: {w}/etc/public.cf, content: "public\n", mode: "0644"}}
+{extra}"#
+    )
+}
+
+#[test]
+fn secrets_never_reach_plans_status_logs_errors_or_api_answers() {
+    const MARK: &str = "SECRET-";
+    let ns = Netns::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    fs::create_dir_all(w.join("etc")).expect("etc");
+    let plant = |dir: &Path, value: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join("secret.txt");
+        fs::write(&file, format!("smtp.example.test user:{value}\n")).expect("secret");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    let mut seen: Vec<(String, String)> = Vec::new();
+
+    // plan and apply --local, then a plan of a changed secret.
+    let local = w.join("local");
+    fs::create_dir_all(&local).expect("local");
+    plant(&local, "SECRET-source-1f3a");
+    let manifest = local.join("host.yaml");
+    fs::write(
+        &manifest,
+        secret_host(w, "10.77.9.24/24", "SECRET-inline-77c2", ""),
+    )
+    .expect("manifest");
+    let m = manifest.to_str().expect("utf-8");
+    let s = local.join("state");
+    let s = s.to_str().expect("utf-8");
+    for args in [
+        vec!["plan", "-f", m, "--state-dir", s],
+        vec!["apply", "--local", "-f", m, "--state-dir", s],
+    ] {
+        let out = ns.mailctl(&args);
+        seen.push((args.join(" "), text(&out)));
+    }
+    assert_eq!(
+        fs::read_to_string(w.join("etc/sasl_passwd")).expect("applied"),
+        "smtp.example.test user:SECRET-source-1f3a\n"
+    );
+    plant(&local, "SECRET-source-2b9e");
+    fs::write(
+        &manifest,
+        secret_host(w, "10.77.9.24/24", "SECRET-inline-8d01", ""),
+    )
+    .expect("manifest");
+    let out = ns.mailctl(&["plan", "-f", m, "--state-dir", s]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not world-readable"), "{}", text(&out));
+    seen.push(("plan of changed secrets".into(), text(&out)));
+
+    // The agent: status, plan, metrics; a failing state; an invalid one; a rollback.
+    let agent = AgentSetup::new(
+        &secret_host(w, "10.77.9.25/24", "SECRET-inline-0a9b", ""),
+        2,
+    );
+    plant(agent.path("").as_path(), "SECRET-source-5c6d");
+    let _process = agent.start(&ns);
+    let ready = |s: &Value| {
+        s["resources"].as_object().is_some_and(|r| {
+            !r.is_empty() && r.values().all(|v| v["condition"]["state"] == "ready")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || ready(&agent.status(&ns))).is_some(),
+        "{}",
+        agent.log()
+    );
+    let desired = agent.curl(&ns, "GET", "/v1/desired");
+    assert!(
+        desired.contains("SECRET-source-5c6d"),
+        "the controller reads the whole state"
+    );
+    for route in ["/v1/status", "/v1/plan", "/metrics", "/v1/sync/none"] {
+        let (code, body) = agent.request(&ns, "GET", route, None);
+        seen.push((format!("GET {route} ({code})"), body));
+    }
+
+    // Failing: the secret file's folder is a regular file.
+    let failing = secret_host(
+        w,
+        "10.77.9.25/24",
+        "SECRET-inline-0a9b",
+        &format!(
+            "    - {{path: {}/etc/public.cf/inner, content: \"SECRET-fail-3e4f\", mode: \"0600\"}}\n",
+            w.display()
+        ),
+    )
+    .replace("source: secret.txt", "content: \"SECRET-put-aa11\"");
+    let body = w.join("body.yaml");
+    fs::write(&body, &failing).expect("body");
+    let (code, answer) = agent.request(&ns, "PUT", "/v1/desired", Some(&body));
+    assert_eq!(code, 202, "{answer}");
+    seen.push(("PUT failing".into(), answer));
+    let failed = wait_for(Duration::from_secs(20), || {
+        agent.status(&ns)["resources"]
+            .as_object()
+            .is_some_and(|r| r.values().any(|v| v["condition"]["state"] == "failed"))
+    });
+    assert!(failed.is_some(), "{}", agent.log());
+    seen.push((
+        "status after a failing apply".into(),
+        agent.status(&ns).to_string(),
+    ));
+    seen.push((
+        "plan after a failing apply".into(),
+        agent.request(&ns, "GET", "/v1/plan", None).1,
+    ));
+
+    // Invalid: refused with located errors, none quoting a secret.
+    let invalid = failing.replace(
+        "mode: \"0600\"}",
+        "mode: \"0600\", owner: \"SECRET-owner\"}",
+    ) + "  firewall:\n    rules:\n      - {name: smtp, protocol: tcp, ports: [70000], action: accept}\n";
+    fs::write(&body, invalid.replace("SECRET-owner", "root")).expect("body");
+    let (code, answer) = agent.request(&ns, "PUT", "/v1/desired", Some(&body));
+    assert_eq!(code, 422, "{answer}");
+    seen.push(("PUT invalid".into(), answer));
+
+    // Rolled back: a new address and new secrets, never confirmed.
+    let moved = secret_host(w, "10.77.9.26/24", "SECRET-inline-rb77", "")
+        .replace("source: secret.txt", "content: \"SECRET-put-rb88\"");
+    fs::write(&body, moved).expect("body");
+    let (code, answer) = agent.request(&ns, "PUT", "/v1/desired", Some(&body));
+    assert_eq!(code, 202, "{answer}");
+    let rolled = wait_for(Duration::from_secs(20), || {
+        agent.status(&ns)["rolledBack"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    assert!(rolled.is_some(), "{}", agent.log());
+    seen.push((
+        "status after rollback".into(),
+        agent.status(&ns).to_string(),
+    ));
+    seen.push((
+        "plan after rollback".into(),
+        agent.request(&ns, "GET", "/v1/plan", None).1,
+    ));
+    seen.push(("agent log".into(), agent.log()));
+
+    let leaks: Vec<String> = seen
+        .iter()
+        .flat_map(|(what, text)| {
+            text.lines()
+                .filter(|l| l.contains(MARK))
+                .map(move |l| format!("{what}: {l}"))
+        })
+        .collect();
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    assert!(
+        seen.iter().map(|(_, t)| t.len()).sum::<usize>() > 1000,
+        "something was looked at"
+    );
+}
