@@ -1253,3 +1253,66 @@ fn secrets_never_reach_plans_status_logs_errors_or_api_answers() {
         "something was looked at"
     );
 }
+
+/// eve with a `main.cf` whose handler builds `main.db` slowly (a postmap),
+/// and a service that reads `main.db` when it starts.
+fn postmap_host(work: &Path, content: &str, service: &str) -> String {
+    let w = work.display();
+    format!(
+        r#"apiVersion: mailctl/v1alpha1
+kind: Host
+metadata: {{name: eve}}
+spec:
+  files:
+    - path: {w}/etc/main.cf
+      content: "{content}"
+      mode: "0644"
+      onChange: [{{run: [sh, -c, "sleep 1; cp {w}/etc/main.cf {w}/etc/main.db"]}}]
+  services:
+    - name: mailsim
+      state: {service}
+      driver: exec
+      exec:
+        start: [sh, -c, "cp {w}/etc/main.db {w}/seen && start-stop-daemon --start --background --make-pidfile --pidfile {w}/mailsim.pid --exec /bin/sleep -- 3600"]
+        stop: [start-stop-daemon, --stop, --remove-pidfile, --pidfile, {w}/mailsim.pid]
+        status: [start-stop-daemon, --status, --pidfile, {w}/mailsim.pid]
+"#
+    )
+}
+
+#[test]
+fn the_daemon_starts_a_service_only_after_its_new_configuration_and_handlers() {
+    let ns = Netns::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    fs::create_dir_all(w.join("etc")).expect("etc");
+    let agent = AgentSetup::new(&postmap_host(w, "v1", "stopped"), 0);
+    let _process = agent.start(&ns);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            fs::read_to_string(w.join("etc/main.db")).is_ok_and(|t| t == "v1")
+        })
+        .is_some(),
+        "{}",
+        agent.log()
+    );
+    assert!(!w.join("seen").exists());
+
+    // One new state: new main.cf (its handler takes a second) and the service up.
+    fs::write(agent.path("desired.yaml"), postmap_host(w, "v2", "running")).expect("edit");
+    assert!(
+        wait_for(Duration::from_secs(20), || w.join("seen").exists()).is_some(),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        fs::read_to_string(w.join("seen")).expect("seen"),
+        "v2",
+        "the service started on the new configuration; log:\n{}",
+        agent.log()
+    );
+    let _ = Command::new("start-stop-daemon")
+        .args(["--stop", "--pidfile"])
+        .arg(w.join("mailsim.pid"))
+        .status();
+}

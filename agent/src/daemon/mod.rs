@@ -255,10 +255,12 @@ impl Agent {
 
     fn activate(&mut self, desired: Desired) {
         let host = desired.host.clone();
+        let desired = Arc::new(desired);
+        // Published before the new round opens: every worker woken by it
+        // reads this state.
+        self.desired_tx.send_replace(Some(desired.clone()));
         self.scheduler.sync(&desired.spec);
         self.sync_jobs.schedule(&desired.spec.sync_jobs);
-        self.desired_tx.send_replace(Some(Arc::new(desired)));
-        self.scheduler.trigger(|_| true);
         self.publish_generations(&host);
     }
 

@@ -5,6 +5,15 @@
 //! A worker is woken, not told why: a new desired state, a kernel event and a
 //! periodic resync all ask the same question — does the host match? — which
 //! keeps drift repair and intentional change on one path.
+//!
+//! A new desired state is converged in the order `apply --local` uses
+//! ([`Converge::resources`]): addresses and the firewall together, then each
+//! file with its handlers, tasks, services. Each activation of a state is a
+//! *round*; a worker's first attempt in a round waits until every resource
+//! before it has made its own attempt in that round (converged or failed: a
+//! failing file does not hold the services back for ever, as in `apply`).
+//! So a service starts on the new `main.cf`, after its `postmap` handler ran.
+//! Drift repairs within a round do not wait for anyone.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -61,11 +70,44 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
+/// Where the current round stands, shared by the workers.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// Bumped each time a desired state is activated.
+    round: u64,
+    /// The resources of the current state, in apply order, by name; the
+    /// network ones (addresses, firewall) flagged, since they go together.
+    order: Vec<(String, bool)>,
+    /// The last round in which each resource made an attempt.
+    attempted: HashMap<String, u64>,
+}
+
+impl Rounds {
+    /// Whether every resource before `name` has made its attempt in the
+    /// current round (the network resources wait for nobody).
+    fn turn_of(&self, name: &str) -> bool {
+        let Some(at) = self.order.iter().position(|(n, _)| n == name) else {
+            return true;
+        };
+        if self.order[at].1 {
+            return true;
+        }
+        self.order[..at]
+            .iter()
+            .all(|(n, _)| self.attempted.get(n).is_some_and(|r| *r >= self.round))
+    }
+}
+
+fn is_network(resource: &Resource) -> bool {
+    matches!(resource, Resource::Addresses | Resource::Firewall { .. })
+}
+
 /// The set of resource workers for the current desired state.
 pub struct Scheduler<C: Converge> {
     converge: Arc<C>,
     board: Arc<StatusBoard>,
     desired: watch::Receiver<Option<Arc<Desired>>>,
+    rounds: Arc<watch::Sender<Rounds>>,
     workers: HashMap<String, Worker>,
 }
 
@@ -87,15 +129,27 @@ impl<C: Converge> Scheduler<C> {
             converge,
             board,
             desired,
+            rounds: Arc::new(watch::Sender::new(Rounds::default())),
             workers: HashMap::new(),
         }
     }
 
-    /// Start workers for the resources of `spec`, stop those of resources
-    /// that left it (mailctl then leaves them alone), and wake every worker.
+    /// A new desired state (already published on the desired channel):
+    /// start workers for the resources of `spec`, stop those of resources
+    /// that left it (mailctl then leaves them alone), open a new round and
+    /// wake every worker.
     pub fn sync(&mut self, spec: &HostSpec) {
         let wanted = self.converge.resources(spec);
         let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        self.rounds.send_modify(|rounds| {
+            rounds.round += 1;
+            rounds.order = names
+                .iter()
+                .cloned()
+                .zip(wanted.iter().map(is_network))
+                .collect();
+            rounds.attempted.retain(|name, _| names.contains(name));
+        });
         self.workers.retain(|name, worker| {
             let keep = names.contains(name);
             if !keep {
@@ -114,6 +168,7 @@ impl<C: Converge> Scheduler<C> {
                     self.converge.clone(),
                     self.board.clone(),
                     self.desired.clone(),
+                    self.rounds.clone(),
                 ));
                 Worker {
                     resource,
@@ -148,15 +203,38 @@ async fn work<C: Converge>(
     converge: Arc<C>,
     board: Arc<StatusBoard>,
     desired: watch::Receiver<Option<Arc<Desired>>>,
+    rounds: Arc<watch::Sender<Rounds>>,
 ) {
+    let mut seen = rounds.subscribe();
     let mut retries = 0u32;
     loop {
         wake.notified().await;
+        // The first attempt of a round waits for the resources before it.
+        let round = {
+            let now = seen.borrow();
+            let first = now.attempted.get(&name).is_none_or(|r| *r < now.round);
+            (!first).then_some(now.round)
+        };
+        let round = match round {
+            Some(round) => round,
+            // Never closed: this worker holds a sender.
+            None => match seen.wait_for(|r| r.turn_of(&name)).await {
+                Ok(now) => now.round,
+                Err(_) => return,
+            },
+        };
         let Some(current) = desired.borrow().clone() else {
             continue;
         };
         board.progressing(&name);
-        match converge.converge(&current.spec, &resource).await {
+        let outcome = converge.converge(&current.spec, &resource).await;
+        rounds.send_if_modified(|r| {
+            let attempted = r.attempted.entry(name.clone()).or_default();
+            let newer = *attempted < round;
+            *attempted = (*attempted).max(round);
+            newer
+        });
+        match outcome {
             Ok(applied) => {
                 retries = 0;
                 let cause = board.converged(&name, current.generation, applied.changes.len());
@@ -185,14 +263,4 @@ async fn work<C: Converge>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(30), MAX_BACKOFF);
-    }
-}
+mod tests;
