@@ -565,7 +565,10 @@ fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed()
         agent.log()
     );
     agent.curl(&ns, "POST", "/v1/confirm/3");
-    std::thread::sleep(Duration::from_secs(3));
+    let deadline_passed = wait_for(Duration::from_secs(10), || {
+        agent.log().contains("confirmation deadline passed")
+    });
+    assert!(deadline_passed.is_some(), "{}", agent.log());
     assert!(
         has("10.77.3.27/24") && !has("10.77.3.25/24"),
         "confirmed state kept"

@@ -406,12 +406,16 @@ impl Agent {
 
     /// Magic rollback: the generation was not confirmed in time.
     fn deadline(&mut self, generation: u64) {
-        let Some(pending) = self.ledger.awaiting_confirmation else {
-            return;
+        let pending = match self.ledger.awaiting_confirmation {
+            Some(pending) if pending.generation == generation => pending,
+            _ => {
+                tracing::info!(
+                    generation,
+                    "confirmation deadline passed; the generation was confirmed or replaced in time: nothing to roll back"
+                );
+                return;
+            }
         };
-        if pending.generation != generation {
-            return;
-        }
         let mut previous = match self.state.load(pending.previous) {
             Ok(p) => p,
             Err(e) => {
