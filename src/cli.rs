@@ -45,27 +45,21 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Show what applying a Host manifest would change on this host (exit 2: changes pending).
+    /// Show what applying a host state would change on this host (exit 2: changes pending).
     Plan {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// Which host, when the manifest names several.
-        #[arg(long)]
-        host: Option<String>,
+        #[command(flatten)]
+        state: HostStateArgs,
         /// Where pending handlers and task completions are recorded.
         #[arg(long, default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
     },
     /// Apply a manifest: converge this host (--local) or hand it to the controller.
     Apply {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        #[command(flatten)]
+        state: HostStateArgs,
         /// Converge this host directly (no controller).
         #[arg(long)]
         local: bool,
-        /// Which host, when the manifest names several.
-        #[arg(long)]
-        host: Option<String>,
         /// Where pending handlers and task completions are recorded.
         #[arg(long, default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
@@ -188,17 +182,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan {
-            file,
-            host,
-            state_dir,
-        } => crate::local::plan(&file, host.as_deref(), &state_dir),
+        Command::Plan { state, state_dir } => {
+            crate::local::plan(&state.files, &state.selection(), &state_dir)
+        }
         Command::Apply {
-            file,
+            state,
             local: true,
-            host,
             state_dir,
-        } => crate::local::apply(&file, host.as_deref(), &state_dir),
+        } => crate::local::apply(&state.files, &state.selection(), &state_dir),
         Command::Apply { local: false, .. } => {
             eprintln!(
                 "mailctl apply: handing a manifest to the controller is not built yet; \
@@ -344,4 +335,32 @@ fn parse_agent(text: &str) -> Result<AgentIdentity, String> {
         name: name.to_owned(),
         addresses,
     })
+}
+
+/// Which host state `plan` and `apply --local` work on.
+#[derive(Debug, clap::Args)]
+pub struct HostStateArgs {
+    /// Manifest file or folder (read recursively); repeat -f to read a Phase
+    /// together with its Migration.
+    #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Which host, when the files declare several.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Which phase's state of the host, when the files hold a migration's phases.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Which migration the phase belongs to, when several have a phase of that name.
+    #[arg(long)]
+    pub migration: Option<String>,
+}
+
+impl HostStateArgs {
+    pub fn selection(&self) -> mailctl_schemas::select::Selection<'_> {
+        mailctl_schemas::select::Selection {
+            host: self.host.as_deref(),
+            phase: self.phase.as_deref(),
+            migration: self.migration.as_deref(),
+        }
+    }
 }

@@ -1,71 +1,36 @@
 //! `mailctl plan` and `mailctl apply --local`: converge this host directly,
 //! without an agent daemon, through the same reconciler the agent uses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use mailctl_agent::{Config, Reconciler};
 use mailctl_schemas::load;
-use mailctl_schemas::model::{HostSpec, ManifestSet};
+use mailctl_schemas::model::HostSpec;
+use mailctl_schemas::select::{self, Selection};
 
-/// The host specs a manifest set declares: Host documents, and the hosts of
-/// a Phase (when the set holds exactly one phase).
-fn candidates(set: &ManifestSet) -> Vec<(String, HostSpec)> {
-    let mut out: Vec<(String, HostSpec)> = set
-        .hosts
+/// How error messages name the files read.
+fn shown(files: &[PathBuf]) -> String {
+    files
         .iter()
-        .map(|h| (h.name.clone(), h.spec.clone()))
-        .collect();
-    if let [phase] = set.phases.as_slice() {
-        out.extend(phase.hosts.iter().map(|(n, s)| (n.clone(), s.clone())));
-    }
-    out
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
-/// Load `file` and pick the spec of `host` (or the only one).
-pub fn host_spec(file: &Path, host: Option<&str>) -> Result<(String, HostSpec)> {
-    let set = match load::load_paths(&[file]) {
+/// Load `files` as one set and pick the host state `selection` names.
+pub fn host_spec(files: &[PathBuf], selection: &Selection<'_>) -> Result<(String, HostSpec)> {
+    let set = match load::load_paths(files) {
         Ok(set) => set,
         Err(diags) => bail!(
             "{} is not valid; nothing was changed\n{diags}",
-            file.display()
+            shown(files)
         ),
     };
-    if set.phases.len() > 1 {
-        bail!(
-            "{} holds {} phases; plan or apply one phase file at a time",
-            file.display(),
-            set.phases.len()
-        );
-    }
-    let all = candidates(&set);
-    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-    match host {
-        Some(wanted) => all
-            .iter()
-            .find(|(n, _)| n == wanted)
-            .cloned()
-            .with_context(|| {
-                format!(
-                    "{} declares no host \"{wanted}\" (it declares: {})",
-                    file.display(),
-                    names.join(", ")
-                )
-            }),
-        None => match all.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => bail!(
-                "{} declares no host state (no Host document, no Phase)",
-                file.display()
-            ),
-            _ => bail!(
-                "{} declares several hosts ({}); pick one with --host NAME",
-                file.display(),
-                names.join(", ")
-            ),
-        },
-    }
+    let selected = select::host_state(&set, selection)
+        .with_context(|| format!("{}: nothing was changed", shown(files)))?;
+    Ok((selected.host, selected.spec))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -76,8 +41,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Exit 0: nothing to change; 2: changes pending; 1: a resource could not be planned.
-pub fn plan(file: &Path, host: Option<&str>, state_dir: &Path) -> Result<ExitCode> {
-    let (name, spec) = host_spec(file, host)?;
+pub fn plan(files: &[PathBuf], selection: &Selection<'_>, state_dir: &Path) -> Result<ExitCode> {
+    let (name, spec) = host_spec(files, selection)?;
     runtime()?.block_on(async {
         let reconciler = Reconciler::connect(Config::default().state_dir(state_dir))
             .context("connecting to the kernel")?;
@@ -106,8 +71,8 @@ pub fn plan(file: &Path, host: Option<&str>, state_dir: &Path) -> Result<ExitCod
 }
 
 /// Converge, then print what changed as observed afterwards.
-pub fn apply(file: &Path, host: Option<&str>, state_dir: &Path) -> Result<ExitCode> {
-    let (name, spec) = host_spec(file, host)?;
+pub fn apply(files: &[PathBuf], selection: &Selection<'_>, state_dir: &Path) -> Result<ExitCode> {
+    let (name, spec) = host_spec(files, selection)?;
     runtime()?.block_on(async {
         let reconciler = Reconciler::connect(Config::default().state_dir(state_dir))
             .context("connecting to the kernel")?;

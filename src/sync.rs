@@ -201,7 +201,13 @@ pub fn run_local(
     job_name: &str,
     state_dir: &Path,
 ) -> Result<ExitCode> {
-    let (host_name, spec) = crate::local::host_spec(file, host)?;
+    let (host_name, spec) = crate::local::host_spec(
+        &[file.to_path_buf()],
+        &mailctl_schemas::select::Selection {
+            host,
+            ..Default::default()
+        },
+    )?;
     let job = spec
         .sync_jobs
         .iter()

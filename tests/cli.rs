@@ -277,3 +277,52 @@ fn sync_run_finds_the_agent_in_the_migration_or_says_how_to_name_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HTTPS only"), "{stderr}");
 }
+
+#[test]
+fn plan_names_a_phase_of_a_migration_folder_and_says_what_is_missing() {
+    let dir = "manifests/examples/askja";
+    let out = mailctl(&["plan", "-f", dir, "--phase", "cutovr", "--host", "eve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no phase \"cutovr\"; did you mean \"cutover\"?"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    let out = mailctl(&[
+        "apply", "--local", "-f", dir, "--phase", "cutover", "--host", "eev",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no host \"eev\" in phase bob-to-eve/cutover; did you mean \"eve\"?"),
+        "{err}"
+    );
+
+    // A lone Phase file lacks its Migration; the folder, or every file with -f, has it.
+    let out = mailctl(&[
+        "plan",
+        "-f",
+        &format!("{dir}/30-cutover.yaml"),
+        "--host",
+        "eve",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let mut files = vec!["plan"];
+    let all: Vec<String> = manifest_files(&root().join(dir))
+        .iter()
+        .filter(|p| !p.ends_with("host-eve.yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    for f in &all {
+        files.extend(["-f", f.as_str()]);
+    }
+    files.extend(["--phase", "freeze", "--host", "bobb"]);
+    let out = mailctl(&files);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no host \"bobb\" in phase bob-to-eve/freeze; did you mean \"bob\"?"),
+        "{err}"
+    );
+}

@@ -1319,3 +1319,33 @@ fn the_daemon_starts_a_service_only_after_its_new_configuration_and_handlers() {
         .arg(w.join("mailsim.pid"))
         .status();
 }
+
+#[test]
+fn plan_reads_a_phase_with_its_migration_from_the_example_folder() {
+    let ns = Netns::new();
+    let state = tempfile::tempdir().expect("tmp");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/askja");
+    let out = ns.mailctl(&[
+        "plan",
+        "-f",
+        folder.to_str().expect("utf-8"),
+        "--phase",
+        "cutover",
+        "--host",
+        "eve",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    let shown = text(&out);
+    // 2: changes pending; 1 when a file's folder (/etc/exim4) is missing on this machine.
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{shown}");
+    assert!(shown.starts_with("host eve:\n"), "{shown}");
+    assert!(
+        shown.contains("+ address 192.0.2.25/24 on eth0 (label eth0:mail)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("+ rule webmail-test"),
+        "the cutover phase's own rules: {shown}"
+    );
+}

@@ -18,8 +18,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mailctl_schemas::model::{HostSpec, ManifestSet};
+use mailctl_schemas::model::{Host, HostSpec, ManifestSet};
 use mailctl_schemas::render;
+use mailctl_schemas::select::{self, SelectError, Selected, Selection};
 use mailctl_schemas::{ContentReader, Source, load, validate};
 use serde::{Deserialize, Serialize};
 
@@ -67,13 +68,12 @@ pub struct Ledger {
 pub enum DesiredError {
     #[error("desired state {path} is not valid:\n{diagnostics}")]
     Invalid { path: PathBuf, diagnostics: String },
-    #[error(
-        "desired state {path} has no Host document{}",
-        .host.as_ref().map(|h| format!(" named \"{h}\"")).unwrap_or_default()
-    )]
-    NoHost { path: PathBuf, host: Option<String> },
-    #[error("desired state {path} has several Host documents ({names}); set `host` in agent.toml")]
-    SeveralHosts { path: PathBuf, names: String },
+    #[error("desired state {path}: {source}{}", hint(.source))]
+    Select {
+        path: PathBuf,
+        #[source]
+        source: SelectError,
+    },
     #[error("state folder {path}")]
     State {
         path: PathBuf,
@@ -84,31 +84,31 @@ pub enum DesiredError {
     Corrupt { path: PathBuf, detail: String },
 }
 
-/// Pick this host's spec out of a manifest set.
+/// Pick this host's spec out of a manifest set (the one selection rule of
+/// `mailctl plan` and `apply --local`; the agent has no phase to name).
 pub fn host_spec(
     set: &ManifestSet,
     host: Option<&str>,
     path: &Path,
-) -> Result<(String, HostSpec), DesiredError> {
-    let candidates: Vec<_> = set
-        .hosts
-        .iter()
-        .filter(|h| host.is_none_or(|name| h.name == name))
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok((one.name.clone(), one.spec.clone())),
-        [] => Err(DesiredError::NoHost {
-            path: path.to_path_buf(),
-            host: host.map(str::to_owned),
-        }),
-        many => Err(DesiredError::SeveralHosts {
-            path: path.to_path_buf(),
-            names: many
-                .iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+) -> Result<Selected, DesiredError> {
+    select::host_state(
+        set,
+        &Selection {
+            host,
+            ..Selection::default()
+        },
+    )
+    .map_err(|source| DesiredError::Select {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The agent is told its host by `host` in agent.toml, not by `--host`.
+fn hint(error: &SelectError) -> &'static str {
+    match error {
+        SelectError::SeveralHosts { .. } => " (in agent.toml: host = \"NAME\")",
+        _ => "",
     }
 }
 
@@ -123,13 +123,19 @@ pub struct Candidate {
 
 /// Keep only this host's document of a validated set, rendered.
 fn candidate(set: ManifestSet, host: Option<&str>, path: &Path) -> Result<Candidate, DesiredError> {
-    let (name, spec) = host_spec(&set, host, path)?;
+    let Selected {
+        host, spec, origin, ..
+    } = host_spec(&set, host, path)?;
     let only = ManifestSet {
-        hosts: set.hosts.into_iter().filter(|h| h.name == name).collect(),
+        hosts: vec![Host {
+            name: host.clone(),
+            spec: spec.clone(),
+            origin,
+        }],
         ..ManifestSet::default()
     };
     Ok(Candidate {
-        host: name,
+        host,
         spec,
         text: render::to_yaml(&only),
     })
@@ -262,7 +268,7 @@ impl StateDir {
             path: path.clone(),
             diagnostics: d.to_string(),
         })?;
-        let (host, spec) = host_spec(&set, None, &path)?;
+        let Selected { host, spec, .. } = host_spec(&set, None, &path)?;
         Ok(Desired {
             generation,
             host,
