@@ -174,12 +174,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate { paths, output } => validate(&paths, output),
         Command::Schema { out } => schema(out.as_deref()),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "mailctl",
-                &mut std::io::stdout(),
-            );
+            // Into memory first: clap_complete panics when a write fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailctl", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { state, state_dir } => {

@@ -326,3 +326,30 @@ fn plan_names_a_phase_of_a_migration_folder_and_says_what_is_missing() {
         "{err}"
     );
 }
+
+#[test]
+fn usage_errors_exit_1_and_a_closed_pipe_ends_quietly() {
+    let out = mailctl(&["plan", "--fiel", "x"]);
+    assert_eq!(out.status.code(), Some(1), "2 means changes pending");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fiel"));
+    let help = mailctl(&["plan", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+
+    // `mailctl schema | head -c 10`: the reader leaves after 10 bytes.
+    for args in [&["schema"][..], &["completions", "bash"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut first = [0u8; 10];
+        std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first)
+            .expect("some output");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+}
