@@ -692,6 +692,25 @@ impl Checker<'_> {
                 _ => ok = false,
             }
         }
+        let blocked = if f.allow_lockout {
+            Vec::new()
+        } else {
+            blocked_from_everywhere(f)
+        };
+        if !blocked.is_empty() {
+            let ports: Vec<String> = blocked
+                .iter()
+                .map(|(port, service)| format!("tcp/{port} ({service})"))
+                .collect();
+            self.error_hint(
+                at,
+                format!(
+                    "this rule set blocks {} from every source: nobody could log in or reach the agent to undo it",
+                    ports.join(" and ")
+                ),
+                "add a rule accepting those ports (from the networks the controller and the admins connect from), or set allowLockout: true if that is intended",
+            );
+        }
         ok.then_some(model::Firewall {
             table,
             policy: f.policy,
@@ -1523,4 +1542,29 @@ fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase)
             }
         }
     }
+}
+
+/// The ports an agent keeps by default (SSH, its API) that `f` closes to
+/// every source, as the manifest alone shows it: the first rule for
+/// tcp/PORT decides, an accept (from any sources) keeps the port, a drop
+/// or reject without sources closes it, and no rule leaves it to the
+/// policy. Which admin ranges a narrower rule set still cuts off is the
+/// agent's to judge (its `admin_sources`).
+fn blocked_from_everywhere(f: &raw::Firewall) -> Vec<(u16, &'static str)> {
+    const KEPT: [(u16, &str); 2] = [(22, "SSH"), (7443, "the mailctl agent API")];
+    KEPT.into_iter()
+        .filter(|(port, _)| {
+            let decided = f.rules.iter().find_map(|r| {
+                let matches =
+                    r.protocol == raw::Protocol::Tcp && r.ports.contains(&i64::from(*port));
+                match r.action {
+                    _ if !matches => None,
+                    raw::RuleAction::Accept => Some(false),
+                    _ if r.sources.is_empty() => Some(true),
+                    _ => None,
+                }
+            });
+            decided.unwrap_or(f.policy == raw::FirewallPolicy::Drop)
+        })
+        .collect()
 }
