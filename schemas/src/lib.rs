@@ -19,6 +19,7 @@ pub mod nft;
 pub mod raw;
 pub mod render;
 mod schema;
+pub mod ssh;
 mod validate;
 mod yaml;
 

@@ -838,24 +838,24 @@ impl Checker<'_> {
     fn sync_job(&mut self, at: &str, j: &raw::SyncJob) -> Option<model::SyncJob> {
         self.item_name(&join_key(at, "name"), &j.name);
         let source_field = join_key(at, "source");
-        let source = match j.source.split_once(':') {
-            Some((host, path)) if !j.source.starts_with('/') => {
-                if host.is_empty() || host.contains(['/', ' ', '@']) {
+        let source = match crate::ssh::split_remote(&j.source) {
+            Some((host, path)) => match crate::ssh::host_problem(host) {
+                Some(problem) => {
                     self.error_hint(
                         &source_field,
-                        format!("\"{host}\" is not a host name"),
-                        "write the source as HOST:/path/ or as an absolute local path",
+                        problem,
+                        "write the source as HOST:/path/ (HOST: a name, an IPv4 address or [IPv6], optionally after user@) or as an absolute local path",
                     );
                     None
-                } else {
-                    self.absolute_path(&source_field, path)
-                        .map(|path| model::SyncSource::Remote {
-                            host: host.to_owned(),
-                            path,
-                        })
                 }
-            }
-            _ => self
+                None => self
+                    .absolute_path(&source_field, path)
+                    .map(|path| model::SyncSource::Remote {
+                        host: host.to_owned(),
+                        path,
+                    }),
+            },
+            None => self
                 .absolute_path(&source_field, &j.source)
                 .map(model::SyncSource::Local),
         };
@@ -882,6 +882,27 @@ impl Checker<'_> {
             Some(k) => Some(self.absolute_path(&join_key(at, "sshKey"), k)?),
             None => None,
         };
+        let ssh_host_key = match &j.ssh_host_key {
+            Some(key) => match crate::ssh::HostKey::parse(key) {
+                Ok(key) => Some(key),
+                Err(problem) => {
+                    self.error_hint(
+                        &join_key(at, "sshHostKey"),
+                        problem,
+                        "paste the source's /etc/ssh/ssh_host_ed25519_key.pub (or a line of `ssh-keyscan HOST`, without the host)",
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if ssh_host_key.is_some() && matches!(source, Some(model::SyncSource::Local(_))) {
+            self.error_hint(
+                &join_key(at, "sshHostKey"),
+                "a local source has no ssh host key",
+                "remove sshHostKey, or write the source as HOST:/path/",
+            );
+        }
         Some(model::SyncJob {
             name: j.name.clone(),
             source: source?,
@@ -891,6 +912,7 @@ impl Checker<'_> {
             mbox: j.mbox,
             delete: j.delete,
             ssh_key,
+            ssh_host_key,
             include: j.include.clone(),
             exclude: j.exclude.clone(),
         })
