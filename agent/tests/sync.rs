@@ -607,8 +607,9 @@ fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T 
 
 /// File names a mail user on the source may create, which a command line
 /// would read as options: `stat --printf=X` once made the listing never
-/// end, holding the job's lock.
-const OPTION_NAMES: [&str; 4] = ["--printf=X", "-rf", "--", "-"];
+/// end, holding the job's lock; `-rf` made `stat` refuse a whole batch of
+/// names; `-` is standard input to `stat`.
+const OPTION_NAMES: [&str; 3] = ["--printf=X", "-rf", "-"];
 
 #[test]
 fn file_names_that_look_like_options_are_listed_as_names() {
@@ -620,10 +621,12 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     for i in 0..6 {
         mail.deliver(FOLDERS[i % 3]);
     }
-    for name in OPTION_NAMES {
+    let plant = |name: &str| {
         fs::write(src.join(name), format!("control file {name}\n")).expect("write");
         fs::write(src.join("cur").join(format!("{name}:2,S")), "a message\n").expect("write");
-    }
+    };
+    // The name that made the listing hang for ever, alone first.
+    plant(OPTION_NAMES[0]);
     mail.write_uidlist();
     let runner = SyncRunner::new(dir.path().join("state"));
     let job = remote_job(&lab, "odd-names", &src, &dst);
@@ -632,7 +635,18 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     let first = within(limit, "a run over ssh", move || r.run(&j, &mut |_| {}))
         .expect("a run over ssh");
     assert!(first.verification.verified(), "{}", first.verification);
-    assert_eq!(first.verification.messages, 6 + OPTION_NAMES.len());
+    assert_eq!(first.verification.messages, 7, "{}", first.verification);
+    // The others; the second run lists by difference (`comm`, then `stat`
+    // of the new names only).
+    for name in &OPTION_NAMES[1..] {
+        plant(name);
+    }
+    fs::write(src.join("cur/-n:2,S"), "another\n").expect("write");
+    let (r, j) = (runner.clone(), job.clone());
+    let second = within(limit, "a second run", move || r.run(&j, &mut |_| {}))
+        .expect("a second run over ssh");
+    assert!(second.verification.verified(), "{}", second.verification);
+    assert_eq!(second.verification.messages, 6 + OPTION_NAMES.len() + 1);
     for name in OPTION_NAMES {
         assert_eq!(
             fs::read_to_string(dst.join(name)).ok(),
@@ -640,13 +654,6 @@ fn file_names_that_look_like_options_are_listed_as_names() {
             "{name}"
         );
     }
-    assert_eq!(files(&src), files(&dst));
-    // A second run lists by difference (`comm`, then `stat` of the new names).
-    fs::write(src.join("cur/-n:2,S"), "another\n").expect("write");
-    let (r, j) = (runner.clone(), job.clone());
-    let second = within(limit, "a second run", move || r.run(&j, &mut |_| {}))
-        .expect("a second run over ssh");
-    assert!(second.verification.verified(), "{}", second.verification);
     assert_eq!(files(&src), files(&dst));
     // The listing by plain ssh (no rsync) takes the same names.
     let (r, j) = (runner.clone(), job.clone());
@@ -659,6 +666,24 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     let report = within(limit, "a local run", move || r.run(&j, &mut |_| {})).expect("local");
     assert!(report.verification.verified(), "{}", report.verification);
     assert_eq!(files(&src), files(&local_dst));
+
+    // A folder named like an option: its messages are listed (a `stat`
+    // that read `-rf/cur/...` as options lost every name of its batch).
+    let (src2, dst2) = (dir.path().join("src2"), dir.path().join("dst2"));
+    let mut mail2 = Generator::new(&src2);
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(src2.join("-rf").join(sub)).expect("mkdir");
+    }
+    for i in 0..4 {
+        mail2.deliver(FOLDERS[i % 3]);
+        fs::write(src2.join(format!("-rf/cur/{i}.odd.folder:2,S")), "x\n").expect("write");
+    }
+    let odd_folder = remote_job(&lab, "odd-folder", &src2, &dst2);
+    let (r, j) = (runner.clone(), odd_folder);
+    let report = within(limit, "a run", move || r.run(&j, &mut |_| {})).expect("odd folder");
+    assert!(report.verification.verified(), "{}", report.verification);
+    assert_eq!(report.verification.messages, 8, "{}", report.verification);
+    assert_eq!(files(&src2), files(&dst2));
 
     // A name with a newline cannot be one line of a listing: refused,
     // named, and the run ends.

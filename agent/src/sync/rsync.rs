@@ -737,6 +737,44 @@ mod tests {
         assert!(argv.contains(&"--exclude=dovecot.index*".to_owned()));
         let e = argv.iter().position(|a| a == "-e").expect("-e");
         assert!(argv[e + 1].starts_with("'ssh' '-i' '/etc/mailctl/id' '-o' 'BatchMode=yes'"));
+        assert!(argv[e + 1].contains("'StrictHostKeyChecking=accept-new'"));
+        // Paths and lists travel in the protocol, not the source's shell.
+        assert!(argv.contains(&"-s".to_owned()));
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn a_host_that_is_an_option_is_refused_and_a_pin_is_strict() {
+        let mut job = SyncJob::new(
+            "maildirs",
+            SyncSource::Remote {
+                host: "-oProxyCommand=reboot".into(),
+                path: "/var/mail".into(),
+            },
+            "/var/mail".into(),
+        );
+        let refused = Endpoint::of(&job, "/k".into()).expect_err("an option");
+        assert!(refused.to_string().contains("starts with '-'"), "{refused}");
+        job.source = SyncSource::Remote {
+            host: "root@[2001:db8::11]".into(),
+            path: "/var/mail".into(),
+        };
+        job.ssh_host_key = Some(
+            HostKey::parse(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt",
+            )
+            .expect("a key"),
+        );
+        let endpoint = Endpoint::of(&job, "/k".into()).expect("an endpoint");
+        assert_eq!(endpoint.ssh_destination().as_deref(), Some("root@2001:db8::11"));
+        assert_eq!(endpoint.rsync_source(), "root@[2001:db8::11]:/var/mail/");
+        let ssh = endpoint.ssh_argv();
+        assert!(ssh.contains(&"StrictHostKeyChecking=yes".to_owned()), "{ssh:?}");
+        assert!(ssh.contains(&"UserKnownHostsFile=/k".to_owned()), "{ssh:?}");
+        // The fingerprint ssh-keygen -l gives for that key.
+        assert_eq!(
+            endpoint.host_key_status().as_deref(),
+            Some("pinned: ssh-ed25519 SHA256:On0U0xNlJJg1htOjjAnEfoT6iCBav6BhHr96U3mmJ+Y")
+        );
     }
 }

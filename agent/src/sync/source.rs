@@ -459,7 +459,9 @@ fn sha256_hex(text: &str) -> String {
 /// and on a big maildir that `stat` of every file is most of the time a
 /// listing takes. Otherwise it describes everything. The names it keeps
 /// for next time are those it described, so a file that vanished between
-/// `find` and `stat` is simply not there. `-ignore_readdir_race`: a message
+/// `find` and `stat` is simply not there. Names go to `stat` as `./NAME`
+/// after `--`: a top-level `--printf=X` or `-rf` is a file, not an option,
+/// and `-` is not standard input. `-ignore_readdir_race`: a message
 /// renamed while `find` runs is no error; the next listing has its new name.
 fn remote_script(path: &Path, token: &str, known: &str) -> String {
     let p = shell_quote(&path.display().to_string());
@@ -474,7 +476,7 @@ trap 'rm -f "$t".*' EXIT
 export LC_ALL=C
 describe() {{
   grep '/$' "$1" || true
-  grep -v '/$' "$1" | tr '\n' '\0' | (cd {p} && xargs -0 -r stat --printf '%n\t%Y\t%s\n' -- 2>/dev/null) || true
+  grep -v '/$' "$1" | sed 's|^|./|' | tr '\n' '\0' | (cd {p} && xargs -0 -r stat --printf '%n\t%Y\t%s\n' -- 2>/dev/null) | sed 's|^\./||' || true
 }}
 nl='
 '
