@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use ipnet::IpNet;
 use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::DEFAULT_API_PORT;
@@ -132,7 +132,11 @@ mod tests {
             )?;
             let config = AgentConfig::load(Some(Path::new("agent.toml"))).map_err(|e| *e)?;
             assert_eq!(config.ssh_port, 2222);
-            let sources: Vec<String> = config.admin_sources.iter().map(ToString::to_string).collect();
+            let sources: Vec<String> = config
+                .admin_sources
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             assert_eq!(sources, ["192.0.2.0/24", "2001:db8::/32"]);
             jail.create_file("bad.toml", "admin_sources = [\"192.0.2.0/33\"]\n")?;
             let e = AgentConfig::load(Some(Path::new("bad.toml"))).expect_err("bad CIDR");

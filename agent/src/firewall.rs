@@ -27,8 +27,8 @@ use std::process::Stdio;
 use mailctl_schemas::model::{Firewall, FirewallPolicy};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, policy_name};
 pub use self::lockout::{Blocked, LockoutGuard, ProtectedPort, describe as describe_blocked};
+use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, policy_name};
 pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;

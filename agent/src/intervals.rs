@@ -148,7 +148,10 @@ mod tests {
         let a = IntervalSet::from_ranges([(1u32, 5), (10, 20)]);
         let b = IntervalSet::from_ranges([(4, 12), (20, 30)]);
         assert_eq!(a.intersection(&b).ranges(), &[(4, 5), (10, 12), (20, 20)]);
-        assert!(a.intersection(&IntervalSet::from_ranges([(6, 9), (21, 25)])).is_empty());
+        assert!(
+            a.intersection(&IntervalSet::from_ranges([(6, 9), (21, 25)]))
+                .is_empty()
+        );
         assert_eq!(a.union(&b).ranges(), &[(1, 30)]);
         assert!(a.contains(15) && !a.contains(7));
     }

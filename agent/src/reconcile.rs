@@ -10,10 +10,10 @@ use ipnet::IpNet;
 use mailctl_schemas::model::{Handler, HostSpec, ManagedFile};
 
 use crate::address::AddressDriver;
+use crate::config::AgentConfig;
 use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
 use crate::files::FileDriver;
-use crate::config::AgentConfig;
 use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
 use crate::service::Services;
 use crate::tasks::TaskDriver;

@@ -595,7 +595,11 @@ fn remote_job(lab: &SshLab, name: &str, src: &Path, dst: &Path) -> SyncJob {
 
 /// `f` on a thread of its own (in this thread's network namespace), or a
 /// failure when it takes longer than `limit`: a hang fails, never blocks.
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = sender.send(f());
@@ -632,8 +636,8 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     let job = remote_job(&lab, "odd-names", &src, &dst);
     let limit = Duration::from_secs(60);
     let (r, j) = (runner.clone(), job.clone());
-    let first = within(limit, "a run over ssh", move || r.run(&j, &mut |_| {}))
-        .expect("a run over ssh");
+    let first =
+        within(limit, "a run over ssh", move || r.run(&j, &mut |_| {})).expect("a run over ssh");
     assert!(first.verification.verified(), "{}", first.verification);
     assert_eq!(first.verification.messages, 7, "{}", first.verification);
     // The others; the second run lists by difference (`comm`, then `stat`
@@ -690,8 +694,10 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     let evil = src.join("cur").join("1.evil\nname:2,S");
     fs::write(&evil, "x\n").expect("write");
     let (r, j) = (runner.clone(), job.clone());
-    let refused = within(limit, "a run with a newline name", move || r.run(&j, &mut |_| {}))
-        .expect_err("a name with a newline");
+    let refused = within(limit, "a run with a newline name", move || {
+        r.run(&j, &mut |_| {})
+    })
+    .expect_err("a name with a newline");
     let said = refused.to_string();
     assert!(
         said.contains("holds a newline") && said.contains("cur/1.evil?name:2,S"),
@@ -710,7 +716,10 @@ fn file_names_that_look_like_options_are_listed_as_names() {
     let too_long = within(limit, "a capped run", move || r.run(&j, &mut |_| {}))
         .expect_err("too long a listing");
     let said = too_long.to_string();
-    assert!(said.contains("longer than the limit of") && said.contains("5 lines"), "{said}");
+    assert!(
+        said.contains("longer than the limit of") && said.contains("5 lines"),
+        "{said}"
+    );
     let (r, j) = (small, job);
     let too_long = within(limit, "a capped verification", move || r.verify(&j))
         .expect_err("too long a listing");
@@ -731,7 +740,11 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
     let hold = dir.path().join("hold");
     let made = Command::new("mkfifo").arg(&hold).status().expect("mkfifo");
     assert!(made.success());
-    fs::write(&lab.login_script, format!("read line < {}\n", hold.display())).expect("write");
+    fs::write(
+        &lab.login_script,
+        format!("read line < {}\n", hold.display()),
+    )
+    .expect("write");
     let deadline = Duration::from_secs(3);
     let runner = SyncRunner::new(dir.path().join("state")).listing_limits(ListingLimits {
         deadline,
@@ -743,13 +756,17 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
     for via in ["rsync", "ssh"] {
         let started = std::time::Instant::now();
         let (r, j) = (runner.clone(), job.clone());
-        let failed = within(Duration::from_secs(30), "a listing of a hung source", move || {
-            if via == "rsync" {
-                r.run(&j, &mut |_| {}).map(|_| ())
-            } else {
-                r.verify(&j).map(|_| ())
-            }
-        })
+        let failed = within(
+            Duration::from_secs(30),
+            "a listing of a hung source",
+            move || {
+                if via == "rsync" {
+                    r.run(&j, &mut |_| {}).map(|_| ())
+                } else {
+                    r.verify(&j).map(|_| ())
+                }
+            },
+        )
         .expect_err("past the deadline");
         let took = started.elapsed();
         assert!(failed.to_string().contains(&expected), "{via}: {failed}");
@@ -760,7 +777,11 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
     }
     let status = runner.status("stuck").expect("status").expect("a run");
     assert!(
-        status.error.as_deref().unwrap_or_default().contains(&expected),
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&expected),
         "{status:?}"
     );
     // Let the hung shells go (a writer that finds no reader is fine), and
@@ -775,8 +796,10 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
         let _ = writer.write_all(b"go\ngo\ngo\n");
     }
     let (r, j) = (runner.clone(), job);
-    let report = within(Duration::from_secs(60), "a run", move || r.run(&j, &mut |_| {}))
-        .expect("a run once the source answers");
+    let report = within(Duration::from_secs(60), "a run", move || {
+        r.run(&j, &mut |_| {})
+    })
+    .expect("a run once the source answers");
     assert!(report.verification.verified(), "{}", report.verification);
     drop(lab);
 }
@@ -789,7 +812,10 @@ fn fingerprint(public: &Path) -> String {
         .output()
         .expect("ssh-keygen");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().nth(1).expect("a fingerprint").to_owned()
+    text.split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_owned()
 }
 
 #[test]
@@ -830,7 +856,10 @@ fn a_pinned_host_key_is_the_only_one_accepted() {
     let known = fs::read_to_string(dir.path().join("state/sync-pinned.known_hosts"))
         .expect("the job's known_hosts");
     assert_eq!(known.lines().count(), 1, "{known}");
-    assert!(known.starts_with(&format!("{} ssh-ed25519 ", lab.source_addr)), "{known}");
+    assert!(
+        known.starts_with(&format!("{} ssh-ed25519 ", lab.source_addr)),
+        "{known}"
+    );
 
     // Pinned wrong (the key of another host): the run fails and says so.
     let other = dir.path().join("other_key");
@@ -866,7 +895,11 @@ fn a_pinned_host_key_is_the_only_one_accepted() {
     }
     let status = runner.status("pinned").expect("status").expect("a run");
     assert!(
-        status.error.as_deref().unwrap_or_default().contains("not the pinned one"),
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not the pinned one"),
         "{status:?}"
     );
     drop(lab);

@@ -128,7 +128,10 @@ impl HostKey {
     pub fn parse(text: &str) -> Result<HostKey, String> {
         let mut words = text.split_whitespace();
         let (Some(algorithm), Some(base64)) = (words.next(), words.next()) else {
-            return Err("a host key is \"TYPE BASE64\", like the line of /etc/ssh/ssh_host_ed25519_key.pub".into());
+            return Err(
+                "a host key is \"TYPE BASE64\", like the line of /etc/ssh/ssh_host_ed25519_key.pub"
+                    .into(),
+            );
         };
         if !KEY_TYPES.contains(&algorithm) {
             return Err(format!(
@@ -175,7 +178,7 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Standard base64 with `=` padding; `None` for anything else.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let padding = bytes.iter().rev().take_while(|&&b| b == b'=').count();
@@ -259,18 +262,24 @@ mod tests {
     #[test]
     fn host_keys_are_checked_and_base64_roundtrips() {
         // The public half of an ed25519 key made with ssh-keygen.
-        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt eve";
+        let line =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt eve";
         let key = HostKey::parse(line).expect("a key");
         assert_eq!(key.algorithm(), "ssh-ed25519");
         assert_eq!(key.blob().len(), 51);
         assert_eq!(key.to_string(), line.trim_end_matches(" eve"));
-        assert!(HostKey::parse("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt").is_err());
+        assert!(
+            HostKey::parse(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt"
+            )
+            .is_err()
+        );
         assert!(HostKey::parse("ssh-ed25519 AAAA%%%%").is_err());
         assert!(HostKey::parse("ssh-ed25519").is_err());
         assert!(HostKey::parse("ssh-dss AAAA").is_err());
         for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
             let mut padded = encode_base64_unpadded(bytes);
-            while padded.len() % 4 != 0 {
+            while !padded.len().is_multiple_of(4) {
                 padded.push('=');
             }
             if !bytes.is_empty() {

@@ -848,12 +848,13 @@ impl Checker<'_> {
                     );
                     None
                 }
-                None => self
-                    .absolute_path(&source_field, path)
-                    .map(|path| model::SyncSource::Remote {
-                        host: host.to_owned(),
-                        path,
-                    }),
+                None => {
+                    self.absolute_path(&source_field, path)
+                        .map(|path| model::SyncSource::Remote {
+                            host: host.to_owned(),
+                            path,
+                        })
+                }
             },
             None => self
                 .absolute_path(&source_field, &j.source)

@@ -654,7 +654,7 @@ fn sync_job() -> impl Strategy<Value = raw::SyncJob> {
             prop::option::of(absolute_path()),
             prop::option::of(Just(
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt"
-                    .to_owned()
+                    .to_owned(),
             )),
         ),
         prop::collection::vec(text(), 0..3),

@@ -100,10 +100,7 @@ impl LockoutGuard {
     pub fn new(ports: Vec<ProtectedPort>, admin_sources: Vec<IpNet>) -> LockoutGuard {
         let admin_sources = if admin_sources.is_empty() {
             // 0.0.0.0/0 and ::/0.
-            vec![
-                IpNet::V4(Ipv4Net::default()),
-                IpNet::V6(Ipv6Net::default()),
-            ]
+            vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())]
         } else {
             admin_sources
         };
@@ -130,18 +127,17 @@ impl LockoutGuard {
             });
             for source in &self.admin_sources {
                 let cut = match source {
-                    IpNet::V4(net) => first_range(
-                        &v4,
-                        u32::from(net.network()),
-                        u32::from(net.broadcast()),
-                    )
-                    .map(|(a, b)| (IpAddr::from(Ipv4Addr::from(a)), Ipv4Addr::from(b).into())),
-                    IpNet::V6(net) => first_range(
-                        &v6,
-                        u128::from(net.network()),
-                        u128::from(net.broadcast()),
-                    )
-                    .map(|(a, b)| (IpAddr::from(Ipv6Addr::from(a)), Ipv6Addr::from(b).into())),
+                    IpNet::V4(net) => {
+                        first_range(&v4, u32::from(net.network()), u32::from(net.broadcast())).map(
+                            |(a, b)| (IpAddr::from(Ipv4Addr::from(a)), Ipv4Addr::from(b).into()),
+                        )
+                    }
+                    IpNet::V6(net) => {
+                        first_range(&v6, u128::from(net.network()), u128::from(net.broadcast()))
+                            .map(|(a, b)| {
+                                (IpAddr::from(Ipv6Addr::from(a)), Ipv6Addr::from(b).into())
+                            })
+                    }
                 };
                 if let Some((from, to)) = cut {
                     blocked.push(Blocked {

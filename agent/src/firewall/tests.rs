@@ -558,7 +558,11 @@ fn accepting_only_one_ipv4_address_is_refused() {
     );
     // Admins who are not 192.0.2.1 are locked out; the one admin who is, is not.
     assert_eq!(
-        blocked(lockout(&["203.0.113.0/24"], FirewallPolicy::Drop, rules.clone())),
+        blocked(lockout(
+            &["203.0.113.0/24"],
+            FirewallPolicy::Drop,
+            rules.clone()
+        )),
         pairs(&[(22, "203.0.113.0/24"), (7443, "203.0.113.0/24")])
     );
     assert!(lockout(&["192.0.2.1/32"], FirewallPolicy::Drop, rules).is_ok());
@@ -614,7 +618,14 @@ fn a_range_is_blocked_when_any_part_of_it_is() {
             .contains("tcp/22 (SSH) from 10.0.0.0/8 (IPv4; 10.9.0.0-10.9.255.255 is blocked);"),
         "{err}"
     );
-    assert!(lockout(&["10.1.0.0/16", "10.10.0.0/15"], FirewallPolicy::Drop, rules).is_ok());
+    assert!(
+        lockout(
+            &["10.1.0.0/16", "10.10.0.0/15"],
+            FirewallPolicy::Drop,
+            rules
+        )
+        .is_ok()
+    );
 }
 
 #[test]

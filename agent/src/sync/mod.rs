@@ -304,7 +304,8 @@ impl SyncRunner {
     /// The job's ssh known_hosts file: the pinned key, or the one ssh
     /// accepted on first use.
     fn known_hosts(&self, job: &SyncJob) -> PathBuf {
-        self.state_dir.join(format!("sync-{}.known_hosts", job.name))
+        self.state_dir
+            .join(format!("sync-{}.known_hosts", job.name))
     }
 
     fn endpoint(&self, job: &SyncJob) -> Result<rsync::Endpoint, SyncError> {

@@ -766,10 +766,16 @@ mod tests {
             .expect("a key"),
         );
         let endpoint = Endpoint::of(&job, "/k".into()).expect("an endpoint");
-        assert_eq!(endpoint.ssh_destination().as_deref(), Some("root@2001:db8::11"));
+        assert_eq!(
+            endpoint.ssh_destination().as_deref(),
+            Some("root@2001:db8::11")
+        );
         assert_eq!(endpoint.rsync_source(), "root@[2001:db8::11]:/var/mail/");
         let ssh = endpoint.ssh_argv();
-        assert!(ssh.contains(&"StrictHostKeyChecking=yes".to_owned()), "{ssh:?}");
+        assert!(
+            ssh.contains(&"StrictHostKeyChecking=yes".to_owned()),
+            "{ssh:?}"
+        );
         assert!(ssh.contains(&"UserKnownHostsFile=/k".to_owned()), "{ssh:?}");
         // The fingerprint ssh-keygen -l gives for that key.
         assert_eq!(

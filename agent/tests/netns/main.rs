@@ -400,12 +400,13 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
         "nft",
         &["add rule inet mailctl input tcp dport 8443 accept"],
     );
-    let (drift_plan, repair, after) = netns.reconcile_with(admin_config(), |reconciler| async move {
-        let plan = reconciler.plan(&spec).await;
-        let report = reconciler.apply(&spec).await;
-        let after = reconciler.plan(&spec).await;
-        (plan, report, after)
-    });
+    let (drift_plan, repair, after) =
+        netns.reconcile_with(admin_config(), |reconciler| async move {
+            let plan = reconciler.plan(&spec).await;
+            let report = reconciler.apply(&spec).await;
+            let after = reconciler.plan(&spec).await;
+            (plan, report, after)
+        });
     let drift_plan = plan_lines(&drift_plan);
     assert!(
         drift_plan[0].starts_with("~ firewall table inet mailctl: 7 rules -> 6 rules"),
@@ -491,7 +492,10 @@ fn a_lockout_is_refused_and_changes_nothing() {
     };
     assert_eq!(refusal(plan[0].changes.as_ref().err()), [22, 7443]);
     assert_eq!(refusal(report.errors().next().map(|(_, e)| e)), [22, 7443]);
-    assert_eq!(refusal(agent_report.errors().next().map(|(_, e)| e)), [7443]);
+    assert_eq!(
+        refusal(agent_report.errors().next().map(|(_, e)| e)),
+        [7443]
+    );
     let message = report.to_string();
     assert!(
         message.contains("blocks tcp/22 (SSH) from 0.0.0.0/0 (IPv4) and ::/0 (IPv6), tcp/7443")
@@ -584,19 +588,20 @@ fn rule_sets_that_cut_off_an_address_family_or_the_admins_are_refused() {
         (7443, "0.0.0.0/0"),
         (7443, "::/0"),
     ];
-    assert_eq!(blocked(&v4), pairs(&[(22, "0.0.0.0/0"), (7443, "0.0.0.0/0")]));
+    assert_eq!(
+        blocked(&v4),
+        pairs(&[(22, "0.0.0.0/0"), (7443, "0.0.0.0/0")])
+    );
     assert_eq!(blocked(&one), pairs(&everyone));
     assert_eq!(blocked(&ll), pairs(&everyone));
     assert_eq!(after, before, "a refused rule set changes nothing");
 
     // The agent told who its admins are: the same rule sets still cut them
     // off, the one that keeps them in is applied.
-    let admins = Config::default()
-        .ssh_port(2222)
-        .admin_sources(vec![
-            "198.51.100.0/24".parse().expect("cidr"),
-            "2001:db8:10::/48".parse().expect("cidr"),
-        ]);
+    let admins = Config::default().ssh_port(2222).admin_sources(vec![
+        "198.51.100.0/24".parse().expect("cidr"),
+        "2001:db8:10::/48".parse().expect("cidr"),
+    ]);
     let (one, good) = netns.reconcile_with(admins, |reconciler| {
         let (one_address, admins_in) = (&one_address, &admins_in);
         async move {
@@ -616,7 +621,8 @@ fn rule_sets_that_cut_off_an_address_family_or_the_admins_are_refused() {
         ])
     );
     assert!(
-        one.to_string().contains("tcp/2222 (SSH) from 198.51.100.0/24 (IPv4)"),
+        one.to_string()
+            .contains("tcp/2222 (SSH) from 198.51.100.0/24 (IPv4)"),
         "{one}"
     );
     // Port 2222 is SSH on this host: the good set does not accept it.
