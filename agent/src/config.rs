@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::DEFAULT_API_PORT;
@@ -38,6 +39,12 @@ pub struct AgentConfig {
     /// Seconds a change to addresses or firewall waits for the controller's
     /// confirmation before it is rolled back.
     pub confirm_timeout_seconds: u64,
+    /// The port sshd listens on: the firewall must keep it reachable.
+    pub ssh_port: u16,
+    /// The ranges the controller and the admins connect from (CIDRs): a
+    /// firewall rule set that cuts any part of one off SSH or the API port
+    /// is refused. Empty: every address, `0.0.0.0/0` and `::/0`.
+    pub admin_sources: Vec<IpNet>,
     pub log_format: LogFormat,
     pub tls: TlsFiles,
 }
@@ -51,6 +58,8 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from("/var/lib/mailctl"),
             resync_seconds: 300,
             confirm_timeout_seconds: 120,
+            ssh_port: 22,
+            admin_sources: Vec::new(),
             log_format: LogFormat::Text,
             tls: TlsFiles {
                 ca: PathBuf::from("/etc/mailctl/tls/ca.pem"),
@@ -97,6 +106,7 @@ mod tests {
             assert_eq!(config.tls.ca, PathBuf::from("/y/ca.pem"));
             assert_eq!(config.tls.key, PathBuf::from("/x/eve.key"));
             assert_eq!(config.resync_seconds, 300);
+            assert_eq!((config.ssh_port, config.admin_sources.len()), (22, 0));
             Ok(())
         });
     }
@@ -109,6 +119,28 @@ mod tests {
             let config = AgentConfig::load(Some(&shipped)).map_err(|e| *e)?;
             assert_eq!(config.listen.port(), DEFAULT_API_PORT);
             assert_eq!(config.confirm_timeout_seconds, 120);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn admin_sources_and_the_ssh_port_are_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "agent.toml",
+                "ssh_port = 2222\nadmin_sources = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
+            )?;
+            let config = AgentConfig::load(Some(Path::new("agent.toml"))).map_err(|e| *e)?;
+            assert_eq!(config.ssh_port, 2222);
+            let sources: Vec<String> = config
+                .admin_sources
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(sources, ["192.0.2.0/24", "2001:db8::/32"]);
+            jail.create_file("bad.toml", "admin_sources = [\"192.0.2.0/33\"]\n")?;
+            let e = AgentConfig::load(Some(Path::new("bad.toml"))).expect_err("bad CIDR");
+            assert!(e.to_string().contains("admin_sources"), "{e}");
             Ok(())
         });
     }

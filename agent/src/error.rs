@@ -57,12 +57,13 @@ pub enum Error {
     },
 
     #[error(
-        "firewall table inet {table}: refusing a rule set that blocks tcp/{port} ({service}) from every source; add a rule accepting tcp/{port} or set `allowLockout: true`"
+        "firewall table inet {table}: refusing a rule set that blocks {}; accept those ports from those sources, set admin_sources in agent.toml to the ranges the controller and admins connect from, or set `allowLockout: true`",
+        crate::firewall::describe_blocked(blocked)
     )]
     Lockout {
         table: String,
-        port: u16,
-        service: &'static str,
+        /// Every protected port and guarded source the rule set cuts off.
+        blocked: Vec<crate::firewall::Blocked>,
     },
 
     #[error(

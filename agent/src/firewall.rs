@@ -7,10 +7,12 @@
 //! syntax; it is read with one `nft -n list table`. Other tables are never
 //! read nor written.
 //!
-//! A rule set that leaves no source able to reach SSH or the agent's own API
-//! port is refused unless the manifest says `allowLockout: true`: after such
-//! an apply, nobody could log in or tell the agent to undo it.
+//! A rule set that cuts the controller or an admin range off SSH or the
+//! agent's own API port is refused unless the manifest says `allowLockout:
+//! true`: after such an apply, nobody could log in or tell the agent to undo
+//! it ([`lockout`] says who counts and how a rule set is judged).
 
+mod lockout;
 mod nft;
 #[cfg(test)]
 mod tests;
@@ -22,41 +24,34 @@ use std::io::{self, Read, Seek, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use mailctl_schemas::model::{Firewall, FirewallPolicy, Protocol, RuleAction};
+use mailctl_schemas::model::{Firewall, FirewallPolicy};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, Sources, policy_name};
+pub use self::lockout::{Blocked, LockoutGuard, ProtectedPort, describe as describe_blocked};
+use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, policy_name};
 pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
-use crate::intervals::IntervalSet;
 
 /// What nft says (strerror of ENOENT) when asked to list a table that does
 /// not exist. nft runs with `LC_ALL=C`, so the text does not depend on the
 /// host's locale.
 const NO_SUCH_TABLE: &str = "No such file or directory";
 
-/// A port that must stay reachable unless the manifest allows a lockout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtectedPort {
-    pub port: u16,
-    /// What listens there, for the refusal message (`SSH`).
-    pub service: &'static str,
-}
-
 /// Converges the owned table by running `nft`.
 #[derive(Debug, Clone)]
 pub struct FirewallDriver {
     nft: PathBuf,
-    protected: Vec<ProtectedPort>,
+    guard: LockoutGuard,
 }
 
 impl FirewallDriver {
-    /// `nft` is the program to run (a name looked up in `PATH`, or a path).
-    pub fn new(nft: impl Into<PathBuf>, protected: Vec<ProtectedPort>) -> Self {
+    /// `nft` is the program to run (a name looked up in `PATH`, or a path);
+    /// `guard` the sources and ports a rule set must not cut off.
+    pub fn new(nft: impl Into<PathBuf>, guard: LockoutGuard) -> Self {
         FirewallDriver {
             nft: nft.into(),
-            protected,
+            guard,
         }
     }
 
@@ -273,48 +268,18 @@ impl fmt::Display for TableDifference {
     }
 }
 
-/// Errors when, under `rules`, no source can reach one of the protected
-/// TCP ports. Rules are walked as the kernel does: the first matching rule
-/// decides, and a drop or reject only takes the sources it matches out of the
-/// running.
-fn refuse_lockout(table: &str, rules: &RuleSet, protected: &[ProtectedPort]) -> Result<(), Error> {
-    for protected in protected {
-        if !reachable(rules, protected.port) {
-            return Err(Error::Lockout {
-                table: table.to_owned(),
-                port: protected.port,
-                service: protected.service,
-            });
-        }
+/// Errors when `rules` cut a guarded source off a protected port, naming
+/// every such (port, source) at once.
+fn refuse_lockout(table: &str, rules: &RuleSet, guard: &LockoutGuard) -> Result<(), Error> {
+    let blocked = guard.blocked(rules);
+    if blocked.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Lockout {
+            table: table.to_owned(),
+            blocked,
+        })
     }
-    Ok(())
-}
-
-fn reachable(rules: &RuleSet, port: u16) -> bool {
-    let mut v4 = IntervalSet::<u32>::full();
-    let mut v6 = IntervalSet::<u128>::full();
-    for rule in &rules.rules {
-        if rule.protocol != Protocol::Tcp || !rule.ports.contains(port) {
-            continue;
-        }
-        let (match_v4, match_v6) = match &rule.sources {
-            Sources::Any => (IntervalSet::full(), IntervalSet::full()),
-            Sources::V4(set) => (set.clone(), IntervalSet::empty()),
-            Sources::V6(set) => (IntervalSet::empty(), set.clone()),
-        };
-        match rule.action {
-            RuleAction::Accept => {
-                if match_v4.intersects(&v4) || match_v6.intersects(&v6) {
-                    return true;
-                }
-            }
-            RuleAction::Drop | RuleAction::Reject => {
-                v4 = v4.minus(&match_v4);
-                v6 = v6.minus(&match_v6);
-            }
-        }
-    }
-    rules.policy == FirewallPolicy::Accept && !(v4.is_empty() && v6.is_empty())
 }
 
 /// The change that makes `observed` into `desired`, if any.
@@ -486,7 +451,7 @@ impl Driver for FirewallDriver {
         )?;
         let rules = RuleSet::from_model(desired);
         if !desired.allow_lockout {
-            refuse_lockout(&desired.table, &rules, &self.protected)?;
+            refuse_lockout(&desired.table, &rules, &self.guard)?;
         }
         Ok(diff_table(&desired.table, &rules, observed.as_ref())
             .into_iter()

@@ -5,7 +5,7 @@
 //! `198.51.100.0/23`) and unwraps one-element sets. Comparing what we asked
 //! for with what `nft` lists therefore only works on a canonical form;
 //! merged ranges are that form. The same sets answer the lockout question
-//! ("is there any source left that reaches port 22?").
+//! ("which admin addresses still reach port 22?").
 
 use std::fmt;
 
@@ -82,10 +82,14 @@ impl<T: Point> IntervalSet<T> {
         self.ranges.iter().any(|&(a, b)| a <= value && value <= b)
     }
 
-    pub(crate) fn intersects(&self, other: &Self) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(a, b)| other.ranges.iter().any(|&(c, d)| a.max(c) <= b.min(d)))
+    /// The values in both sets.
+    pub(crate) fn intersection(&self, other: &Self) -> Self {
+        self.minus(&self.minus(other))
+    }
+
+    /// The values in either set.
+    pub(crate) fn union(&self, other: &Self) -> Self {
+        IntervalSet::from_ranges(self.ranges.iter().chain(&other.ranges).copied())
     }
 
     /// The values of `self` that are not in `other`.
@@ -140,10 +144,15 @@ mod tests {
     }
 
     #[test]
-    fn intersects_and_contains() {
+    fn intersection_union_and_contains() {
         let a = IntervalSet::from_ranges([(1u32, 5), (10, 20)]);
-        assert!(a.intersects(&IntervalSet::from_ranges([(20, 30)])));
-        assert!(!a.intersects(&IntervalSet::from_ranges([(6, 9), (21, 25)])));
+        let b = IntervalSet::from_ranges([(4, 12), (20, 30)]);
+        assert_eq!(a.intersection(&b).ranges(), &[(4, 5), (10, 12), (20, 20)]);
+        assert!(
+            a.intersection(&IntervalSet::from_ranges([(6, 9), (21, 25)]))
+                .is_empty()
+        );
+        assert_eq!(a.union(&b).ranges(), &[(1, 30)]);
         assert!(a.contains(15) && !a.contains(7));
     }
 }

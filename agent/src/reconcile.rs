@@ -5,13 +5,16 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use mailctl_schemas::model::{Handler, HostSpec, ManagedFile};
 
 use crate::address::AddressDriver;
+use crate::config::AgentConfig;
 use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
 use crate::files::FileDriver;
-use crate::firewall::{FirewallDriver, ProtectedPort};
+use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
 use crate::service::Services;
 use crate::tasks::TaskDriver;
 
@@ -23,6 +26,7 @@ pub const DEFAULT_API_PORT: u16 = 7443;
 pub struct Config {
     api_port: u16,
     ssh_port: u16,
+    admin_sources: Vec<IpNet>,
     nft: PathBuf,
     dad_timeout: Duration,
     state_dir: PathBuf,
@@ -34,6 +38,7 @@ impl Default for Config {
         Config {
             api_port: DEFAULT_API_PORT,
             ssh_port: 22,
+            admin_sources: Vec::new(),
             nft: PathBuf::from("nft"),
             dad_timeout: Duration::from_secs(5),
             state_dir: PathBuf::from("/var/lib/mailctl"),
@@ -43,6 +48,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What `agent.toml` says: the API port (from `listen`), the SSH port,
+    /// the admin ranges and the state directory.
+    pub fn for_agent(agent: &AgentConfig) -> Self {
+        Config::default()
+            .api_port(agent.listen.port())
+            .ssh_port(agent.ssh_port)
+            .admin_sources(agent.admin_sources.clone())
+            .state_dir(&agent.state_dir)
+    }
+
     /// The agent API port the firewall must keep reachable.
     pub fn api_port(mut self, port: u16) -> Self {
         self.api_port = port;
@@ -52,6 +67,14 @@ impl Config {
     /// The SSH port the firewall must keep reachable.
     pub fn ssh_port(mut self, port: u16) -> Self {
         self.ssh_port = port;
+        self
+    }
+
+    /// The ranges the controller and the admins connect from: each must
+    /// keep reaching SSH and the API port (default: every address, IPv4
+    /// and IPv6; see [`LockoutGuard`]).
+    pub fn admin_sources(mut self, sources: Vec<IpNet>) -> Self {
+        self.admin_sources = sources;
         self
     }
 
@@ -172,16 +195,19 @@ impl Reconciler {
             addresses: AddressDriver::new(handle, config.dad_timeout),
             firewall: FirewallDriver::new(
                 config.nft,
-                vec![
-                    ProtectedPort {
-                        port: config.ssh_port,
-                        service: "SSH",
-                    },
-                    ProtectedPort {
-                        port: config.api_port,
-                        service: "the mailctl agent API",
-                    },
-                ],
+                LockoutGuard::new(
+                    vec![
+                        ProtectedPort {
+                            port: config.ssh_port,
+                            service: "SSH",
+                        },
+                        ProtectedPort {
+                            port: config.api_port,
+                            service: "the mailctl agent API",
+                        },
+                    ],
+                    config.admin_sources,
+                ),
             ),
             files: FileDriver::new(config.state_dir.join("files")),
             tasks: TaskDriver::new(config.state_dir.join("tasks")),

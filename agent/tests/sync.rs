@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,8 +15,10 @@ use std::time::{Duration, UNIX_EPOCH};
 mod ssh_lab;
 use ssh_lab::SshLab;
 
+use mailctl_agent::sync::source::ListingLimits;
 use mailctl_agent::sync::{Listing, SyncRunner, mbox};
 use mailctl_schemas::model::{SyncJob, SyncSource};
+use mailctl_schemas::ssh::HostKey;
 
 fn require_tools(test: &str) {
     assert!(
@@ -551,5 +553,354 @@ fn maildir_sync_over_ssh_between_network_namespaces() {
     assert!(fifth.verification.verified(), "{}", fifth.verification);
     assert_eq!(fifth.renamed, 1, "{fifth}");
     assert_eq!(files(&src), files(&dst));
+    drop(lab);
+}
+
+fn require_ssh(test: &str) {
+    require_tools(test);
+    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install openssh-server openssh-client (scripts/test.sh does)"
+        );
+    }
+}
+
+/// An ssh lab of its own for one test (`tag` names its namespaces,
+/// `prefix` is its /24 as `10.N`), entered by the calling thread.
+fn ssh_lab(tag: &str, prefix: &str, dir: &Path) -> SshLab {
+    let id = std::process::id() % 10_000;
+    let lab = SshLab::start(
+        &format!("{tag}{id}s"),
+        &format!("{tag}{id}d"),
+        &format!("{prefix}.{}", id % 250),
+        dir,
+    )
+    .expect("ssh lab");
+    lab.enter_destination(&[]).expect("sshd up");
+    lab
+}
+
+/// A maildir job from the lab's source over ssh.
+fn remote_job(lab: &SshLab, name: &str, src: &Path, dst: &Path) -> SyncJob {
+    SyncJob {
+        source: SyncSource::Remote {
+            host: format!("root@{}", lab.source_addr),
+            path: src.to_owned(),
+        },
+        ssh_key: Some(lab.client_key.clone()),
+        ..job(name, src, dst)
+    }
+}
+
+/// `f` on a thread of its own (in this thread's network namespace), or a
+/// failure when it takes longer than `limit`: a hang fails, never blocks.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(f());
+    });
+    receiver
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not end within {limit:?}: it hangs"))
+}
+
+/// File names a mail user on the source may create, which a command line
+/// would read as options: `stat --printf=X` once made the listing never
+/// end, holding the job's lock; `-rf` made `stat` refuse a whole batch of
+/// names; `-` is standard input to `stat`.
+const OPTION_NAMES: [&str; 3] = ["--printf=X", "-rf", "-"];
+
+#[test]
+fn file_names_that_look_like_options_are_listed_as_names() {
+    require_ssh("file_names_that_look_like_options_are_listed_as_names");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = ssh_lab("hsync", "10.80", dir.path());
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let mut mail = Generator::new(&src);
+    for i in 0..6 {
+        mail.deliver(FOLDERS[i % 3]);
+    }
+    let plant = |name: &str| {
+        fs::write(src.join(name), format!("control file {name}\n")).expect("write");
+        fs::write(src.join("cur").join(format!("{name}:2,S")), "a message\n").expect("write");
+    };
+    // The name that made the listing hang for ever, alone first.
+    plant(OPTION_NAMES[0]);
+    mail.write_uidlist();
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let job = remote_job(&lab, "odd-names", &src, &dst);
+    let limit = Duration::from_secs(60);
+    let (r, j) = (runner.clone(), job.clone());
+    let first =
+        within(limit, "a run over ssh", move || r.run(&j, &mut |_| {})).expect("a run over ssh");
+    assert!(first.verification.verified(), "{}", first.verification);
+    assert_eq!(first.verification.messages, 7, "{}", first.verification);
+    // The others; the second run lists by difference (`comm`, then `stat`
+    // of the new names only).
+    for name in &OPTION_NAMES[1..] {
+        plant(name);
+    }
+    fs::write(src.join("cur/-n:2,S"), "another\n").expect("write");
+    let (r, j) = (runner.clone(), job.clone());
+    let second = within(limit, "a second run", move || r.run(&j, &mut |_| {}))
+        .expect("a second run over ssh");
+    assert!(second.verification.verified(), "{}", second.verification);
+    assert_eq!(second.verification.messages, 6 + OPTION_NAMES.len() + 1);
+    for name in OPTION_NAMES {
+        assert_eq!(
+            fs::read_to_string(dst.join(name)).ok(),
+            Some(format!("control file {name}\n")),
+            "{name}"
+        );
+    }
+    assert_eq!(files(&src), files(&dst));
+    // The listing by plain ssh (no rsync) takes the same names.
+    let (r, j) = (runner.clone(), job.clone());
+    let verified = within(limit, "a verification", move || r.verify(&j)).expect("verify");
+    assert!(verified.verified(), "{verified}");
+    // A local source with the same names.
+    let local_dst = dir.path().join("dst-local");
+    let local = self::job("odd-names-local", &src, &local_dst);
+    let (r, j) = (runner.clone(), local.clone());
+    let report = within(limit, "a local run", move || r.run(&j, &mut |_| {})).expect("local");
+    assert!(report.verification.verified(), "{}", report.verification);
+    assert_eq!(files(&src), files(&local_dst));
+
+    // A folder named like an option: its messages are listed (a `stat`
+    // that read `-rf/cur/...` as options lost every name of its batch).
+    let (src2, dst2) = (dir.path().join("src2"), dir.path().join("dst2"));
+    let mut mail2 = Generator::new(&src2);
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(src2.join("-rf").join(sub)).expect("mkdir");
+    }
+    for i in 0..4 {
+        mail2.deliver(FOLDERS[i % 3]);
+        fs::write(src2.join(format!("-rf/cur/{i}.odd.folder:2,S")), "x\n").expect("write");
+    }
+    let odd_folder = remote_job(&lab, "odd-folder", &src2, &dst2);
+    let (r, j) = (runner.clone(), odd_folder);
+    let report = within(limit, "a run", move || r.run(&j, &mut |_| {})).expect("odd folder");
+    assert!(report.verification.verified(), "{}", report.verification);
+    assert_eq!(report.verification.messages, 8, "{}", report.verification);
+    assert_eq!(files(&src2), files(&dst2));
+
+    // A name with a newline cannot be one line of a listing: refused,
+    // named, and the run ends.
+    let evil = src.join("cur").join("1.evil\nname:2,S");
+    fs::write(&evil, "x\n").expect("write");
+    let (r, j) = (runner.clone(), job.clone());
+    let refused = within(limit, "a run with a newline name", move || {
+        r.run(&j, &mut |_| {})
+    })
+    .expect_err("a name with a newline");
+    let said = refused.to_string();
+    assert!(
+        said.contains("holds a newline") && said.contains("cur/1.evil?name:2,S"),
+        "{said}"
+    );
+    fs::remove_file(&evil).expect("remove");
+
+    // Listings are bounded: more lines than allowed is an error that says
+    // the limit, by rsync's connection and by plain ssh alike.
+    let small = runner.clone().listing_limits(ListingLimits {
+        max_lines: 5,
+        ..ListingLimits::default()
+    });
+    fs::remove_file(dir.path().join("state/sync-odd-names.source")).expect("drop the cache");
+    let (r, j) = (small.clone(), job.clone());
+    let too_long = within(limit, "a capped run", move || r.run(&j, &mut |_| {}))
+        .expect_err("too long a listing");
+    let said = too_long.to_string();
+    assert!(
+        said.contains("longer than the limit of") && said.contains("5 lines"),
+        "{said}"
+    );
+    let (r, j) = (small, job);
+    let too_long = within(limit, "a capped verification", move || r.verify(&j))
+        .expect_err("too long a listing");
+    assert!(too_long.to_string().contains("5 lines"), "{too_long}");
+    drop(lab);
+}
+
+#[test]
+fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
+    require_ssh("a_listing_that_never_ends_is_stopped_at_its_deadline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = ssh_lab("dsync", "10.81", dir.path());
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let mut mail = Generator::new(&src);
+    mail.deliver("");
+    // The source hangs before the listing starts, as on a stuck mount: its
+    // login shell waits for a writer on a FIFO that gets none.
+    let hold = dir.path().join("hold");
+    let made = Command::new("mkfifo").arg(&hold).status().expect("mkfifo");
+    assert!(made.success());
+    fs::write(
+        &lab.login_script,
+        format!("read line < {}\n", hold.display()),
+    )
+    .expect("write");
+    let deadline = Duration::from_secs(3);
+    let runner = SyncRunner::new(dir.path().join("state")).listing_limits(ListingLimits {
+        deadline,
+        ..ListingLimits::default()
+    });
+    let job = remote_job(&lab, "stuck", &src, &dst);
+    let what = format!("root@{}:{}", lab.source_addr, src.display());
+    let expected = format!("listing of {what} did not finish within 3 s");
+    for via in ["rsync", "ssh"] {
+        let started = std::time::Instant::now();
+        let (r, j) = (runner.clone(), job.clone());
+        let failed = within(
+            Duration::from_secs(30),
+            "a listing of a hung source",
+            move || {
+                if via == "rsync" {
+                    r.run(&j, &mut |_| {}).map(|_| ())
+                } else {
+                    r.verify(&j).map(|_| ())
+                }
+            },
+        )
+        .expect_err("past the deadline");
+        let took = started.elapsed();
+        assert!(failed.to_string().contains(&expected), "{via}: {failed}");
+        assert!(
+            took >= deadline && took < deadline + Duration::from_secs(5),
+            "{via}: stopped after {took:?}"
+        );
+    }
+    let status = runner.status("stuck").expect("status").expect("a run");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&expected),
+        "{status:?}"
+    );
+    // Let the hung shells go (a writer that finds no reader is fine), and
+    // the job runs again: its lock was released.
+    fs::remove_file(&lab.login_script).expect("remove the login script");
+    if let Ok(mut writer) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&hold)
+    {
+        use std::io::Write;
+        let _ = writer.write_all(b"go\ngo\ngo\n");
+    }
+    let (r, j) = (runner.clone(), job);
+    let report = within(Duration::from_secs(60), "a run", move || {
+        r.run(&j, &mut |_| {})
+    })
+    .expect("a run once the source answers");
+    assert!(report.verification.verified(), "{}", report.verification);
+    drop(lab);
+}
+
+/// `ssh-keygen -l`'s `SHA256:...` of a public key file.
+fn fingerprint(public: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public)
+        .output()
+        .expect("ssh-keygen");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_owned()
+}
+
+#[test]
+fn a_pinned_host_key_is_the_only_one_accepted() {
+    require_ssh("a_pinned_host_key_is_the_only_one_accepted");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = ssh_lab("ksync", "10.82", dir.path());
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let mut mail = Generator::new(&src);
+    mail.deliver("");
+    let runner = SyncRunner::new(dir.path().join("state"));
+    let host_pub = lab.host_key.with_extension("pub");
+    let right = fingerprint(&host_pub);
+    let limit = Duration::from_secs(60);
+
+    // No pin: the first key seen is kept, and the status says so.
+    let unpinned = remote_job(&lab, "tofu", &src, &dst);
+    let (r, j) = (runner.clone(), unpinned);
+    within(limit, "a run", move || r.run(&j, &mut |_| {})).expect("first use");
+    let status = runner.status("tofu").expect("status").expect("a run");
+    assert_eq!(
+        status.host_key.as_deref(),
+        Some(format!("accepted on first use: ssh-ed25519 {right}").as_str())
+    );
+
+    // Pinned right: verified against that key alone.
+    let mut pinned = remote_job(&lab, "pinned", &src, &dir.path().join("dst-pinned"));
+    let line = fs::read_to_string(&host_pub).expect("host key");
+    pinned.ssh_host_key = Some(HostKey::parse(&line).expect("a key"));
+    let (r, j) = (runner.clone(), pinned.clone());
+    let report = within(limit, "a pinned run", move || r.run(&j, &mut |_| {})).expect("pinned");
+    assert!(report.verification.verified(), "{}", report.verification);
+    let status = runner.status("pinned").expect("status").expect("a run");
+    assert_eq!(
+        status.host_key.as_deref(),
+        Some(format!("pinned: ssh-ed25519 {right}").as_str())
+    );
+    let known = fs::read_to_string(dir.path().join("state/sync-pinned.known_hosts"))
+        .expect("the job's known_hosts");
+    assert_eq!(known.lines().count(), 1, "{known}");
+    assert!(
+        known.starts_with(&format!("{} ssh-ed25519 ", lab.source_addr)),
+        "{known}"
+    );
+
+    // Pinned wrong (the key of another host): the run fails and says so.
+    let other = dir.path().join("other_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let wrong_pub = other.with_extension("pub");
+    let wrong = fingerprint(&wrong_pub);
+    let line = fs::read_to_string(&wrong_pub).expect("other key");
+    pinned.ssh_host_key = Some(HostKey::parse(&line).expect("a key"));
+    for via in ["rsync", "ssh"] {
+        let (r, j) = (runner.clone(), pinned.clone());
+        let failed = within(limit, "a run against a wrong pin", move || {
+            if via == "rsync" {
+                r.run(&j, &mut |_| {}).map(|_| ())
+            } else {
+                r.verify(&j).map(|_| ())
+            }
+        })
+        .expect_err("not the pinned key");
+        let said = failed.to_string();
+        assert!(
+            said.contains(&format!(
+                "the ssh host key of root@{} is not the pinned one (ssh-ed25519 {wrong})",
+                lab.source_addr
+            )) && said.contains("Host key verification failed"),
+            "{via}: {said}"
+        );
+    }
+    let status = runner.status("pinned").expect("status").expect("a run");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not the pinned one"),
+        "{status:?}"
+    );
     drop(lab);
 }

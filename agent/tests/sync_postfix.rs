@@ -366,6 +366,7 @@ impl Lab {
             mbox: false,
             delete: false,
             ssh_key: Some(self.ssh.client_key.clone()),
+            ssh_host_key: None,
             include: Vec::new(),
             exclude: Vec::new(),
         }

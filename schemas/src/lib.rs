@@ -20,6 +20,7 @@ pub mod raw;
 pub mod render;
 mod schema;
 pub mod select;
+pub mod ssh;
 mod validate;
 mod yaml;
 

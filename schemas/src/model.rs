@@ -147,6 +147,8 @@ pub struct SyncJob {
     pub mbox: bool,
     pub delete: bool,
     pub ssh_key: Option<PathBuf>,
+    /// The pinned host key of the source; `None`: kept on first use.
+    pub ssh_host_key: Option<crate::ssh::HostKey>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
 }
@@ -165,6 +167,7 @@ impl SyncJob {
             mbox: false,
             delete: false,
             ssh_key: None,
+            ssh_host_key: None,
             include: Vec::new(),
             exclude: Vec::new(),
         }

@@ -294,6 +294,11 @@ pub struct SyncJob {
     /// ssh private key for the source host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<String>,
+    /// The source host's ssh host key (`ssh-ed25519 AAAA...`, a line of its
+    /// `/etc/ssh/ssh_host_*_key.pub`): only that key is accepted. Without it
+    /// the first key seen is kept, and the job's status says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
     /// rsync include patterns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,

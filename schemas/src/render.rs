@@ -117,6 +117,7 @@ impl From<&model::HostSpec> for raw::HostSpec {
                     mbox: j.mbox,
                     delete: j.delete,
                     ssh_key: j.ssh_key.as_ref().map(|k| k.display().to_string()),
+                    ssh_host_key: j.ssh_host_key.as_ref().map(ToString::to_string),
                     include: j.include.clone(),
                     exclude: j.exclude.clone(),
                 })

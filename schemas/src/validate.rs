@@ -692,6 +692,25 @@ impl Checker<'_> {
                 _ => ok = false,
             }
         }
+        let blocked = if f.allow_lockout {
+            Vec::new()
+        } else {
+            blocked_from_everywhere(f)
+        };
+        if !blocked.is_empty() {
+            let ports: Vec<String> = blocked
+                .iter()
+                .map(|(port, service)| format!("tcp/{port} ({service})"))
+                .collect();
+            self.error_hint(
+                at,
+                format!(
+                    "this rule set blocks {} from every source: nobody could log in or reach the agent to undo it",
+                    ports.join(" and ")
+                ),
+                "add a rule accepting those ports (from the networks the controller and the admins connect from), or set allowLockout: true if that is intended",
+            );
+        }
         ok.then_some(model::Firewall {
             table,
             policy: f.policy,
@@ -819,24 +838,25 @@ impl Checker<'_> {
     fn sync_job(&mut self, at: &str, j: &raw::SyncJob) -> Option<model::SyncJob> {
         self.item_name(&join_key(at, "name"), &j.name);
         let source_field = join_key(at, "source");
-        let source = match j.source.split_once(':') {
-            Some((host, path)) if !j.source.starts_with('/') => {
-                if host.is_empty() || host.contains(['/', ' ', '@']) {
+        let source = match crate::ssh::split_remote(&j.source) {
+            Some((host, path)) => match crate::ssh::host_problem(host) {
+                Some(problem) => {
                     self.error_hint(
                         &source_field,
-                        format!("\"{host}\" is not a host name"),
-                        "write the source as HOST:/path/ or as an absolute local path",
+                        problem,
+                        "write the source as HOST:/path/ (HOST: a name, an IPv4 address or [IPv6], optionally after user@) or as an absolute local path",
                     );
                     None
-                } else {
+                }
+                None => {
                     self.absolute_path(&source_field, path)
                         .map(|path| model::SyncSource::Remote {
                             host: host.to_owned(),
                             path,
                         })
                 }
-            }
-            _ => self
+            },
+            None => self
                 .absolute_path(&source_field, &j.source)
                 .map(model::SyncSource::Local),
         };
@@ -863,6 +883,27 @@ impl Checker<'_> {
             Some(k) => Some(self.absolute_path(&join_key(at, "sshKey"), k)?),
             None => None,
         };
+        let ssh_host_key = match &j.ssh_host_key {
+            Some(key) => match crate::ssh::HostKey::parse(key) {
+                Ok(key) => Some(key),
+                Err(problem) => {
+                    self.error_hint(
+                        &join_key(at, "sshHostKey"),
+                        problem,
+                        "paste the source's /etc/ssh/ssh_host_ed25519_key.pub (or a line of `ssh-keyscan HOST`, without the host)",
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if ssh_host_key.is_some() && matches!(source, Some(model::SyncSource::Local(_))) {
+            self.error_hint(
+                &join_key(at, "sshHostKey"),
+                "a local source has no ssh host key",
+                "remove sshHostKey, or write the source as HOST:/path/",
+            );
+        }
         Some(model::SyncJob {
             name: j.name.clone(),
             source: source?,
@@ -872,6 +913,7 @@ impl Checker<'_> {
             mbox: j.mbox,
             delete: j.delete,
             ssh_key,
+            ssh_host_key,
             include: j.include.clone(),
             exclude: j.exclude.clone(),
         })
@@ -1523,4 +1565,29 @@ fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase)
             }
         }
     }
+}
+
+/// The ports an agent keeps by default (SSH, its API) that `f` closes to
+/// every source, as the manifest alone shows it: the first rule for
+/// tcp/PORT decides, an accept (from any sources) keeps the port, a drop
+/// or reject without sources closes it, and no rule leaves it to the
+/// policy. Which admin ranges a narrower rule set still cuts off is the
+/// agent's to judge (its `admin_sources`).
+fn blocked_from_everywhere(f: &raw::Firewall) -> Vec<(u16, &'static str)> {
+    const KEPT: [(u16, &str); 2] = [(22, "SSH"), (7443, "the mailctl agent API")];
+    KEPT.into_iter()
+        .filter(|(port, _)| {
+            let decided = f.rules.iter().find_map(|r| {
+                let matches =
+                    r.protocol == raw::Protocol::Tcp && r.ports.contains(&i64::from(*port));
+                match r.action {
+                    _ if !matches => None,
+                    raw::RuleAction::Accept => Some(false),
+                    _ if r.sources.is_empty() => Some(true),
+                    _ => None,
+                }
+            });
+            decided.unwrap_or(f.policy == raw::FirewallPolicy::Drop)
+        })
+        .collect()
 }

@@ -530,11 +530,27 @@ fn firewall() -> impl Strategy<Value = raw::Firewall> {
         any::<bool>(),
         prop::collection::vec(rule, 0..4),
     )
-        .prop_map(|(table, policy, allow_lockout, rules)| raw::Firewall {
-            table,
-            policy,
-            allow_lockout,
-            rules: unique_by(rules, |r| r.name.clone()),
+        .prop_map(|(table, policy, allow_lockout, mut rules)| {
+            if !allow_lockout {
+                // Valid: SSH and the agent port stay open (validate refuses
+                // a rule set that closes them to every source).
+                rules.insert(
+                    0,
+                    raw::FirewallRule {
+                        name: "admin".into(),
+                        protocol: raw::Protocol::Tcp,
+                        ports: vec![22, 7443],
+                        sources: Vec::new(),
+                        action: raw::RuleAction::Accept,
+                    },
+                );
+            }
+            raw::Firewall {
+                table,
+                policy,
+                allow_lockout,
+                rules: unique_by(rules, |r| r.name.clone()),
+            }
         })
 }
 
@@ -607,9 +623,21 @@ fn sync_job() -> impl Strategy<Value = raw::SyncJob> {
         absolute_path(),
         (
             prop_oneof![
-                select(&["bob", "eve", "192.0.2.11", "true", "null", "123"][..])
-                    .prop_map(str::to_owned),
-                text_without(&['/', ' ', '@', ':'], "bob"),
+                select(
+                    &[
+                        "bob",
+                        "eve",
+                        "192.0.2.11",
+                        "true",
+                        "null",
+                        "123",
+                        "root@bob",
+                        "[2001:db8::1]",
+                        "vmail@[2001:db8::1]"
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+                "[a-z0-9_]([a-z0-9_-]{0,8}[a-z0-9_])?(\\.[a-z0-9]{1,6}){0,2}",
             ],
             absolute_path()
         )
@@ -622,20 +650,38 @@ fn sync_job() -> impl Strategy<Value = raw::SyncJob> {
         prop::option::of(duration(true)),
         0u8..3,
         any::<bool>(),
-        prop::option::of(absolute_path()),
+        (
+            prop::option::of(absolute_path()),
+            prop::option::of(Just(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt"
+                    .to_owned(),
+            )),
+        ),
         prop::collection::vec(text(), 0..3),
         prop::collection::vec(text(), 0..3),
     )
         .prop_map(
-            |(name, source, destination, every, format, delete, ssh_key, include, exclude)| {
+            |(
+                name,
+                source,
+                destination,
+                every,
+                format,
+                delete,
+                (ssh_key, ssh_host_key),
+                include,
+                exclude,
+            )| {
                 raw::SyncJob {
                     name,
-                    source,
                     destination,
                     every,
                     maildir: format == 1,
                     mbox: format == 2,
                     delete,
+                    // A pinned key only for a remote source.
+                    ssh_host_key: ssh_host_key.filter(|_| !source.starts_with('/')),
+                    source,
                     ssh_key,
                     include,
                     exclude,

@@ -1,4 +1,4 @@
-use mailctl_schemas::model::FirewallRule;
+use mailctl_schemas::model::{FirewallRule, Protocol, RuleAction};
 
 use super::nft::{ESSENTIAL_RULES, parse_table};
 use super::*;
@@ -29,6 +29,16 @@ fn firewall(policy: FirewallPolicy, rules: Vec<FirewallRule>) -> Firewall {
         allow_lockout: false,
         rules,
     }
+}
+
+/// The guard of an agent whose `admin_sources` are `admin` (empty: every
+/// address).
+fn guard(admin: &[&str]) -> LockoutGuard {
+    let admin = admin
+        .iter()
+        .map(|s| s.parse().expect("test literal"))
+        .collect();
+    LockoutGuard::new(protected(), admin)
 }
 
 fn protected() -> Vec<ProtectedPort> {
@@ -111,8 +121,9 @@ fn listed(text: &str) -> ObservedTable {
     parse_table(text).expect("parse")
 }
 
+/// An agent administered from 192.0.2.0/24, which [`mail_rules`] keep.
 fn driver() -> FirewallDriver {
-    FirewallDriver::new("nft", protected())
+    FirewallDriver::new("nft", guard(&["192.0.2.0/24"]))
 }
 
 fn plan_text(desired: &Firewall, observed: ObservedTable) -> String {
@@ -417,7 +428,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     // (this nft does not exist, so running it would be another error).
     let mut desired = firewall(FirewallPolicy::Accept, mail_rules());
     desired.table = "mailctl; flush ruleset".into();
-    let driver = FirewallDriver::new("/nonexistent/nft", protected());
+    let driver = FirewallDriver::new("/nonexistent/nft", guard(&["192.0.2.0/24"]));
     let err = runtime()
         .block_on(driver.observe(&desired))
         .expect_err("bad table name");
@@ -437,56 +448,203 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     ));
 }
 
-fn lockout(policy: FirewallPolicy, rules: Vec<FirewallRule>) -> Result<Vec<FirewallChange>, Error> {
-    driver().diff(&firewall(policy, rules), &None)
+/// The plan of an agent with `admin_sources = admin` for `rules`.
+fn lockout(
+    admin: &[&str],
+    policy: FirewallPolicy,
+    rules: Vec<FirewallRule>,
+) -> Result<Vec<FirewallChange>, Error> {
+    FirewallDriver::new("nft", guard(admin)).diff(&firewall(policy, rules), &None)
+}
+
+/// The (port, source) pairs a refusal names.
+fn blocked(result: Result<Vec<FirewallChange>, Error>) -> Vec<(u16, String)> {
+    match result {
+        Err(Error::Lockout { blocked, .. }) => blocked
+            .iter()
+            .map(|b| (b.port, b.source.to_string()))
+            .collect(),
+        other => panic!("expected a lockout refusal, got {other:?}"),
+    }
+}
+
+fn pairs(list: &[(u16, &str)]) -> Vec<(u16, String)> {
+    list.iter().map(|(p, s)| (*p, (*s).to_owned())).collect()
 }
 
 #[test]
 fn refuses_a_drop_policy_without_accepting_ssh() {
     let err = lockout(
+        &[],
         FirewallPolicy::Drop,
         vec![rule("smtp", Protocol::Tcp, &[25], &[], RuleAction::Accept)],
     )
     .expect_err("locks out SSH");
-    assert!(matches!(err, Error::Lockout { port: 22, .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "firewall table inet mailctl: refusing a rule set that blocks tcp/22 (SSH) from every source; \
-         add a rule accepting tcp/22 or set `allowLockout: true`"
+        "firewall table inet mailctl: refusing a rule set that blocks \
+         tcp/22 (SSH) from 0.0.0.0/0 (IPv4) and ::/0 (IPv6), \
+         tcp/7443 (the mailctl agent API) from 0.0.0.0/0 (IPv4) and ::/0 (IPv6); \
+         accept those ports from those sources, set admin_sources in agent.toml to the ranges \
+         the controller and admins connect from, or set `allowLockout: true`"
     );
 }
 
 #[test]
 fn refuses_blocking_the_agent_port_before_any_accept() {
-    let err = lockout(
-        FirewallPolicy::Accept,
-        vec![
-            rule(
-                "close",
-                Protocol::Tcp,
-                &[7000, 7443],
-                &[],
-                RuleAction::Reject,
-            ),
-            rule("agent", Protocol::Tcp, &[7443], &[], RuleAction::Accept),
-        ],
-    )
-    .expect_err("locks out the agent");
-    assert!(matches!(err, Error::Lockout { port: 7443, .. }), "{err}");
+    let rules = vec![
+        rule(
+            "close",
+            Protocol::Tcp,
+            &[7000, 7443],
+            &[],
+            RuleAction::Reject,
+        ),
+        rule("agent", Protocol::Tcp, &[7443], &[], RuleAction::Accept),
+    ];
+    assert_eq!(
+        blocked(lockout(&[], FirewallPolicy::Accept, rules)),
+        pairs(&[(7443, "0.0.0.0/0"), (7443, "::/0")])
+    );
+}
+
+/// Accepted before per-family checks: IPv4 is cut off both ports, IPv6 is
+/// open, and "some source reaches SSH" held.
+#[test]
+fn dropping_ipv4_with_ipv6_open_is_refused() {
+    let rules = vec![rule(
+        "v4",
+        Protocol::Tcp,
+        &[22, 7443],
+        &["0.0.0.0/0"],
+        RuleAction::Drop,
+    )];
+    assert_eq!(
+        blocked(lockout(&[], FirewallPolicy::Accept, rules.clone())),
+        pairs(&[(22, "0.0.0.0/0"), (7443, "0.0.0.0/0")])
+    );
+    // Admins on IPv4 are cut off all the same.
+    assert_eq!(
+        blocked(lockout(&["198.51.100.0/24"], FirewallPolicy::Accept, rules)),
+        pairs(&[(22, "198.51.100.0/24"), (7443, "198.51.100.0/24")])
+    );
+}
+
+/// Accepted before: one address reached SSH, so "some source" did.
+#[test]
+fn accepting_only_one_ipv4_address_is_refused() {
+    let rules = vec![rule(
+        "one",
+        Protocol::Tcp,
+        &[22, 7443],
+        &["192.0.2.1/32"],
+        RuleAction::Accept,
+    )];
+    let err = lockout(&[], FirewallPolicy::Drop, rules.clone()).expect_err("a lockout");
+    assert_eq!(
+        blocked(lockout(&[], FirewallPolicy::Drop, rules.clone())),
+        pairs(&[
+            (22, "0.0.0.0/0"),
+            (22, "::/0"),
+            (7443, "0.0.0.0/0"),
+            (7443, "::/0")
+        ])
+    );
+    // The refusal says which part of a range is cut off.
+    assert!(
+        err.to_string()
+            .contains("0.0.0.0/0 (IPv4; 0.0.0.0-192.0.2.0 is blocked) and ::/0 (IPv6)"),
+        "{err}"
+    );
+    // Admins who are not 192.0.2.1 are locked out; the one admin who is, is not.
+    assert_eq!(
+        blocked(lockout(
+            &["203.0.113.0/24"],
+            FirewallPolicy::Drop,
+            rules.clone()
+        )),
+        pairs(&[(22, "203.0.113.0/24"), (7443, "203.0.113.0/24")])
+    );
+    assert!(lockout(&["192.0.2.1/32"], FirewallPolicy::Drop, rules).is_ok());
+}
+
+/// Accepted before: fe80::1 reached SSH. A link-local address is no
+/// admin's way in from afar, and IPv4 is cut off entirely.
+#[test]
+fn accepting_only_a_link_local_address_is_refused() {
+    let rules = vec![rule(
+        "ll",
+        Protocol::Tcp,
+        &[22, 7443],
+        &["fe80::1/128"],
+        RuleAction::Accept,
+    )];
+    assert_eq!(
+        blocked(lockout(&[], FirewallPolicy::Drop, rules.clone())),
+        pairs(&[
+            (22, "0.0.0.0/0"),
+            (22, "::/0"),
+            (7443, "0.0.0.0/0"),
+            (7443, "::/0")
+        ])
+    );
+    assert_eq!(
+        blocked(lockout(&["2001:db8:10::/48"], FirewallPolicy::Drop, rules)),
+        pairs(&[(22, "2001:db8:10::/48"), (7443, "2001:db8:10::/48")])
+    );
 }
 
 #[test]
-fn accepts_rule_sets_that_leave_some_source_in() {
-    // Accepting from an admin network is enough; so is an accept policy with
-    // only some sources dropped; a UDP rule on port 22 is no TCP lockout.
-    let admin_only = vec![rule(
-        "ssh",
-        Protocol::Tcp,
-        &[22, 7443],
-        &["192.0.2.0/24"],
-        RuleAction::Accept,
-    )];
-    assert!(lockout(FirewallPolicy::Drop, admin_only).is_ok());
+fn a_range_is_blocked_when_any_part_of_it_is() {
+    let rules = vec![
+        rule(
+            "ban",
+            Protocol::Tcp,
+            &[22],
+            &["10.9.0.0/16"],
+            RuleAction::Drop,
+        ),
+        rule(
+            "admin",
+            Protocol::Tcp,
+            &[22, 7443],
+            &["10.0.0.0/8"],
+            RuleAction::Accept,
+        ),
+    ];
+    let err = lockout(&["10.0.0.0/8"], FirewallPolicy::Drop, rules.clone()).expect_err("part");
+    assert!(
+        err.to_string()
+            .contains("tcp/22 (SSH) from 10.0.0.0/8 (IPv4; 10.9.0.0-10.9.255.255 is blocked);"),
+        "{err}"
+    );
+    assert!(
+        lockout(
+            &["10.1.0.0/16", "10.10.0.0/15"],
+            FirewallPolicy::Drop,
+            rules
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn accepts_rule_sets_that_keep_the_admin_sources_in() {
+    // Accepting from the admin networks, one per family, is enough; so is an
+    // accept policy with other sources dropped; a UDP rule on port 22 is no
+    // TCP lockout.
+    let admins = ["192.0.2.0/24", "2001:db8:10::/48"];
+    let admin_only = vec![
+        rule(
+            "ssh",
+            Protocol::Tcp,
+            &[22, 7443],
+            &["192.0.2.0/24", "2001:db8::/32"],
+            RuleAction::Accept,
+        ),
+        rule("smtp", Protocol::Tcp, &[25], &[], RuleAction::Accept),
+    ];
+    assert!(lockout(&admins, FirewallPolicy::Drop, admin_only).is_ok());
     let partial_drop = vec![
         rule(
             "bad",
@@ -497,7 +655,14 @@ fn accepts_rule_sets_that_leave_some_source_in() {
         ),
         rule("udp", Protocol::Udp, &[22, 7443], &[], RuleAction::Drop),
     ];
-    assert!(lockout(FirewallPolicy::Accept, partial_drop).is_ok());
+    assert!(lockout(&admins, FirewallPolicy::Accept, partial_drop.clone()).is_ok());
+    // Without admin_sources every address counts, the banned ones too.
+    assert_eq!(
+        blocked(lockout(&[], FirewallPolicy::Accept, partial_drop)),
+        pairs(&[(22, "0.0.0.0/0")])
+    );
+    // Everything open: nothing to say, with or without admin_sources.
+    assert!(lockout(&[], FirewallPolicy::Accept, vec![]).is_ok());
 }
 
 #[test]
@@ -507,17 +672,18 @@ fn an_accept_shadowed_by_an_earlier_drop_still_locks_out() {
         rule("v6", Protocol::Tcp, &[22], &["::/0"], RuleAction::Drop),
         rule("ssh", Protocol::Tcp, &[22, 7443], &[], RuleAction::Accept),
     ];
-    assert!(matches!(
-        lockout(FirewallPolicy::Accept, rules),
-        Err(Error::Lockout { port: 22, .. })
-    ));
+    assert_eq!(
+        blocked(lockout(&["192.0.2.0/24"], FirewallPolicy::Accept, rules)),
+        pairs(&[(22, "192.0.2.0/24")])
+    );
 }
 
 #[test]
 fn allow_lockout_lets_it_through() {
     let mut desired = firewall(FirewallPolicy::Drop, vec![]);
     desired.allow_lockout = true;
-    assert_eq!(driver().diff(&desired, &None).expect("plan").len(), 1);
+    let driver = FirewallDriver::new("nft", guard(&[]));
+    assert_eq!(driver.diff(&desired, &None).expect("plan").len(), 1);
 }
 
 #[test]
@@ -637,7 +803,7 @@ fn fake_nft(dir: &std::path::Path, body: &str) -> PathBuf {
 /// Observes through `nft`, retrying while the just-written script is still
 /// busy (ETXTBSY: a process forked by another test held it open for writing).
 fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, Error> {
-    let driver = FirewallDriver::new(nft, protected());
+    let driver = FirewallDriver::new(nft, guard(&["192.0.2.0/24"]));
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
     for _ in 0..50 {
         match runtime().block_on(driver.observe(&desired)) {

@@ -67,6 +67,15 @@ pub enum SyncError {
         status: Option<i32>,
         stderr: String,
     },
+    #[error(
+        "the ssh host key of {host} is not the pinned one ({pinned}); if the source's key really changed, put its new key in sshHostKey. ssh said: {detail}"
+    )]
+    HostKey {
+        host: String,
+        /// The pinned key's fingerprint.
+        pinned: String,
+        detail: String,
+    },
     #[error("state file {}: {detail}", path.display())]
     State { path: PathBuf, detail: String },
     #[error("{0}")]
@@ -160,6 +169,12 @@ pub struct JobStatus {
     pub error: Option<String>,
     /// When a run last finished verified (the lag is now minus this).
     pub last_verified_at_unix: Option<u64>,
+    /// The source's ssh host key: `pinned: TYPE SHA256:...` (the job's
+    /// `sshHostKey`), `accepted on first use: TYPE SHA256:...` (no pin: the
+    /// first key seen is kept), or absent (a local source, or ssh never got
+    /// that far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
 }
 
 impl JobStatus {
@@ -268,6 +283,7 @@ const POINT_OF_NO_RETURN: &str = "sync-point-of-no-return";
 #[derive(Debug, Clone)]
 pub struct SyncRunner {
     state_dir: PathBuf,
+    limits: source::ListingLimits,
 }
 
 /// What start-up found in the sync state folder.
@@ -283,7 +299,26 @@ impl SyncRunner {
     pub fn new(state_dir: impl Into<PathBuf>) -> SyncRunner {
         SyncRunner {
             state_dir: state_dir.into(),
+            limits: source::ListingLimits::default(),
         }
+    }
+
+    /// How long a remote listing may take and how big it may be (default
+    /// [`ListingLimits::default`](source::ListingLimits::default)).
+    pub fn listing_limits(mut self, limits: source::ListingLimits) -> SyncRunner {
+        self.limits = limits;
+        self
+    }
+
+    /// The job's ssh known_hosts file: the pinned key, or the one ssh
+    /// accepted on first use.
+    fn known_hosts(&self, job: &SyncJob) -> PathBuf {
+        self.state_dir
+            .join(format!("sync-{}.known_hosts", job.name))
+    }
+
+    fn endpoint(&self, job: &SyncJob) -> Result<rsync::Endpoint, SyncError> {
+        rsync::Endpoint::of(job, self.known_hosts(job))
     }
 
     fn ensure_state_dir(&self) -> Result<(), SyncError> {
@@ -463,7 +498,8 @@ impl SyncRunner {
             duplicates_removed: 0,
             verification: None,
             error: None,
-            last_verified_at_unix: previous.and_then(|p| p.last_verified_at_unix),
+            last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
+            host_key: previous.and_then(|p| p.host_key),
         };
         if job.delete && self.point_of_no_return_passed() {
             let refused = SyncError::DeleteRefused {
@@ -505,6 +541,10 @@ impl SyncRunner {
         };
         status.finished_at_unix = Some(unix_now());
         status.progress = None;
+        status.host_key = self
+            .endpoint(job)
+            .ok()
+            .and_then(|endpoint| endpoint.host_key_status());
         match &outcome {
             Ok(report) => {
                 status.state = RunState::Finished;
@@ -531,10 +571,24 @@ impl SyncRunner {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<RunReport, SyncError> {
         let started = Instant::now();
-        let endpoint = rsync::Endpoint::of(job, self.state_dir.join("known_hosts"));
-        if job.mbox {
-            return self.run_mbox(job, &endpoint, on_progress, started);
-        }
+        let endpoint = self.endpoint(job)?;
+        endpoint.write_pinned_key()?;
+        let outcome = if job.mbox {
+            self.run_mbox(job, &endpoint, on_progress, started)
+        } else {
+            self.run_maildirs(job, &endpoint, on_progress, started)
+        };
+        outcome.map_err(|error| endpoint.explain_host_key(error))
+    }
+
+    /// A run in plain or maildir mode (not mbox).
+    fn run_maildirs(
+        &self,
+        job: &SyncJob,
+        endpoint: &rsync::Endpoint,
+        on_progress: &mut dyn FnMut(&Progress),
+        started: Instant,
+    ) -> Result<RunReport, SyncError> {
         let destination = &job.destination;
         fs::create_dir_all(destination)
             .map_err(io_error(format!("creating {}", destination.display())))?;
@@ -554,7 +608,7 @@ impl SyncRunner {
             report.phases.push((phase, phase_started.elapsed()));
             phase_started = Instant::now();
         };
-        let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name);
+        let lister = source::Lister::new(endpoint, &self.state_dir, &job.name, self.limits);
         let options = rsync::Options {
             delete: job.delete,
             with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
@@ -576,7 +630,7 @@ impl SyncRunner {
         if job.maildir {
             on_progress(&Progress::phase(Phase::Listing));
             let (source, dest, early) =
-                list_for_run(&lister, &endpoint, destination, &listed_options)?;
+                list_for_run(&lister, endpoint, destination, &listed_options)?;
             transfer = early;
             report.stats.listing_bytes += source.bytes;
             let source = source.listing;
@@ -605,7 +659,7 @@ impl SyncRunner {
                 let mut started = match transfer.take() {
                     Some(started) => started,
                     None => rsync::Transfer::start(&rsync::argv(
-                        &endpoint,
+                        endpoint,
                         destination,
                         &listed_options,
                     ))?,
@@ -634,7 +688,7 @@ impl SyncRunner {
         }
         let transfer = match transfer {
             Some(transfer) => transfer,
-            None => rsync::Transfer::start(&rsync::argv(&endpoint, destination, &options))?,
+            None => rsync::Transfer::start(&rsync::argv(endpoint, destination, &options))?,
         };
         let mut progress = Progress::phase(Phase::Transferring);
         progress.files_total = to_send;
@@ -699,7 +753,7 @@ impl SyncRunner {
             // The same name with another date or size: sent again, and
             // the destination observed once more.
             let mut again =
-                rsync::Transfer::start(&rsync::argv(&endpoint, destination, &listed_options))?;
+                rsync::Transfer::start(&rsync::argv(endpoint, destination, &listed_options))?;
             again.send_list(stale);
             report.stats.absorb(&again.finish(|_| {})?);
             verification = maildir::verify(&source, &list_local(destination)?);
@@ -713,9 +767,11 @@ impl SyncRunner {
     /// Takes the job's lock like a run: the two share the cached listing.
     pub fn verify(&self, job: &SyncJob) -> Result<Verification, SyncError> {
         let _lock = self.lock(&job.name)?;
-        let endpoint = rsync::Endpoint::of(job, self.state_dir.join("known_hosts"));
-        let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name);
-        let (source, dest) = list_both(&lister, &job.destination)?;
+        let endpoint = self.endpoint(job)?;
+        endpoint.write_pinned_key()?;
+        let lister = source::Lister::new(&endpoint, &self.state_dir, &job.name, self.limits);
+        let (source, dest) =
+            list_both(&lister, &job.destination).map_err(|e| endpoint.explain_host_key(e))?;
         Ok(maildir::verify(&source.listing, &dest).allowing_extra(!job.delete))
     }
 
@@ -874,12 +930,9 @@ fn list_for_run(
                 ..options.clone()
             };
             let argv = rsync::argv(endpoint, destination, &options);
-            let mut transfer = rsync::Transfer::start_after_preamble(&argv, source::END)?;
-            let answer = transfer.preamble(&format!(
-                "listing {}:{} over ssh",
-                endpoint.host.as_deref().unwrap_or_default(),
-                endpoint.path.display()
-            ))?;
+            let mut transfer =
+                rsync::Transfer::start_after_preamble(&argv, source::END, *lister.limits())?;
+            let answer = transfer.preamble(&lister.what(), lister.limits())?;
             let answer = source::answer_text(&answer).map_err(|detail| lister.failed(&detail))?;
             Ok((answer, transfer))
         })?;
@@ -964,6 +1017,7 @@ mod tests {
             verification: None,
             error: None,
             last_verified_at_unix: Some(1),
+            host_key: None,
         };
         runner.save(&status).expect("save");
         // Held lock: the run is alive, leave it.

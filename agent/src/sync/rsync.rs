@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
+use mailctl_schemas::ssh::{self, HostKey};
 
 use super::SyncError;
+use super::source::{Budget, ListingLimits};
 
 /// Exit code 24: "some files vanished before they could be transferred" —
 /// on a live maildir a message renamed new->cur while rsync ran. The next
@@ -20,40 +23,77 @@ const VANISHED: i32 = 24;
 /// How to reach the source of a job.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `None` for a local path.
+    /// `None` for a local path; else `HOST`, `user@HOST` or `[IPv6]`,
+    /// checked by [`Endpoint::of`] (never an option to ssh or rsync).
     pub host: Option<String>,
     pub path: PathBuf,
     pub ssh_key: Option<PathBuf>,
-    /// `UserKnownHostsFile` for ssh (kept in the state directory).
+    /// `UserKnownHostsFile` for ssh: the job's own, in the state directory.
     pub known_hosts: PathBuf,
+    /// The source's pinned host key: ssh accepts that one only.
+    pub host_key: Option<HostKey>,
 }
 
 impl Endpoint {
-    pub fn of(job: &SyncJob, known_hosts: PathBuf) -> Endpoint {
+    /// The endpoint of `job`; an error when its source host would not be
+    /// read as a host (the manifest's validation says so too, with a
+    /// position) or its path is not absolute.
+    pub fn of(job: &SyncJob, known_hosts: PathBuf) -> Result<Endpoint, SyncError> {
         let (host, path) = match &job.source {
-            SyncSource::Remote { host, path } => (Some(host.clone()), path.clone()),
+            SyncSource::Remote { host, path } => {
+                if let Some(problem) = ssh::host_problem(host) {
+                    return Err(SyncError::Other(format!(
+                        "sync job {}: source host refused: {problem}",
+                        job.name
+                    )));
+                }
+                (Some(host.clone()), path.clone())
+            }
             SyncSource::Local(path) => (None, path.clone()),
         };
-        Endpoint {
+        if !path.is_absolute() {
+            return Err(SyncError::Other(format!(
+                "sync job {}: the source path {} is not absolute",
+                job.name,
+                path.display()
+            )));
+        }
+        Ok(Endpoint {
             host,
             path,
             ssh_key: job.ssh_key.clone(),
             known_hosts,
-        }
+            host_key: job.ssh_host_key.clone(),
+        })
     }
 
-    /// The ssh command line (program and options), without the host.
+    /// The host as ssh takes it after `--` (`user@2001:db8::1`: no brackets).
+    pub fn ssh_destination(&self) -> Option<String> {
+        self.host.as_deref().map(ssh::ssh_destination)
+    }
+
+    /// The ssh command line (program and options), without the host. A
+    /// pinned key is the only one ssh accepts (`StrictHostKeyChecking=yes`,
+    /// the job's known_hosts file and no global one); without a pin the
+    /// first key seen is kept in the job's file (`accept-new`).
     pub fn ssh_argv(&self) -> Vec<String> {
         let mut argv = vec!["ssh".to_owned()];
         if let Some(key) = &self.ssh_key {
             argv.extend(["-i".to_owned(), key.display().to_string()]);
         }
+        let checking = if self.host_key.is_some() {
+            "StrictHostKeyChecking=yes"
+        } else {
+            "StrictHostKeyChecking=accept-new"
+        };
         argv.extend(
             [
                 "-o",
                 "BatchMode=yes",
                 "-o",
-                "StrictHostKeyChecking=accept-new",
+                checking,
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
                 "-o",
                 "ConnectTimeout=20",
                 "-o",
@@ -68,6 +108,57 @@ impl Endpoint {
         argv
     }
 
+    /// Writes the pinned key as the job's known_hosts (each run: a changed
+    /// pin takes effect at once). Without a pin the file is ssh's to keep.
+    pub fn write_pinned_key(&self) -> Result<(), SyncError> {
+        let (Some(host), Some(key)) = (&self.host, &self.host_key) else {
+            return Ok(());
+        };
+        let line = format!("{} {key}\n", ssh::known_hosts_name(host));
+        crate::files::write_atomically(&self.known_hosts, line.as_bytes(), 0o600).map_err(
+            |source| SyncError::Io {
+                what: format!("writing {}", self.known_hosts.display()),
+                source,
+            },
+        )
+    }
+
+    /// What the job's status says about the source's host key: `pinned:
+    /// TYPE SHA256:...`, `accepted on first use: TYPE SHA256:...` (the key
+    /// ssh kept), or `None` before ssh ever saw one (and for local sources).
+    pub fn host_key_status(&self) -> Option<String> {
+        self.host.as_ref()?;
+        if let Some(key) = &self.host_key {
+            return Some(format!("pinned: {}", fingerprint(key)));
+        }
+        let known = std::fs::read_to_string(&self.known_hosts).ok()?;
+        known
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .find_map(|(_, key)| HostKey::parse(key).ok())
+            .map(|key| format!("accepted on first use: {}", fingerprint(&key)))
+    }
+
+    /// Says which key the source offered when ssh refused it for not being
+    /// the pinned one; other errors pass unchanged.
+    pub fn explain_host_key(&self, error: SyncError) -> SyncError {
+        let (Some(host), Some(pinned)) = (&self.host, &self.host_key) else {
+            return error;
+        };
+        let said = match &error {
+            SyncError::Command { stderr, .. } => stderr.clone(),
+            other => other.to_string(),
+        };
+        if !said.contains("Host key verification failed") {
+            return error;
+        }
+        SyncError::HostKey {
+            host: host.clone(),
+            pinned: fingerprint(pinned),
+            detail: said,
+        }
+    }
+
     /// The rsync source argument, with a trailing slash (copy the contents).
     pub fn rsync_source(&self) -> String {
         let mut path = self.path.display().to_string();
@@ -79,6 +170,16 @@ impl Endpoint {
             None => path,
         }
     }
+}
+
+/// `TYPE SHA256:...`, as `ssh-keygen -l` and ssh's own messages name a key.
+pub fn fingerprint(key: &HostKey) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.blob());
+    format!(
+        "{} SHA256:{}",
+        key.algorithm(),
+        ssh::encode_base64_unpadded(digest.as_ref())
+    )
 }
 
 /// Quotes one word for the remote shell ssh runs commands with.
@@ -113,6 +214,10 @@ pub fn argv(endpoint: &Endpoint, destination: &Path, options: &Options) -> Vec<S
         "--no-inc-recursive",
         "--info=progress2,stats2,flist0,name0",
         "--out-format=%i %n",
+        // The source path and file lists travel in rsync's protocol, not
+        // through the source's shell (`--secluded-args`, called
+        // `--protect-args` before 3.2.8; `-s` in both).
+        "-s",
     ]
     .map(str::to_owned)
     .to_vec();
@@ -307,8 +412,21 @@ pub struct Transfer {
     /// of its stderr when no such line came.
     ///
     /// [`start_after_preamble`]: Self::start_after_preamble
-    preamble: Option<mpsc::Receiver<Result<Vec<u8>, Vec<u8>>>>,
+    preamble: Option<mpsc::Receiver<Preamble>>,
+    /// When it was started: a preamble is due within the listing deadline.
+    started: Instant,
     waited: bool,
+}
+
+/// How the source's preamble ended, as the stderr reader saw it.
+#[derive(Debug)]
+enum Preamble {
+    /// Up to and including the end marker's line.
+    Found(Vec<u8>),
+    /// stderr closed first: all of it.
+    Ended(Vec<u8>),
+    /// Longer than the listing limits allow.
+    TooLong,
 }
 
 impl Transfer {
@@ -320,11 +438,19 @@ impl Transfer {
     /// (the source's listing, from `--rsync-path`), ending with a line that
     /// starts with `end`; [`preamble`](Self::preamble) waits for it. ssh
     /// passes the remote stderr through, so both travel on one connection.
-    pub fn start_after_preamble(argv: &[String], end: &'static str) -> Result<Transfer, SyncError> {
-        Transfer::spawn(argv, Some(end))
+    /// A preamble longer than `limits` allow is refused.
+    pub fn start_after_preamble(
+        argv: &[String],
+        end: &'static str,
+        limits: ListingLimits,
+    ) -> Result<Transfer, SyncError> {
+        Transfer::spawn(argv, Some((end, limits)))
     }
 
-    fn spawn(argv: &[String], end: Option<&'static str>) -> Result<Transfer, SyncError> {
+    fn spawn(
+        argv: &[String],
+        end: Option<(&'static str, ListingLimits)>,
+    ) -> Result<Transfer, SyncError> {
         let list = argv.iter().any(|a| a == "--files-from=-");
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -348,16 +474,23 @@ impl Transfer {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stderr);
                 let mut text = Vec::new();
-                if let (Some(end), Some(sender)) = (end, sender) {
+                if let (Some((end, limits)), Some(sender)) = (end, sender) {
+                    let mut budget = Budget::new(limits);
                     loop {
                         let start = text.len();
                         match reader.read_until(b'\n', &mut text) {
                             Ok(0) | Err(_) => {
-                                let _ = sender.send(Err(std::mem::take(&mut text)));
+                                let _ = sender.send(Preamble::Ended(std::mem::take(&mut text)));
                                 return text;
                             }
+                            Ok(_) if !budget.take(&text[start..]) => {
+                                // rsync is stopped by the caller: no need
+                                // to read what else it writes.
+                                let _ = sender.send(Preamble::TooLong);
+                                return Vec::new();
+                            }
                             Ok(_) if text[start..].starts_with(end.as_bytes()) => {
-                                let _ = sender.send(Ok(std::mem::take(&mut text)));
+                                let _ = sender.send(Preamble::Found(std::mem::take(&mut text)));
                                 break;
                             }
                             Ok(_) => {}
@@ -374,31 +507,54 @@ impl Transfer {
             writer: None,
             stderr,
             preamble,
+            started: Instant::now(),
             waited: false,
         })
     }
 
     /// Waits for the preamble of a transfer started with
-    /// [`start_after_preamble`](Self::start_after_preamble). When the
-    /// remote side ended without one, the error carries the exit status
-    /// and the end of what it wrote.
-    pub fn preamble(&mut self, what: &str) -> Result<Vec<u8>, SyncError> {
-        let received = self.preamble.take().and_then(|r| r.recv().ok());
-        match received {
-            Some(Ok(text)) => Ok(text),
-            Some(Err(text)) => {
+    /// [`start_after_preamble`](Self::start_after_preamble), at most until
+    /// the listing deadline (counted from the start); rsync is stopped when
+    /// it passes or the preamble grows past the limits. When the remote
+    /// side ended without one, the error carries the exit status and the
+    /// end of what it wrote. `what` names the listing (`HOST:PATH`).
+    pub fn preamble(&mut self, what: &str, limits: &ListingLimits) -> Result<Vec<u8>, SyncError> {
+        let Some(receiver) = self.preamble.take() else {
+            return Err(SyncError::Other(format!(
+                "listing {what}: rsync started without a preamble"
+            )));
+        };
+        let left = limits.deadline.saturating_sub(self.started.elapsed());
+        match receiver.recv_timeout(left) {
+            Ok(Preamble::Found(text)) => Ok(text),
+            Ok(Preamble::Ended(text)) => {
                 let status = self.child.wait().ok().and_then(|s| s.code());
                 self.waited = true;
                 Err(SyncError::Command {
-                    what: what.to_owned(),
+                    what: format!("listing {what} over ssh"),
                     status,
                     stderr: tail(&text),
                 })
             }
-            None => Err(SyncError::Other(format!(
-                "{what}: rsync started without a preamble"
+            Ok(Preamble::TooLong) => {
+                self.stop();
+                Err(limits.too_long(what))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.stop();
+                Err(limits.overdue(what))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(SyncError::Other(format!(
+                "listing {what}: the reader of rsync's stderr stopped"
             ))),
         }
+    }
+
+    /// Kills rsync (and with it ssh) and reaps it.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.waited = true;
     }
 
     /// Hands rsync its paths (NUL-separated) and closes its input, from a
@@ -487,8 +643,7 @@ impl Transfer {
 impl Drop for Transfer {
     fn drop(&mut self) {
         if !self.waited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.stop();
         }
     }
 }
@@ -566,6 +721,7 @@ mod tests {
             path: "/var/mail".into(),
             ssh_key: Some("/etc/mailctl/id".into()),
             known_hosts: "/var/lib/mailctl/known_hosts".into(),
+            host_key: None,
         };
         let argv = argv(
             &endpoint,
@@ -581,6 +737,50 @@ mod tests {
         assert!(argv.contains(&"--exclude=dovecot.index*".to_owned()));
         let e = argv.iter().position(|a| a == "-e").expect("-e");
         assert!(argv[e + 1].starts_with("'ssh' '-i' '/etc/mailctl/id' '-o' 'BatchMode=yes'"));
+        assert!(argv[e + 1].contains("'StrictHostKeyChecking=accept-new'"));
+        // Paths and lists travel in the protocol, not the source's shell.
+        assert!(argv.contains(&"-s".to_owned()));
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn a_host_that_is_an_option_is_refused_and_a_pin_is_strict() {
+        let mut job = SyncJob::new(
+            "maildirs",
+            SyncSource::Remote {
+                host: "-oProxyCommand=reboot".into(),
+                path: "/var/mail".into(),
+            },
+            "/var/mail".into(),
+        );
+        let refused = Endpoint::of(&job, "/k".into()).expect_err("an option");
+        assert!(refused.to_string().contains("starts with '-'"), "{refused}");
+        job.source = SyncSource::Remote {
+            host: "root@[2001:db8::11]".into(),
+            path: "/var/mail".into(),
+        };
+        job.ssh_host_key = Some(
+            HostKey::parse(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK49zgSNkpP/sQTXE03lxHCDBkFtYZibcq8H0TvFlRmt",
+            )
+            .expect("a key"),
+        );
+        let endpoint = Endpoint::of(&job, "/k".into()).expect("an endpoint");
+        assert_eq!(
+            endpoint.ssh_destination().as_deref(),
+            Some("root@2001:db8::11")
+        );
+        assert_eq!(endpoint.rsync_source(), "root@[2001:db8::11]:/var/mail/");
+        let ssh = endpoint.ssh_argv();
+        assert!(
+            ssh.contains(&"StrictHostKeyChecking=yes".to_owned()),
+            "{ssh:?}"
+        );
+        assert!(ssh.contains(&"UserKnownHostsFile=/k".to_owned()), "{ssh:?}");
+        // The fingerprint ssh-keygen -l gives for that key.
+        assert_eq!(
+            endpoint.host_key_status().as_deref(),
+            Some("pinned: ssh-ed25519 SHA256:On0U0xNlJJg1htOjjAnEfoT6iCBav6BhHr96U3mmJ+Y")
+        );
     }
 }

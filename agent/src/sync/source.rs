@@ -15,12 +15,22 @@
 //! hash, else with the whole listing. The source ends its answer with the
 //! hash of the names it keeps now, which the destination must reproduce
 //! from what it received, or it asks again for the whole listing.
+//!
+//! A listing is bounded ([`ListingLimits`]): a source that does not answer
+//! within the deadline (a hung disk, a stuck mount) or answers with more
+//! than the limits allow is stopped, ssh and all, and the run fails with an
+//! error that says which limit, so the job's lock is never held for ever.
+//! Names from the source are data everywhere in the script: they reach a
+//! command's arguments only after `--`. The listing is one name a line, so
+//! a name holding a newline is refused with an error naming it.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use ring::digest;
 
@@ -35,10 +45,77 @@ pub struct SourceListing {
     pub bytes: u64,
 }
 
+/// How long a remote listing may take and how big its answer may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingLimits {
+    /// From starting ssh (or the rsync that carries the listing) to the
+    /// end of the answer.
+    pub deadline: Duration,
+    pub max_bytes: usize,
+    pub max_lines: usize,
+}
+
+impl Default for ListingLimits {
+    /// 30 minutes, 1 GiB, 10 million lines: a listing line is some 60 to
+    /// 100 bytes, so a source of several million messages fits; a cold
+    /// first listing of that size takes minutes, not half an hour.
+    fn default() -> Self {
+        ListingLimits {
+            deadline: Duration::from_secs(30 * 60),
+            max_bytes: 1 << 30,
+            max_lines: 10_000_000,
+        }
+    }
+}
+
+impl ListingLimits {
+    /// The error for a listing of `what` (`HOST:PATH`) past the deadline.
+    pub fn overdue(&self, what: &str) -> SyncError {
+        SyncError::Other(format!(
+            "listing of {what} did not finish within {} s: stopped (is a disk or a mount on the source hanging?); the next run tries again",
+            self.deadline.as_secs()
+        ))
+    }
+
+    /// The error for a listing of `what` longer than the limits.
+    pub fn too_long(&self, what: &str) -> SyncError {
+        SyncError::Other(format!(
+            "listing of {what} is longer than the limit of {} bytes or {} lines: stopped; split the job into smaller sources",
+            self.max_bytes, self.max_lines
+        ))
+    }
+}
+
+/// What a listing has used of its limits so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    limits: ListingLimits,
+    bytes: usize,
+    lines: usize,
+}
+
+impl Budget {
+    pub fn new(limits: ListingLimits) -> Budget {
+        Budget {
+            limits,
+            bytes: 0,
+            lines: 0,
+        }
+    }
+
+    /// Counts `chunk`; false once the listing is past its limits.
+    pub fn take(&mut self, chunk: &[u8]) -> bool {
+        self.bytes += chunk.len();
+        self.lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        self.bytes <= self.limits.max_bytes && self.lines <= self.limits.max_lines
+    }
+}
+
 /// Lists the source of one job.
 #[derive(Debug, Clone)]
 pub struct Lister<'a> {
     endpoint: &'a Endpoint,
+    limits: ListingLimits,
     /// The destination's copy of the last remote listing.
     cache: PathBuf,
     /// The random name of this job's listing on the source.
@@ -126,9 +203,15 @@ pub fn answer_text(bytes: &[u8]) -> Result<String, String> {
 }
 
 impl<'a> Lister<'a> {
-    pub fn new(endpoint: &'a Endpoint, state_dir: &Path, job: &str) -> Lister<'a> {
+    pub fn new(
+        endpoint: &'a Endpoint,
+        state_dir: &Path,
+        job: &str,
+        limits: ListingLimits,
+    ) -> Lister<'a> {
         Lister {
             endpoint,
+            limits,
             cache: state_dir.join(format!("sync-{job}.source")),
             token_file: state_dir.join(format!("sync-{job}.token")),
         }
@@ -138,9 +221,22 @@ impl<'a> Lister<'a> {
         self.endpoint.host.is_some()
     }
 
+    pub fn limits(&self) -> &ListingLimits {
+        &self.limits
+    }
+
+    /// `HOST:PATH`, as errors name the listing.
+    pub fn what(&self) -> String {
+        format!(
+            "{}:{}",
+            self.endpoint.host.as_deref().unwrap_or("localhost"),
+            self.endpoint.path.display()
+        )
+    }
+
     /// Lists the source: a local one by walking it, a remote one over ssh.
     pub fn list(&self) -> Result<SourceListing, SyncError> {
-        let Some(host) = &self.endpoint.host else {
+        if !self.is_remote() {
             return Ok(SourceListing {
                 listing: Listing::read_local(&self.endpoint.path).map_err(io_error(format!(
                     "listing {}",
@@ -148,8 +244,8 @@ impl<'a> Lister<'a> {
                 )))?,
                 bytes: 0,
             });
-        };
-        self.list_remote(|script| Ok((self.run_remote(host, script)?, ())))
+        }
+        self.list_remote(|script| Ok((self.run_remote(script)?, ())))
             .map(|(listing, ())| listing)
     }
 
@@ -221,33 +317,77 @@ impl<'a> Lister<'a> {
 
     /// The error for a listing that failed for good.
     pub fn failed(&self, detail: &str) -> SyncError {
-        SyncError::Other(format!(
-            "listing {}:{} over ssh: {detail}",
-            self.endpoint.host.as_deref().unwrap_or("localhost"),
-            self.endpoint.path.display()
-        ))
+        SyncError::Other(format!("listing {} over ssh: {detail}", self.what()))
     }
 
-    fn run_remote(&self, host: &str, script: &str) -> Result<String, SyncError> {
+    /// Runs `script` on the source over ssh (`--` before the host) and
+    /// returns its answer; ssh is killed when the listing deadline passes
+    /// or the answer grows past the limits.
+    fn run_remote(&self, script: &str) -> Result<String, SyncError> {
+        let what = self.what();
         let argv = self.endpoint.ssh_argv();
-        let output = Command::new(&argv[0])
+        let mut child = Command::new(&argv[0])
             .args(&argv[1..])
-            .arg(host)
+            .arg("--")
+            .arg(self.endpoint.ssh_destination().unwrap_or_default())
             .arg(script)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|source| SyncError::Spawn {
                 program: "ssh".into(),
                 source,
             })?;
-        if !output.status.success() {
-            return Err(SyncError::Command {
-                what: format!("listing {host}:{} over ssh", self.endpoint.path.display()),
-                status: output.status.code(),
-                stderr: tail(&output.stderr),
+        let started = Instant::now();
+        // Both streams are read on threads of their own; this one keeps
+        // the child, so it alone kills and reaps it.
+        let (sender, streams) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            let sender = sender.clone();
+            let limits = self.limits;
+            std::thread::spawn(move || {
+                let _ = sender.send(Stream::Out(read_within(stdout, limits)));
             });
         }
-        answer_text(&output.stdout).map_err(|detail| self.failed(&detail))
+        if let Some(stderr) = child.stderr.take() {
+            let limits = ListingLimits {
+                max_bytes: 1 << 20,
+                max_lines: 100_000,
+                ..self.limits
+            };
+            std::thread::spawn(move || {
+                let _ = sender.send(Stream::Err(read_within(stderr, limits).unwrap_or_default()));
+            });
+        }
+        let (mut stdout, mut stderr) = (None, None);
+        while stdout.is_none() || stderr.is_none() {
+            let left = self.limits.deadline.saturating_sub(started.elapsed());
+            let stop = |child: &mut std::process::Child, error: SyncError| {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            };
+            match streams.recv_timeout(left) {
+                Ok(Stream::Out(Some(bytes))) => stdout = Some(bytes),
+                Ok(Stream::Out(None)) => return stop(&mut child, self.limits.too_long(&what)),
+                Ok(Stream::Err(bytes)) => stderr = Some(bytes),
+                Err(_) => return stop(&mut child, self.limits.overdue(&what)),
+            }
+        }
+        let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+        let status = child.wait().map_err(|source| SyncError::Spawn {
+            program: "ssh".into(),
+            source,
+        })?;
+        if !status.success() {
+            return Err(SyncError::Command {
+                what: format!("listing {what} over ssh"),
+                status: status.code(),
+                stderr: tail(&stderr),
+            });
+        }
+        answer_text(&stdout).map_err(|detail| self.failed(&detail))
     }
 
     /// This job's random token, made on first use.
@@ -272,6 +412,33 @@ impl<'a> Lister<'a> {
     }
 }
 
+/// One of ssh's streams, read to its end.
+enum Stream {
+    /// `None`: longer than the limits.
+    Out(Option<Vec<u8>>),
+    Err(Vec<u8>),
+}
+
+/// Reads `stream` to its end; `None` as soon as it is past `limits`.
+fn read_within(mut stream: impl Read, limits: ListingLimits) -> Option<Vec<u8>> {
+    let mut budget = Budget::new(limits);
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Some(bytes),
+            Ok(n) => {
+                if !budget.take(&chunk[..n]) {
+                    return None;
+                }
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(bytes),
+        }
+    }
+}
+
 fn is_token(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -292,7 +459,9 @@ fn sha256_hex(text: &str) -> String {
 /// and on a big maildir that `stat` of every file is most of the time a
 /// listing takes. Otherwise it describes everything. The names it keeps
 /// for next time are those it described, so a file that vanished between
-/// `find` and `stat` is simply not there. `-ignore_readdir_race`: a message
+/// `find` and `stat` is simply not there. Names go to `stat` as `./NAME`
+/// after `--`: a top-level `--printf=X` or `-rf` is a file, not an option,
+/// and `-` is not standard input. `-ignore_readdir_race`: a message
 /// renamed while `find` runs is no error; the next listing has its new name.
 fn remote_script(path: &Path, token: &str, known: &str) -> String {
     let p = shell_quote(&path.display().to_string());
@@ -307,10 +476,16 @@ trap 'rm -f "$t".*' EXIT
 export LC_ALL=C
 describe() {{
   grep '/$' "$1" || true
-  grep -v '/$' "$1" | tr '\n' '\0' | (cd {p} && xargs -0 -r stat --printf '%n\t%Y\t%s\n' 2>/dev/null) || true
+  grep -v '/$' "$1" | sed 's|^|./|' | tr '\n' '\0' | (cd {p} && xargs -0 -r stat --printf '%n\t%Y\t%s\n' -- 2>/dev/null) | sed 's|^\./||' || true
 }}
+nl='
+'
 if [ -e {p} ]; then
-  find {p} -ignore_readdir_race -mindepth 1 \( -type d -printf '%P/\n' \) -o \( -type f -printf '%P\n' \) > "$t.raw"
+  find {p} -ignore_readdir_race -mindepth 1 \( -path "*$nl*" -fprintf "$t.bad" '%P\0' \) -o \( -type d -printf '%P/\n' \) -o \( -type f -printf '%P\n' \) > "$t.raw"
+  if [ -s "$t.bad" ]; then
+    printf 'mailctl: a name under %s holds a newline (shown as ?), and a listing is one name a line: %s; rename it on the source\n' {p} "$(tr '\n\0' '?\n' < "$t.bad" | head -n 1)" >&2
+    exit 3
+  fi
 else
   : > "$t.raw"
 fi
@@ -332,6 +507,7 @@ fi
 cut -f1 "$t.desc" | sort > "$t.dn"
 sort -m -o "$t.final" "$t.dn" "$t.kept"
 h=$(sha256sum < "$t.final")
+echo
 echo "{END}${{h%% *}}"
 mv -f "$t.final" "$f.names"
 "#
@@ -360,7 +536,9 @@ fn names_text(lines: &[&str]) -> String {
 fn rebuild(answer: &str, cached: Option<&str>) -> Result<(String, String), String> {
     let mut lines = answer.lines().skip_while(|l| *l != FULL && *l != DIFF);
     let mode = lines.next().ok_or("no answer from the listing script")?;
-    let body: Vec<&str> = lines.collect();
+    // The end marker follows an empty line: it starts a line even after
+    // output that did not end with a newline.
+    let body: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
     let (end, body) = body.split_last().ok_or("answer cut short")?;
     let hash = end.strip_prefix(END).ok_or("answer cut short")?;
     let mut new: Vec<&str> = match mode {

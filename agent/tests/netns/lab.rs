@@ -152,6 +152,16 @@ impl Netns {
         F: FnOnce(Reconciler) -> Fut + Send,
         Fut: Future<Output = T>,
     {
+        self.reconcile_with(Config::default(), test)
+    }
+
+    /// [`reconcile`](Self::reconcile) with a reconciler made from `config`.
+    pub fn reconcile_with<T, F, Fut>(&self, config: Config, test: F) -> T
+    where
+        T: Send,
+        F: FnOnce(Reconciler) -> Fut + Send,
+        Fut: Future<Output = T>,
+    {
         let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|scope| {
             scope
@@ -164,8 +174,7 @@ impl Netns {
                         .build()
                         .expect("tokio runtime");
                     runtime.block_on(async move {
-                        let reconciler =
-                            Reconciler::connect(Config::default()).expect("netlink socket");
+                        let reconciler = Reconciler::connect(config).expect("netlink socket");
                         test(reconciler).await
                     })
                 })

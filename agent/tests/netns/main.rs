@@ -5,7 +5,7 @@ mod lab;
 
 use std::process::Command;
 
-use mailctl_agent::{Announcement, ApplyReport, Effect, Error, ResourcePlan, error_chain};
+use mailctl_agent::{Announcement, ApplyReport, Config, Effect, Error, ResourcePlan, error_chain};
 use serde_json::Value;
 
 use lab::{Netns, addresses, eve_spec, host_spec};
@@ -295,6 +295,12 @@ spec:
       - {name: dns, protocol: udp, ports: [53], action: drop}
 "#;
 
+/// An agent administered from 192.0.2.0/24 (its `admin_sources`): the agent
+/// port of [`FIREWALL`] is open to that network only.
+fn admin_config() -> Config {
+    Config::default().admin_sources(vec!["192.0.2.0/24".parse().expect("cidr")])
+}
+
 /// The ruleset minus the owned table: what must never change.
 fn other_tables(ruleset: &Value) -> Vec<Value> {
     ruleset["nftables"]
@@ -346,7 +352,7 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
 
     let first = {
         let spec = spec.clone();
-        netns.reconcile(|reconciler| async move {
+        netns.reconcile_with(admin_config(), |reconciler| async move {
             let plan = reconciler.plan(&spec).await;
             let report = reconciler.apply(&spec).await;
             let second_plan = reconciler.plan(&spec).await;
@@ -394,12 +400,13 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
         "nft",
         &["add rule inet mailctl input tcp dport 8443 accept"],
     );
-    let (drift_plan, repair, after) = netns.reconcile(|reconciler| async move {
-        let plan = reconciler.plan(&spec).await;
-        let report = reconciler.apply(&spec).await;
-        let after = reconciler.plan(&spec).await;
-        (plan, report, after)
-    });
+    let (drift_plan, repair, after) =
+        netns.reconcile_with(admin_config(), |reconciler| async move {
+            let plan = reconciler.plan(&spec).await;
+            let report = reconciler.apply(&spec).await;
+            let after = reconciler.plan(&spec).await;
+            (plan, report, after)
+        });
     let drift_plan = plan_lines(&drift_plan);
     assert!(
         drift_plan[0].starts_with("~ firewall table inet mailctl: 7 rules -> 6 rules"),
@@ -476,15 +483,23 @@ fn a_lockout_is_refused_and_changes_nothing() {
         });
 
     let refusal = |result: Option<&Error>| match result {
-        Some(Error::Lockout { port, .. }) => *port,
+        Some(Error::Lockout { blocked, .. }) => {
+            let mut ports: Vec<u16> = blocked.iter().map(|b| b.port).collect();
+            ports.dedup();
+            ports
+        }
         other => panic!("expected a lockout refusal, got {other:?}"),
     };
-    assert_eq!(refusal(plan[0].changes.as_ref().err()), 22);
-    assert_eq!(refusal(report.errors().next().map(|(_, e)| e)), 22);
-    assert_eq!(refusal(agent_report.errors().next().map(|(_, e)| e)), 7443);
+    assert_eq!(refusal(plan[0].changes.as_ref().err()), [22, 7443]);
+    assert_eq!(refusal(report.errors().next().map(|(_, e)| e)), [22, 7443]);
+    assert_eq!(
+        refusal(agent_report.errors().next().map(|(_, e)| e)),
+        [7443]
+    );
     let message = report.to_string();
     assert!(
-        message.contains("blocks tcp/22 (SSH)") && message.contains("allowLockout: true"),
+        message.contains("blocks tcp/22 (SSH) from 0.0.0.0/0 (IPv4) and ::/0 (IPv6), tcp/7443")
+            && message.contains("allowLockout: true"),
         "{message}"
     );
     assert_eq!(after_refusals, before, "a refused rule set changes nothing");
@@ -498,6 +513,143 @@ fn a_lockout_is_refused_and_changes_nothing() {
             "mailctl-loopback",
             "mailctl-replies",
             "mailctl-icmp",
+            "smtp"
+        ]
+    );
+}
+
+/// Three rule sets the guard let through while it only asked whether any
+/// address at all reached SSH: each locks out a whole address family or
+/// every admin. Refused now, through the real apply, and nothing changes;
+/// a rule set that keeps the configured admin ranges in is applied.
+#[test]
+fn rule_sets_that_cut_off_an_address_family_or_the_admins_are_refused() {
+    let netns = Netns::new();
+    let before = netns.nft_ruleset();
+    let ipv4_dropped = eve_spec(
+        r#"
+  firewall:
+    policy: accept
+    rules:
+      - {name: v4, protocol: tcp, ports: [22, 7443], sources: ["0.0.0.0/0"], action: drop}
+"#,
+    );
+    let one_address = eve_spec(
+        r#"
+  firewall:
+    policy: drop
+    rules:
+      - {name: one, protocol: tcp, ports: [22, 7443], sources: ["192.0.2.1/32"], action: accept}
+"#,
+    );
+    let link_local = eve_spec(
+        r#"
+  firewall:
+    policy: drop
+    rules:
+      - {name: ll, protocol: tcp, ports: [22, 7443], sources: ["fe80::1/128"], action: accept}
+"#,
+    );
+    let admins_in = eve_spec(
+        r#"
+  firewall:
+    policy: drop
+    rules:
+      - {name: admin, protocol: tcp, ports: [22, 7443], sources: ["198.51.100.0/24", "2001:db8:10::/48"], action: accept}
+      - {name: smtp, protocol: tcp, ports: [25], action: accept}
+"#,
+    );
+    let blocked = |report: &ApplyReport| -> Vec<(u16, String)> {
+        match report.errors().next().map(|(_, e)| e) {
+            Some(Error::Lockout { blocked, .. }) => blocked
+                .iter()
+                .map(|b| (b.port, b.source.to_string()))
+                .collect(),
+            other => panic!("expected a lockout refusal, got {other:?}: {report}"),
+        }
+    };
+    let pairs = |list: &[(u16, &str)]| -> Vec<(u16, String)> {
+        list.iter().map(|(p, s)| (*p, (*s).to_owned())).collect()
+    };
+    // No admin_sources: every address must keep both ports.
+    let (v4, one, ll, after) = netns.reconcile(|reconciler| {
+        let netns = &netns;
+        let (ipv4_dropped, one_address, link_local) = (&ipv4_dropped, &one_address, &link_local);
+        async move {
+            let v4 = reconciler.apply(ipv4_dropped).await;
+            let one = reconciler.apply(one_address).await;
+            let ll = reconciler.apply(link_local).await;
+            (v4, one, ll, netns.nft_ruleset())
+        }
+    });
+    let everyone = [
+        (22, "0.0.0.0/0"),
+        (22, "::/0"),
+        (7443, "0.0.0.0/0"),
+        (7443, "::/0"),
+    ];
+    assert_eq!(
+        blocked(&v4),
+        pairs(&[(22, "0.0.0.0/0"), (7443, "0.0.0.0/0")])
+    );
+    assert_eq!(blocked(&one), pairs(&everyone));
+    assert_eq!(blocked(&ll), pairs(&everyone));
+    assert_eq!(after, before, "a refused rule set changes nothing");
+
+    // The agent told who its admins are: the same rule sets still cut them
+    // off, the one that keeps them in is applied.
+    let admins = Config::default().ssh_port(2222).admin_sources(vec![
+        "198.51.100.0/24".parse().expect("cidr"),
+        "2001:db8:10::/48".parse().expect("cidr"),
+    ]);
+    let (one, good) = netns.reconcile_with(admins, |reconciler| {
+        let (one_address, admins_in) = (&one_address, &admins_in);
+        async move {
+            (
+                reconciler.apply(one_address).await,
+                reconciler.apply(admins_in).await,
+            )
+        }
+    });
+    assert_eq!(
+        blocked(&one),
+        pairs(&[
+            (2222, "198.51.100.0/24"),
+            (2222, "2001:db8:10::/48"),
+            (7443, "198.51.100.0/24"),
+            (7443, "2001:db8:10::/48")
+        ])
+    );
+    assert!(
+        one.to_string()
+            .contains("tcp/2222 (SSH) from 198.51.100.0/24 (IPv4)"),
+        "{one}"
+    );
+    // Port 2222 is SSH on this host: the good set does not accept it.
+    let refused_2222 = blocked(&good);
+    assert_eq!(
+        refused_2222,
+        pairs(&[(2222, "198.51.100.0/24"), (2222, "2001:db8:10::/48")])
+    );
+    let admins = Config::default().admin_sources(vec![
+        "198.51.100.0/24".parse().expect("cidr"),
+        "2001:db8:10::/48".parse().expect("cidr"),
+    ]);
+    let good = netns.reconcile_with(admins, |reconciler| {
+        let admins_in = &admins_in;
+        async move { reconciler.apply(admins_in).await }
+    });
+    assert_converged(&good);
+    let (chain, comments) = owned_table(&netns.nft_ruleset());
+    assert_eq!(chain["policy"], "drop");
+    assert_eq!(
+        comments,
+        [
+            "mailctl-loopback",
+            "mailctl-replies",
+            "mailctl-icmp",
+            "admin",
+            "admin",
             "smtp"
         ]
     );

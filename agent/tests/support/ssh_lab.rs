@@ -20,6 +20,11 @@ pub struct SshLab {
     pub source_addr: String,
     /// The key root logs in with on the source.
     pub client_key: PathBuf,
+    /// sshd's host key (`.pub` beside it): what a job pins.
+    pub host_key: PathBuf,
+    /// A file the login shell on the source reads first (`BASH_ENV`; absent
+    /// unless a test writes it): a test makes the source hang with it.
+    pub login_script: PathBuf,
     sshd_log: PathBuf,
     sshd: Option<Child>,
 }
@@ -51,6 +56,8 @@ impl SshLab {
             dest_ns: dest_ns.to_owned(),
             source_addr: format!("{net}.1"),
             client_key: dir.join("client_key"),
+            host_key: dir.join("host_key"),
+            login_script: dir.join("login.sh"),
             sshd_log: dir.join("sshd.log"),
             sshd: None,
         };
@@ -67,8 +74,7 @@ impl SshLab {
             let addr = format!("{net}.{host}/24");
             run(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev])?;
         }
-        let host_key = dir.join("host_key");
-        for key in [&host_key, &lab.client_key] {
+        for key in [&lab.host_key, &lab.client_key] {
             let path = key.to_str().ok_or("the lab directory is not UTF-8")?;
             run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path])?;
         }
@@ -82,12 +88,13 @@ impl SshLab {
             format!(
                 "ListenAddress {}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
-                 StrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={}\n",
+                 StrictModes no\nPidFile {}\nSetEnv XDG_CACHE_HOME={} BASH_ENV={}\n",
                 lab.source_addr,
-                host_key.display(),
+                lab.host_key.display(),
                 authorized.display(),
                 dir.join("sshd.pid").display(),
                 dir.join("cache").display(),
+                lab.login_script.display(),
             ),
         )
         .map_err(|e| format!("sshd_config: {e}"))?;
