@@ -7,9 +7,10 @@
 //! `validate -o yaml` inlines what they read: a path in a manifest must not
 //! reach outside the folder it was found in.
 //!
-//! - A folder is walked once per folder: every folder read is remembered by
-//!   device and inode, so a symbolic link back into the tree (`a -> .`) is
-//!   reported where it is instead of walked for ever. Symbolic links inside
+//! - Every folder is read once: folders are remembered by device and inode,
+//!   so a symbolic link back up the tree (`a -> .`, `b -> ..`) is reported
+//!   where it is instead of walked for ever, and a second name of a folder
+//!   (`current -> 2026`) adds nothing read already. Symbolic links inside
 //!   a walked folder are followed only while they stay inside the folder
 //!   named on the command line; one leading out is an error at the link
 //!   (silently leaving it out would drop the manifests it holds). Only
@@ -90,6 +91,7 @@ fn collect(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics) {
         let mut walk = Walk {
             root,
             read: HashSet::new(),
+            within: Vec::new(),
             sources,
             diags,
         };
@@ -105,13 +107,22 @@ struct Walk<'a> {
     root: PathBuf,
     /// Folders read so far, by device and inode.
     read: HashSet<(u64, u64)>,
+    /// The folders being read, from the named one down to the current one.
+    within: Vec<(u64, u64)>,
     sources: &'a mut Vec<Source>,
     diags: &'a mut Diagnostics,
 }
 
 impl Walk<'_> {
     fn folder(&mut self, path: &Path, meta: &fs::Metadata) {
-        self.read.insert((meta.dev(), meta.ino()));
+        let id = (meta.dev(), meta.ino());
+        self.read.insert(id);
+        self.within.push(id);
+        self.entries(path);
+        self.within.pop();
+    }
+
+    fn entries(&mut self, path: &Path) {
         let mut entries: Vec<PathBuf> = match fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
@@ -165,19 +176,24 @@ impl Walk<'_> {
             return;
         }
         if meta.is_dir() {
-            if self.read.contains(&(meta.dev(), meta.ino())) {
+            let id = (meta.dev(), meta.ino());
+            if self.within.contains(&id) {
                 let target = fs::canonicalize(entry).unwrap_or_else(|_| entry.to_owned());
                 return problem(
                     self.diags,
                     entry,
                     format!(
-                        "symbolic link loop: this leads to the folder {}, which is read already",
+                        "symbolic link loop: this leads back to the folder {}, which holds it",
                         target.display()
                     ),
-                    "remove the link: every folder is read once, and manifests under it are read from there",
+                    "remove the link: it leads back into a folder it is in, and would be walked for ever",
                 );
             }
-            self.folder(entry, &meta);
+            // A second name of a folder read already (`current -> 2026`):
+            // its manifests were read once, under the first name.
+            if !self.read.contains(&id) {
+                self.folder(entry, &meta);
+            }
         } else if meta.is_file() {
             read_manifest(entry, self.sources, self.diags);
         } else {
