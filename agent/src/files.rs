@@ -12,6 +12,16 @@
 //! is an error, not created: a manifest naming `/etc/postfix/virtual` on a
 //! host without Postfix is more likely wrong than early.
 //!
+//! The agent is root, and the folders on the way to a managed file may
+//! belong to someone else. The folder is opened from `/` one component at
+//! a time without following a symbolic link, and everything after happens
+//! relative to it (`fsutil`): a managed path through a link (`/srv/conf`
+//! -> `/etc`) is refused with an error naming the link, for every desired
+//! state, `absent` included; so is `/var/run/...` where `/var/run` links
+//! to `/run` (write `/run/...`). A regular file with more than one hard
+//! link is not managed either: it shares mode and owner with its other
+//! names, which a `chmod` would change too.
+//!
 //! Plans show a content diff only for files anyone may read (`o+r` before
 //! and after the change). Keys, password maps and `/etc/shadow` appear with
 //! their size only: plans end up in CI logs and pull requests.
@@ -530,9 +540,12 @@ fn metadata_of(found: &FileStat) -> Metadata {
 /// whatever its desired state, so the rule is the same for every change.
 fn refuse_hard_links(path: &Path, kind: &str, found: &FileStat) -> Result<(), Error> {
     if kind == REGULAR && found.st_nlink > 1 {
+        // `nlink_t` is 64 bits on x86_64, 32 on aarch64.
+        #[allow(clippy::unnecessary_cast)]
+        let links = found.st_nlink as u64;
         return Err(Error::FileHardLinked {
             path: path.to_owned(),
-            links: found.st_nlink as u64,
+            links,
         });
     }
     Ok(())

@@ -228,7 +228,7 @@ impl OpenDir {
         for entry in dir.iter() {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
-                names.push(OsString::from(OsStr::from_bytes(&name).to_owned()));
+                names.push(OsStr::from_bytes(&name).to_owned());
             }
         }
         Ok(names)

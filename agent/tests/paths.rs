@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use mailctl_agent::sync::{Listing, SyncRunner, maildir, mbox};
 use mailctl_agent::{Config, Reconciler, error_chain};
-use mailctl_schemas::model::{HostSpec, ManagedFile, SyncJob, SyncSource};
+use mailctl_schemas::model::{SyncJob, SyncSource};
 use tempfile::TempDir;
 
 fn require_root(test: &str) {
@@ -40,6 +40,15 @@ fn mkdirs(path: impl AsRef<Path>) {
     fs::create_dir_all(path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
 }
 
+/// The error says which component of the path is a link.
+fn assert_names_link(error: &str, link: &Path) {
+    assert!(
+        error.contains(&format!("{} is a symbolic link", link.display())),
+        "the error names the link {}: {error}",
+        link.display()
+    );
+}
+
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
@@ -51,63 +60,102 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 // ------------------------------------------------------------------ files
 
-fn present(path: PathBuf, content: &str, mode: u32) -> ManagedFile {
-    ManagedFile {
-        path,
-        content: Some(content.to_owned()),
-        mode: Some(mode),
-        owner: None,
-        group: None,
-        on_change: Vec::new(),
+/// A temporary host whose `etc/conf` is a link to `outside/`: the attacker
+/// owns `etc/`.
+struct LinkedFolder {
+    tmp: TempDir,
+    etc: PathBuf,
+    outside: PathBuf,
+}
+
+impl LinkedFolder {
+    fn new() -> LinkedFolder {
+        let tmp = TempDir::new().expect("tempdir");
+        let (etc, outside) = (tmp.path().join("etc"), tmp.path().join("outside"));
+        mkdirs(&etc);
+        mkdirs(&outside);
+        symlink(&outside, etc.join("conf")).expect("plant the link");
+        LinkedFolder { tmp, etc, outside }
+    }
+
+    fn link(&self) -> PathBuf {
+        self.etc.join("conf")
     }
 }
 
-/// Applies a host spec holding only `files` through the reconciler, as
-/// the agent does; the error of the one file, if any, with its causes.
-async fn apply_files(state: &Path, files: Vec<ManagedFile>) -> Result<(), String> {
-    let reconciler = Reconciler::connect(Config::default().state_dir(state))
+/// Applies a Host whose `spec.files` is `files` (YAML flow items), read by
+/// the real loader, through the reconciler, as the agent does; the error
+/// of the one file, if any, with its causes.
+async fn apply_files(tmp: &Path, files: &str) -> Result<(), String> {
+    let manifest = tmp.join("host.yaml");
+    write(
+        &manifest,
+        &format!(
+            "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec:\n  files: [{files}]\n"
+        ),
+    );
+    let set = mailctl_schemas::load::load_paths(&[&manifest])
+        .unwrap_or_else(|diags| panic!("invalid test manifest:\n{diags}"));
+    let reconciler = Reconciler::connect(Config::default().state_dir(tmp.join("state")))
         .expect("open a netlink socket (nothing else in these specs needs one)");
-    let spec = HostSpec {
-        files,
-        ..HostSpec::default()
-    };
-    let report = reconciler.apply(&spec).await;
+    let report = reconciler.apply(&set.hosts[0].spec).await;
     match report.errors().next() {
         Some((resource, error)) => Err(format!("{resource}: {}", error_chain(error))),
         None => Ok(()),
     }
 }
 
-/// `etc/conf` is a link to `outside/` (the attacker owns `etc/`): a managed
-/// `etc/conf/main.cf` must not be written into `outside/`.
+/// A managed `etc/conf/main.cf` must not be written into `outside/`.
 #[tokio::test]
 async fn a_file_is_not_written_through_a_symlinked_folder() {
     require_root("a_file_is_not_written_through_a_symlinked_folder");
-    let tmp = TempDir::new().expect("tempdir");
-    let (etc, outside) = (tmp.path().join("etc"), tmp.path().join("outside"));
-    mkdirs(&etc);
-    mkdirs(&outside);
-    symlink(&outside, etc.join("conf")).expect("plant the link");
+    let host = LinkedFolder::new();
+    let path = host.link().join("main.cf");
 
     let result = apply_files(
-        &tmp.path().join("state"),
-        vec![present(etc.join("conf/main.cf"), "relayhost = x\n", 0o644)],
+        host.tmp.path(),
+        &format!(
+            "{{path: \"{}\", content: \"relayhost = x\\n\"}}",
+            path.display()
+        ),
     )
     .await;
 
     assert!(
-        names_in(&outside).is_empty(),
+        names_in(&host.outside).is_empty(),
         "root wrote through the link into {}: {:?}",
-        outside.display(),
-        names_in(&outside)
+        host.outside.display(),
+        names_in(&host.outside)
     );
     let error = result.expect_err("the apply must fail");
-    let link = etc.join("conf");
     assert!(
-        error.contains(&format!("{} is a symbolic link", link.display()))
+        error.contains(&format!("file {}", path.display()))
+            && error.contains(&format!("{} is a symbolic link", host.link().display()))
             && error.contains("write `path` without it"),
         "the error names the resource and the link, and says what to do: {error}"
     );
+}
+
+/// `state: absent` for `etc/conf/victim`: `outside/victim` must stay.
+#[tokio::test]
+async fn absent_removes_nothing_through_a_symlinked_folder() {
+    require_root("absent_removes_nothing_through_a_symlinked_folder");
+    let host = LinkedFolder::new();
+    write(host.outside.join("victim"), "keep me\n");
+    let path = host.link().join("victim");
+
+    let result = apply_files(
+        host.tmp.path(),
+        &format!("{{path: \"{}\", state: absent}}", path.display()),
+    )
+    .await;
+
+    assert_eq!(
+        read(host.outside.join("victim")),
+        "keep me\n",
+        "root removed a file through the link"
+    );
+    assert_names_link(&result.expect_err("the apply must fail"), &host.link());
 }
 
 /// `etc/link` is a second name of `secret` (mode 0600): making `etc/link`
@@ -119,18 +167,17 @@ async fn a_hard_linked_file_is_not_changed() {
     let etc = tmp.path().join("etc");
     mkdirs(&etc);
     let secret = tmp.path().join("secret");
-    write(&secret, "root:$6$hash:19000::::::\n");
+    write(&secret, "root:hash:19000::::::\n");
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::hard_link(&secret, etc.join("link")).expect("hard link");
 
     // Same content: the change is a mode change in place.
     let result = apply_files(
-        &tmp.path().join("state"),
-        vec![present(
-            etc.join("link"),
-            "root:$6$hash:19000::::::\n",
-            0o666,
-        )],
+        tmp.path(),
+        &format!(
+            "{{path: \"{}\", content: \"root:hash:19000::::::\\n\", mode: \"0666\"}}",
+            etc.join("link").display()
+        ),
     )
     .await;
 
@@ -147,40 +194,6 @@ async fn a_hard_linked_file_is_not_changed() {
             etc.join("link").display()
         )),
         "the error names the file and its links: {error}"
-    );
-}
-
-/// `state: absent` for `etc/conf/victim`, where `etc/conf` is a link to
-/// `outside/`: `outside/victim` must stay.
-#[tokio::test]
-async fn absent_removes_nothing_through_a_symlinked_folder() {
-    require_root("absent_removes_nothing_through_a_symlinked_folder");
-    let tmp = TempDir::new().expect("tempdir");
-    let (etc, outside) = (tmp.path().join("etc"), tmp.path().join("outside"));
-    mkdirs(&etc);
-    mkdirs(&outside);
-    write(outside.join("victim"), "keep me\n");
-    symlink(&outside, etc.join("conf")).expect("plant the link");
-
-    let absent = ManagedFile {
-        content: None,
-        mode: None,
-        ..present(etc.join("conf/victim"), "", 0)
-    };
-    let result = apply_files(&tmp.path().join("state"), vec![absent]).await;
-
-    assert_eq!(
-        read(outside.join("victim")),
-        "keep me\n",
-        "root removed a file through the link"
-    );
-    let error = result.expect_err("the apply must fail");
-    assert!(
-        error.contains(&format!(
-            "{} is a symbolic link",
-            etc.join("conf").display()
-        )),
-        "the error names the link: {error}"
     );
 }
 
@@ -291,13 +304,9 @@ fn maildir_renames_and_removals_do_not_follow_a_swapped_folder() {
     for victim in victims {
         assert_eq!(read(outside.join(victim)), "root's file\n");
     }
-    let error = renamed.expect_err("the renames must fail").to_string();
-    assert!(
-        error.contains(&format!(
-            "{} is a symbolic link",
-            destination.join("cur").display()
-        )),
-        "the error names the link: {error}"
+    assert_names_link(
+        &renamed.expect_err("the renames must fail").to_string(),
+        &destination.join("cur"),
     );
     assert!(removed.is_err(), "the removal must fail: {removed:?}");
     assert_eq!(
@@ -347,12 +356,8 @@ fn a_sync_run_moves_nothing_through_a_symlinked_cur() {
         outside.display(),
         names_in(&outside)
     );
-    let error = result.expect_err("the run must fail").to_string();
-    assert!(
-        error.contains(&format!(
-            "{} is a symbolic link",
-            destination.join("cur").display()
-        )),
-        "the error says why: {error}"
+    assert_names_link(
+        &result.expect_err("the run must fail").to_string(),
+        &destination.join("cur"),
     );
 }

@@ -370,7 +370,12 @@ fn walk(
 /// of its files. A file gone meanwhile (a live maildir) is left out.
 fn stat_all(root: &Path, mut files: Vec<String>) -> io::Result<Vec<(String, i64, u64)>> {
     fn stat_chunk(root: &Path, chunk: &mut [String]) -> io::Result<Vec<(String, i64, u64)>> {
-        let top = OpenDir::open_as_named(root)?;
+        let top = match OpenDir::open_as_named(root) {
+            Ok(top) => top,
+            // No root, no files (a first run; a live tree removed meanwhile).
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
         let mut described = Vec::with_capacity(chunk.len());
         let mut open: Option<(String, OpenDir)> = None;
         for path in chunk.iter_mut() {
