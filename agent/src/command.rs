@@ -91,3 +91,22 @@ pub(crate) async fn run_checked(argv: &[String], timeout: Duration) -> Result<()
         })
     }
 }
+
+/// An argv as a person would type it: arguments with spaces or quotes in
+/// single quotes.
+pub(crate) fn argv_text(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
+            if plain {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -120,6 +120,26 @@ pub enum Error {
     FileNotRegular { path: PathBuf, kind: &'static str },
 
     #[error(
+        "file {}: {} is a symbolic link (to {}); mailctl follows no link in the folders of a managed file (whoever owns the link would choose where root writes): write `path` without it, or replace the link by a folder",
+        path.display(),
+        link.display(),
+        target.display()
+    )]
+    FileThroughSymlink {
+        path: PathBuf,
+        /// The component of the path that is a link.
+        link: PathBuf,
+        target: PathBuf,
+    },
+
+    #[error(
+        "file {}: has {links} hard links; mailctl manages only files with one name (a change of mode or owner would change the other names too): find them with `find / -xdev -samefile {}` and remove them, or fix `path`",
+        path.display(),
+        path.display()
+    )]
+    FileHardLinked { path: PathBuf, links: u64 },
+
+    #[error(
         "file {}: no {kind} {name} on this host; create it first (the package of the service usually does) or fix `{field}`",
         path.display(),
         kind = if *field == "owner" { "user" } else { "group" }

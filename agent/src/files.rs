@@ -12,6 +12,16 @@
 //! is an error, not created: a manifest naming `/etc/postfix/virtual` on a
 //! host without Postfix is more likely wrong than early.
 //!
+//! The agent is root, and the folders on the way to a managed file may
+//! belong to someone else. The folder is opened from `/` one component at
+//! a time without following a symbolic link, and everything after happens
+//! relative to it (`fsutil`): a managed path through a link (`/srv/conf`
+//! -> `/etc`) is refused with an error naming the link, for every desired
+//! state, `absent` included; so is `/var/run/...` where `/var/run` links
+//! to `/run` (write `/run/...`). A regular file with more than one hard
+//! link is not managed either: it shares mode and owner with its other
+//! names, which a `chmod` would change too.
+//!
 //! Plans show a content diff only for files anyone may read (`o+r` before
 //! and after the change). Keys, password maps and `/etc/shadow` appear with
 //! their size only: plans end up in CI logs and pull requests.
@@ -54,23 +64,24 @@
 //! # Ok(()) }
 //! ```
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mailctl_schemas::model::{Handler, ManagedFile};
-use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 use similar::TextDiff;
 
+use crate::command::argv_text;
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
+use crate::fsutil::{self, OpenDir, Owner, WalkError, blocking, sha256_hex, write_state_file};
 
 /// Mode of a new file whose manifest sets none: what a package installs.
 const DEFAULT_MODE: u32 = 0o644;
@@ -453,12 +464,21 @@ fn observe(desired: &ManagedFile, state_dir: &Path) -> Result<ObservedFile, Erro
         user_with_id(nix::unistd::geteuid().as_raw()),
         group_with_id(nix::unistd::getegid().as_raw()),
     );
-    let parent = parent_of(path);
-    let missing_parent = (desired.content.is_some() && !parent.is_dir()).then(|| parent.to_owned());
-    let existing = match fs::symlink_metadata(path) {
-        Ok(found) => Some(existing_file(desired, &found)?),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-        Err(error) => return Err(file_error(path, "read its metadata", error)),
+    let (parent, name) = parent_and_name(path)?;
+    let mut missing_parent = None;
+    let existing = match OpenDir::open(parent) {
+        Ok(folder) => match folder.stat(name) {
+            Ok(Some(found)) => Some(existing_file(desired, &folder, name, &found)?),
+            Ok(None) => None,
+            Err(error) => return Err(file_error(path, "read its metadata", error)),
+        },
+        Err(WalkError::Missing { .. }) => {
+            if desired.content.is_some() {
+                missing_parent = Some(parent.to_owned());
+            }
+            None
+        }
+        Err(error) => return Err(folder_error(path, error)),
     };
     Ok(ObservedFile {
         owner,
@@ -470,41 +490,65 @@ fn observe(desired: &ManagedFile, state_dir: &Path) -> Result<ObservedFile, Erro
     })
 }
 
-fn existing_file(desired: &ManagedFile, found: &fs::Metadata) -> Result<ExistingFile, Error> {
-    let file_type = found.file_type();
-    let kind = if file_type.is_file() {
-        REGULAR
-    } else if file_type.is_symlink() {
-        SYMLINK
-    } else if file_type.is_dir() {
-        "directory"
-    } else if file_type.is_fifo() {
-        "FIFO"
-    } else if file_type.is_socket() {
-        "socket"
-    } else {
-        "device"
+fn existing_file(
+    desired: &ManagedFile,
+    folder: &OpenDir,
+    name: &OsStr,
+    found: &FileStat,
+) -> Result<ExistingFile, Error> {
+    let kind = match fsutil::file_type(found) {
+        SFlag::S_IFREG => REGULAR,
+        SFlag::S_IFLNK => SYMLINK,
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFIFO => "FIFO",
+        SFlag::S_IFSOCK => "socket",
+        _ => "device",
     };
-    let metadata = Metadata {
-        mode: found.mode() & 0o7777,
-        owner: user_with_id(found.uid()),
-        group: group_with_id(found.gid()),
-    };
+    refuse_hard_links(&desired.path, kind, found)?;
+    let metadata = metadata_of(found);
+    let len = found.st_size as u64;
     let content = match &desired.content {
         Some(wanted) if kind == REGULAR => Some(compare(
             &desired.path,
+            folder,
+            name,
             wanted.as_bytes(),
-            found.len(),
+            len,
             showable(desired.mode, metadata.mode),
         )?),
         _ => None,
     };
     Ok(ExistingFile {
         kind,
-        len: found.len(),
+        len,
         metadata,
         content,
     })
+}
+
+fn metadata_of(found: &FileStat) -> Metadata {
+    Metadata {
+        mode: found.st_mode & 0o7777,
+        owner: user_with_id(found.st_uid),
+        group: group_with_id(found.st_gid),
+    }
+}
+
+/// A regular file with more than one name shares its inode, mode and owner
+/// with the others: a `chmod 0666` of `/srv/x`, hard-linked to
+/// `/etc/shadow`, would open up `/etc/shadow`. Such a file is not managed,
+/// whatever its desired state, so the rule is the same for every change.
+fn refuse_hard_links(path: &Path, kind: &str, found: &FileStat) -> Result<(), Error> {
+    if kind == REGULAR && found.st_nlink > 1 {
+        // `nlink_t` is 64 bits on x86_64, 32 on aarch64.
+        #[allow(clippy::unnecessary_cast)]
+        let links = found.st_nlink as u64;
+        return Err(Error::FileHardLinked {
+            path: path.to_owned(),
+            links,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a plan may show the content: the file is readable to anyone now
@@ -517,13 +561,20 @@ fn showable(desired_mode: Option<u32>, existing_mode: u32) -> bool {
 /// Compares the file with `wanted`, reading no more than needed: nothing
 /// when the sizes differ, up to the first difference otherwise; all of it
 /// only when a plan will show the difference.
-fn compare(path: &Path, wanted: &[u8], len: u64, showable: bool) -> Result<ContentCheck, Error> {
+fn compare(
+    path: &Path,
+    folder: &OpenDir,
+    name: &OsStr,
+    wanted: &[u8],
+    len: u64,
+    showable: bool,
+) -> Result<ContentCheck, Error> {
     let keep_old = showable && len <= DIFF_LIMIT && wanted.len() as u64 <= DIFF_LIMIT;
     if len != wanted.len() as u64 && !keep_old {
         return Ok(ContentCheck::Differs { old: None });
     }
     let read_error = |error| file_error(path, "read it", error);
-    let mut file = open_no_follow(path).map_err(read_error)?;
+    let mut file = folder.open_file(name).map_err(read_error)?;
     if keep_old {
         let mut old = Vec::new();
         file.take(DIFF_LIMIT + 1)
@@ -680,191 +731,131 @@ fn apply(state_dir: &Path, change: &FileChange) -> Result<(), Error> {
     if handlers != change.pending {
         write_due_handlers(state_dir, path, &handlers)?;
     }
+    if change.action == FileAction::RunPendingHandlers {
+        return Ok(());
+    }
+    // Opened again, not taken from the plan: a folder on the way may have
+    // been swapped for a link since.
+    let (parent, name) = parent_and_name(path)?;
+    let folder = OpenDir::open(parent).map_err(|error| match error {
+        WalkError::Missing { .. } => Error::FileParentMissing {
+            path: path.clone(),
+            parent: parent.to_owned(),
+        },
+        error => folder_error(path, error),
+    })?;
     match &change.action {
         FileAction::Create { content, metadata }
         | FileAction::Rewrite {
             content,
             to: metadata,
             ..
-        } => replace_atomically(path, content.as_bytes(), metadata.mode, Some(metadata))
-            .map_err(|step| step.for_file(path)),
-        FileAction::SetMetadata { from, to } => set_metadata(path, from, to),
-        FileAction::Remove => remove(path),
+        } => {
+            let owner = Owner {
+                uid: metadata.owner.id,
+                gid: metadata.group.id,
+                name: format!("{}:{}", metadata.owner, metadata.group),
+            };
+            folder
+                .replace(name, content.as_bytes(), metadata.mode, Some(&owner))
+                .map_err(|step| file_error(path, step.what, step.source))
+        }
+        FileAction::SetMetadata { from, to } => set_metadata(path, &folder, name, from, to),
+        FileAction::Remove => remove(path, &folder, name),
         FileAction::RunPendingHandlers => Ok(()),
     }
 }
 
 /// Changes owner, group and mode of the file itself (never what a symlink
 /// in its place points to), keeping its content and inode.
-fn set_metadata(path: &Path, from: &Metadata, to: &Metadata) -> Result<(), Error> {
-    let file = open_no_follow(path).map_err(|error| file_error(path, "open it", error))?;
+fn set_metadata(
+    path: &Path,
+    folder: &OpenDir,
+    name: &OsStr,
+    from: &Metadata,
+    to: &Metadata,
+) -> Result<(), Error> {
+    let file = folder
+        .open_file(name)
+        .map_err(|error| file_error(path, "open it", error))?;
+    // The file as opened now, not as planned: another name may have been
+    // linked to it since.
+    let found = nix::sys::stat::fstat(&file)
+        .map_err(|errno| file_error(path, "read its metadata", errno.into()))?;
+    if fsutil::file_type(&found) != SFlag::S_IFREG {
+        return Err(Error::FileNotRegular {
+            path: path.to_owned(),
+            kind: "special file",
+        });
+    }
+    refuse_hard_links(path, REGULAR, &found)?;
     let chown = from.owner.id != to.owner.id || from.group.id != to.group.id;
     if chown {
-        std::os::unix::fs::fchown(
+        nix::unistd::fchown(
             &file,
-            (from.owner.id != to.owner.id).then_some(to.owner.id),
-            (from.group.id != to.group.id).then_some(to.group.id),
+            (from.owner.id != to.owner.id).then_some(Uid::from_raw(to.owner.id)),
+            (from.group.id != to.group.id).then_some(Gid::from_raw(to.group.id)),
         )
-        .map_err(|error| file_error(path, chown_what(to, &error), error))?;
+        .map_err(|errno| {
+            let error = io::Error::from(errno);
+            let what = fsutil::chown_what(&format!("{}:{}", to.owner, to.group), &error);
+            file_error(path, what, error)
+        })?;
     }
     // Changing the owner clears setuid and setgid: set the mode after.
     if from.mode != to.mode || (chown && to.mode & 0o6000 != 0) {
-        file.set_permissions(Permissions::from_mode(to.mode))
-            .map_err(|error| file_error(path, format!("set its mode to {:04o}", to.mode), error))?;
+        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(to.mode)).map_err(|errno| {
+            file_error(
+                path,
+                format!("set its mode to {:04o}", to.mode),
+                errno.into(),
+            )
+        })?;
     }
     file.sync_all()
         .map_err(|error| file_error(path, "flush it to disk", error))
 }
 
-fn remove(path: &Path) -> Result<(), Error> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+/// Removes the file or link `name` from `folder`, never a folder, never a
+/// file with other names.
+fn remove(path: &Path, folder: &OpenDir, name: &OsStr) -> Result<(), Error> {
+    match folder.stat(name) {
+        Ok(Some(found)) if fsutil::file_type(&found) == SFlag::S_IFREG => {
+            refuse_hard_links(path, REGULAR, &found)?;
+        }
+        Ok(_) => {}
+        Err(error) => return Err(file_error(path, "read its metadata", error)),
+    }
+    match folder.remove_file(name) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
         Err(error) => return Err(file_error(path, "remove it", error)),
     }
-    let parent = parent_of(path);
-    sync_dir(parent).map_err(|error| {
+    folder.sync().map_err(|error| {
         file_error(
             path,
-            format!("flush its folder {}", parent.display()),
+            format!("flush its folder {}", folder.path().display()),
             error,
         )
     })
 }
 
-/// A step of writing a file that failed.
-struct FailedStep {
-    what: String,
-    source: io::Error,
+/// The folder and the name of a managed path (validated absolute, so there
+/// are both).
+fn parent_and_name(path: &Path) -> Result<(&Path, &OsStr), Error> {
+    fsutil::split(path).map_err(|error| file_error(path, "name its folder", error))
 }
 
-impl FailedStep {
-    fn for_file(self, path: &Path) -> Error {
-        file_error(path, self.what, self.source)
-    }
-
-    fn for_state_file(self, path: &Path) -> Error {
-        Error::StateFile {
+/// Why the folder of a managed file could not be opened.
+fn folder_error(path: &Path, error: WalkError) -> Error {
+    match error {
+        WalkError::Symlink { component, target } => Error::FileThroughSymlink {
             path: path.to_owned(),
-            what: self.what,
-            source: self.source,
-        }
+            link: component,
+            target,
+        },
+        error => file_error(path, "open its folder", error.into()),
     }
-}
-
-/// [`replace_atomically`] for the agent's own files (state, ledgers, the
-/// desired-state manifest): owned by the agent, with `mode`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    replace_atomically(path, bytes, mode, None).map_err(|step| {
-        io::Error::new(
-            step.source.kind(),
-            format!("{}: {}", step.what, step.source),
-        )
-    })
-}
-
-/// Sets `path` to `bytes` so that a reader sees the old or the new content,
-/// never a mix, also after a crash: temporary file in the same folder
-/// (mode 0600 while it is written), owner and mode set on it, flushed,
-/// renamed over `path`, folder flushed. With `owner` `None` the file belongs
-/// to the agent. Temporaries an earlier crash left are removed first.
-fn replace_atomically(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    owner: Option<&Metadata>,
-) -> Result<(), FailedStep> {
-    static TEMPORARIES: AtomicU64 = AtomicU64::new(0);
-    let folder = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.mailctl-");
-    remove_stale_temporaries(folder, &prefix);
-    let temporary = folder.join(format!(
-        "{prefix}{}-{}.tmp",
-        std::process::id(),
-        TEMPORARIES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let step = |what: String| {
-        let temporary = temporary.display().to_string();
-        move |source| FailedStep {
-            what: format!("{what} (temporary file {temporary})"),
-            source,
-        }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(step("create a temporary file next to it".into()))?;
-    let written = (|| {
-        file.write_all(bytes).map_err(step("write it".into()))?;
-        if let Some(owner) = owner {
-            std::os::unix::fs::fchown(&file, Some(owner.owner.id), Some(owner.group.id)).map_err(
-                |error| {
-                    let what = chown_what(owner, &error);
-                    step(what)(error)
-                },
-            )?;
-        }
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(step(format!("set its mode to {mode:04o}")))?;
-        file.sync_all().map_err(step("flush it to disk".into()))?;
-        fs::rename(&temporary, path).map_err(step("rename the new content over it".into()))
-    })();
-    if written.is_err() {
-        // Best effort: a leftover is removed by the next write anyway.
-        let _ = fs::remove_file(&temporary);
-    }
-    written?;
-    sync_dir(folder).map_err(|source| FailedStep {
-        what: format!("flush its folder {}", folder.display()),
-        source,
-    })
-}
-
-/// Removes temporaries of a write that a crash interrupted. A resource is
-/// never reconciled twice at once, so no other writer owns them.
-fn remove_stale_temporaries(folder: &Path, prefix: &str) {
-    let Ok(entries) = fs::read_dir(folder) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(prefix) && name.ends_with(".tmp") {
-            // Best effort: one more leftover does no harm.
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn chown_what(to: &Metadata, error: &io::Error) -> String {
-    let hint = if error.kind() == io::ErrorKind::PermissionDenied {
-        " (only root may give a file to another user)"
-    } else {
-        ""
-    };
-    format!("give it to {}:{}{hint}", to.owner, to.group)
-}
-
-fn sync_dir(folder: &Path) -> io::Result<()> {
-    File::open(folder)?.sync_all()
-}
-
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(path)
-}
-
-/// The folder of a managed path (validated absolute, so there is one).
-fn parent_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("/"))
 }
 
 fn file_error(path: &Path, what: impl Into<String>, source: io::Error) -> Error {
@@ -1009,11 +1000,13 @@ fn write_due_handlers(state_dir: &Path, path: &Path, handlers: &[Handler]) -> Re
     let file = due_handlers_file(state_dir, path);
     if handlers.is_empty() {
         return match fs::remove_file(&file) {
-            Ok(()) => sync_dir(state_dir).map_err(|source| Error::StateFile {
-                path: file,
-                what: "flush the state directory after removing it".into(),
-                source,
-            }),
+            Ok(()) => OpenDir::open_as_named(state_dir)
+                .and_then(|folder| folder.sync())
+                .map_err(|source| Error::StateFile {
+                    path: file,
+                    what: "flush the state directory after removing it".into(),
+                    source,
+                }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(Error::StateFile {
                 path: file,
@@ -1034,41 +1027,7 @@ fn write_due_handlers(state_dir: &Path, path: &Path, handlers: &[Handler]) -> Re
     write_state_file(state_dir, &file, &text)
 }
 
-/// Writes a file of the agent's own state (mode 0600) atomically, creating
-/// the state directory (mode 0700) when needed.
-pub(crate) fn write_state_file(state_dir: &Path, file: &Path, bytes: &[u8]) -> Result<(), Error> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|source| Error::StateFile {
-            path: file.to_owned(),
-            what: format!("create the state directory {}", state_dir.display()),
-            source,
-        })?;
-    replace_atomically(file, bytes, 0o600, None).map_err(|step| step.for_state_file(file))
-}
-
-// ----------------------------------------------------------------- commands
-
-/// An argv as a person would type it: arguments with spaces or quotes in
-/// single quotes.
-pub(crate) fn argv_text(argv: &[String]) -> String {
-    argv.iter()
-        .map(|arg| {
-            let plain = !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
-            if plain {
-                arg.clone()
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+// ----------------------------------------------------------------- handlers
 
 /// `run postmap /etc/postfix/virtual; reload postfix`
 pub(crate) fn describe_handlers(handlers: &[Handler]) -> String {
@@ -1081,23 +1040,6 @@ pub(crate) fn describe_handlers(handlers: &[Handler]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// Runs blocking file system work (reads, fsync) off the async threads, so
-/// a slow disk does not hold up the netlink monitor or the API.
-pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => value,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
 }
 
 fn bytes(n: u64) -> String {

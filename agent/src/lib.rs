@@ -35,6 +35,7 @@ pub mod driver;
 mod error;
 pub mod files;
 pub mod firewall;
+mod fsutil;
 mod intervals;
 pub mod pki;
 mod reconcile;

@@ -23,9 +23,10 @@ use std::time::{Duration, SystemTime};
 use mailctl_schemas::model::Task;
 use serde::{Deserialize, Serialize};
 
+use crate::command::argv_text;
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
-use crate::files::{argv_text, blocking, sha256_hex, write_state_file};
+use crate::fsutil::{blocking, sha256_hex, write_state_file};
 
 /// Conversions of a large mail spool take long; a task that hangs for
 /// longer than this is killed.

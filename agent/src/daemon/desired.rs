@@ -374,9 +374,9 @@ fn damage_report(error: &DesiredError, moved: Result<Option<PathBuf>, std::io::E
     }
 }
 
-/// Write one of the agent's files atomically (see `files::write_atomically`).
+/// Write one of the agent's files atomically (see `fsutil::write_atomically`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DesiredError> {
-    crate::files::write_atomically(path, bytes, 0o600).map_err(|source| DesiredError::State {
+    crate::fsutil::write_atomically(path, bytes, 0o600).map_err(|source| DesiredError::State {
         path: path.to_path_buf(),
         source,
     })

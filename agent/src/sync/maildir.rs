@@ -7,11 +7,15 @@
 //! holding `cur/` or `new/` files: the root, every `.Folder` (Dovecot's
 //! Maildir++ layout) and, for trees of many users, every user's maildir.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::fsutil::{OpenDir, WalkError, with_path};
 
 /// Which of the two message directories a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -366,34 +370,36 @@ fn walk(
 /// of its files. A file gone meanwhile (a live maildir) is left out.
 fn stat_all(root: &Path, mut files: Vec<String>) -> io::Result<Vec<(String, i64, u64)>> {
     fn stat_chunk(root: &Path, chunk: &mut [String]) -> io::Result<Vec<(String, i64, u64)>> {
-        use nix::fcntl::AtFlags;
+        let top = match OpenDir::open_as_named(root) {
+            Ok(top) => top,
+            // No root, no files (a first run; a live tree removed meanwhile).
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
         let mut described = Vec::with_capacity(chunk.len());
-        let mut open: Option<(String, fs::File)> = None;
+        let mut open: Option<(String, OpenDir)> = None;
         for path in chunk.iter_mut() {
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let (dir, name) = split_rel(path);
             if open.as_ref().is_none_or(|(d, _)| d != dir) {
-                let full = if dir.is_empty() {
-                    root.to_path_buf()
-                } else {
-                    root.join(dir)
-                };
-                match fs::File::open(&full) {
-                    Ok(file) => open = Some((dir.to_owned(), file)),
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                // A directory swapped for a link since the walk is not
+                // followed: its files are left out like files gone.
+                match top.subfolder(dir) {
+                    Ok(opened) => open = Some((dir.to_owned(), opened)),
+                    Err(WalkError::Missing { .. } | WalkError::Symlink { .. }) => {
                         open = None;
                         continue;
                     }
-                    Err(error) => return Err(with_path(error, &full)),
+                    Err(error) => return Err(error.into()),
                 }
             }
             let Some((_, handle)) = &open else { continue };
-            match nix::sys::stat::fstatat(handle, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(stat) => {
+            match handle.stat(name) {
+                Ok(Some(stat)) => {
                     let (mtime, size) = (stat.st_mtime, stat.st_size as u64);
                     described.push((std::mem::take(path), mtime, size));
                 }
-                Err(nix::errno::Errno::ENOENT) => {}
-                Err(errno) => return Err(with_path(errno.into(), &root.join(path))),
+                Ok(None) => {}
+                Err(error) => return Err(with_path(error, &root.join(&*path))),
             }
         }
         Ok(described)
@@ -589,15 +595,96 @@ pub fn lacking(listing: &Listing, other: &Listing) -> Vec<String> {
     paths
 }
 
+/// The directories of one destination tree, each opened once for the
+/// renames and removals in it, beneath the root and without following a
+/// link (see `fsutil`): a user who owns a maildir and swaps its `cur/` for
+/// a link to `/etc` between planning and renaming gets an error, not root
+/// renaming or removing files in `/etc`.
+struct Tree {
+    root: Rc<OpenDir>,
+    /// By path relative to the root; `None`: not there.
+    dirs: HashMap<String, Option<Rc<OpenDir>>>,
+}
+
+impl Tree {
+    /// The root as the job names it (links in that path are the admin's).
+    fn open(root: &Path) -> io::Result<Tree> {
+        Ok(Tree {
+            root: Rc::new(OpenDir::open_as_named(root)?),
+            dirs: HashMap::new(),
+        })
+    }
+
+    /// The directory `rel` (`""` for the root), `None` when missing.
+    fn dir(&mut self, rel: &str) -> io::Result<Option<Rc<OpenDir>>> {
+        if rel.is_empty() {
+            return Ok(Some(self.root.clone()));
+        }
+        if let Some(known) = self.dirs.get(rel) {
+            return Ok(known.clone());
+        }
+        let opened = match self.root.subfolder(rel) {
+            Ok(dir) => Some(Rc::new(dir)),
+            Err(WalkError::Missing { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        self.dirs.insert(rel.to_owned(), opened.clone());
+        Ok(opened)
+    }
+
+    /// The directory `rel`, created (with what is missing above it) when
+    /// it is not there.
+    fn create_dir(&mut self, rel: &str) -> io::Result<Rc<OpenDir>> {
+        if let Some(dir) = self.dir(rel)? {
+            return Ok(dir);
+        }
+        let created = Rc::new(self.root.create_subfolder(rel)?);
+        self.dirs.insert(rel.to_owned(), Some(created.clone()));
+        Ok(created)
+    }
+
+    /// Removes the file `rel`; `false` when it (or its directory) is gone.
+    fn remove(&mut self, rel: &str) -> io::Result<bool> {
+        let (dir, name) = split_rel(rel);
+        match self.dir(dir)? {
+            Some(dir) => dir
+                .remove_file(name)
+                .map_err(|e| with_path(e, &self.root.path().join(rel))),
+            None => Ok(false),
+        }
+    }
+
+    /// Renames `from` to `to` (both relative to the root) unless `to`
+    /// exists (`AlreadyExists`); `false` when `from` is gone.
+    fn rename_new(&mut self, from: &str, to: &str) -> io::Result<bool> {
+        let (from_dir, from_name) = split_rel(from);
+        let (to_dir, to_name) = split_rel(to);
+        let Some(source) = self.dir(from_dir)? else {
+            return Ok(false);
+        };
+        // The folder may have no cur/ (or new/) yet.
+        let target = self.create_dir(to_dir)?;
+        match source.rename_new(from_name, &target, to_name) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(with_path(error, &self.root.path().join(from))),
+        }
+    }
+}
+
+/// `dir/name` -> (`dir`, `name`); a name alone is in the root.
+fn split_rel(rel: &str) -> (&str, &OsStr) {
+    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    (dir, OsStr::new(name))
+}
+
 /// Removes `paths` (relative to `root`); a file already gone is fine.
 pub fn remove(root: &Path, paths: &[String]) -> io::Result<usize> {
+    let mut tree = Tree::open(root)?;
     let mut removed = 0;
     for rel in paths {
-        let path = root.join(rel);
-        match fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(with_path(error, &path)),
+        if tree.remove(rel)? {
+            removed += 1;
         }
     }
     Ok(removed)
@@ -613,54 +700,32 @@ pub struct Applied {
 /// Applies a plan on the destination root. `rename(2)` keeps the mtime.
 /// Removals come before renames so a rename never replaces a kept copy.
 pub fn apply(root: &Path, steps: &[Step]) -> io::Result<Applied> {
+    let mut tree = Tree::open(root)?;
     let mut applied = Applied::default();
     for step in steps {
-        if let Step::RemoveDuplicate { folder, file } = step {
-            let path = root.join(join(folder, file));
-            match fs::remove_file(&path) {
-                Ok(()) => applied.duplicates_removed += 1,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(with_path(error, &path)),
-            }
+        if let Step::RemoveDuplicate { folder, file } = step
+            && tree.remove(&join(folder, file))?
+        {
+            applied.duplicates_removed += 1;
         }
     }
     for step in steps {
         if let Step::Rename { folder, from, to } = step {
-            let from = root.join(join(folder, from));
-            let to = root.join(join(folder, to));
-            match rename_new(&from, &to) {
-                Err(error) if error.kind() == io::ErrorKind::NotFound && !from.exists() => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    // The folder has no cur/ (or new/) yet.
-                    if let Some(parent) = to.parent() {
-                        fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
-                    }
-                    rename_new(&from, &to).map_err(|e| with_path(e, &from))?;
-                    applied.renamed += 1;
-                }
+            let from = join(folder, from);
+            match tree.rename_new(&from, &join(folder, to)) {
+                Ok(true) => applied.renamed += 1,
+                Ok(false) => {}
                 // Never replace a file that is already there: that would be
                 // a message of its own; this copy is the duplicate.
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                    fs::remove_file(&from).map_err(|e| with_path(e, &from))?;
+                    tree.remove(&from)?;
                     applied.duplicates_removed += 1;
                 }
-                Err(error) => return Err(with_path(error, &from)),
-                Ok(()) => applied.renamed += 1,
+                Err(error) => return Err(error),
             }
         }
     }
     Ok(applied)
-}
-
-/// `rename(2)` that fails rather than replace an existing `to`, in one
-/// atomic step (`RENAME_NOREPLACE`).
-fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
-}
-
-fn with_path(error: io::Error, path: &Path) -> io::Error {
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
 /// The result of comparing the unique parts of both sides, folder by folder.
@@ -785,10 +850,10 @@ fn push_example(list: &mut Vec<String>, example: String) {
 /// Creates `cur/`, `new/` and `tmp/` of every folder the listing has, so
 /// a destination folder is a valid maildir even before mail arrives.
 pub fn ensure_folders(root: &Path, listing: &Listing) -> io::Result<()> {
+    let mut tree = Tree::open(root)?;
     for folder in listing.folders.keys() {
         for sub in ["cur", "new", "tmp"] {
-            let dir: PathBuf = root.join(join(folder, sub));
-            fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir))?;
+            tree.create_dir(&join(folder, sub))?;
         }
     }
     Ok(())

@@ -21,12 +21,14 @@
 //! carries a date, so an unquoted `From ` in a body does not.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::maildir::{Listing, Message, Sub, join};
+use crate::fsutil::{OpenDir, split};
 
 /// One message of a spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,19 +289,27 @@ pub struct Converted {
 
 /// Converts one spool file into the maildir `maildir` (created when
 /// missing). Messages already converted are not written again.
+///
+/// The maildir is usually its user's: everything in it is created and
+/// renamed relative to its open directories, never followed through a
+/// link (see `fsutil`). A message is written to `tmp/KEY` created
+/// `O_EXCL | O_NOFOLLOW`; a name already there (a crash's leftover, or a
+/// link planted by someone who computed the key) is removed, not written
+/// through.
 pub fn convert(spool: &Path, maildir: &Path) -> io::Result<Converted> {
-    let text = fs::read(spool).map_err(|e| at(e, spool))?;
-    let spool_mtime = fs::metadata(spool)
-        .ok()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64);
+    let (text, spool_mtime) = read_spool(spool)?;
     let messages = parse(&text);
     let wanted = expected(&messages, spool_mtime);
-    for sub in ["cur", "new", "tmp"] {
-        let dir = maildir.join(sub);
-        fs::create_dir_all(&dir).map_err(|e| at(e, &dir))?;
-    }
+    let (parent, name) = split(maildir)?;
+    fs::create_dir_all(parent).map_err(|e| at(e, parent))?;
+    let root = OpenDir::open_as_named(parent)?.create_subfolder(name)?;
+    let cur = root.create_subfolder("cur")?;
+    let new = root.create_subfolder("new")?;
+    let tmp = root.create_subfolder("tmp")?;
+    let sub_dir = |sub: Sub| match sub {
+        Sub::Cur => &cur,
+        Sub::New => &new,
+    };
     let listing = Listing::read_local(maildir)?;
     let existing: BTreeMap<&str, &Message> = listing
         .folders
@@ -311,22 +321,34 @@ pub fn convert(spool: &Path, maildir: &Path) -> io::Result<Converted> {
         ..Converted::default()
     };
     for (message, want) in messages.iter().zip(&wanted) {
-        let target = maildir.join(want.rel());
+        let target = OsStr::new(&want.name);
         match existing.get(want.key.as_str()) {
             Some(have) if have.rel() == want.rel() => done.unchanged += 1,
             Some(have) => {
                 let from = maildir.join(have.rel());
-                fs::rename(&from, &target).map_err(|e| at(e, &from))?;
+                sub_dir(have.sub)
+                    .rename(OsStr::new(&have.name), sub_dir(want.sub), target)
+                    .map_err(|e| at(e, &from))?;
                 done.renamed += 1;
             }
             None => {
-                let tmp = maildir.join(join("tmp", &want.key));
-                let mut file = fs::File::create(&tmp).map_err(|e| at(e, &tmp))?;
-                file.write_all(&message.content).map_err(|e| at(e, &tmp))?;
+                let key = OsStr::new(&want.key);
+                let tmp_path = maildir.join(join("tmp", &want.key));
+                let mut file = match tmp.create_new(key, 0o666) {
+                    Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                        tmp.remove_file(key).map_err(|e| at(e, &tmp_path))?;
+                        tmp.create_new(key, 0o666)
+                    }
+                    created => created,
+                }
+                .map_err(|e| at(e, &tmp_path))?;
+                file.write_all(&message.content)
+                    .map_err(|e| at(e, &tmp_path))?;
                 let mtime = UNIX_EPOCH + Duration::from_secs(want.mtime.max(0) as u64);
-                file.set_modified(mtime).map_err(|e| at(e, &tmp))?;
+                file.set_modified(mtime).map_err(|e| at(e, &tmp_path))?;
                 drop(file);
-                fs::rename(&tmp, &target).map_err(|e| at(e, &tmp))?;
+                tmp.rename(key, sub_dir(want.sub), target)
+                    .map_err(|e| at(e, &tmp_path))?;
                 done.written += 1;
                 done.bytes += message.content.len() as u64;
             }
@@ -336,6 +358,31 @@ pub fn convert(spool: &Path, maildir: &Path) -> io::Result<Converted> {
         nix::unistd::sync();
     }
     Ok(done)
+}
+
+/// The content and mtime of a spool file, which must be a regular file
+/// (a link in its place is not followed: root would convert whatever it
+/// points to into a user's maildir).
+pub fn read_spool(spool: &Path) -> io::Result<(Vec<u8>, i64)> {
+    let (folder, name) = split(spool)?;
+    let mut file = OpenDir::open_as_named(folder)?
+        .open_file(name)
+        .map_err(|e| at(e, spool))?;
+    let meta = file.metadata().map_err(|e| at(e, spool))?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", spool.display()),
+        ));
+    }
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(|e| at(e, spool))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok((text, mtime))
 }
 
 fn at(error: io::Error, path: &Path) -> io::Error {

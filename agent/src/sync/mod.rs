@@ -819,7 +819,8 @@ impl SyncRunner {
             total.renamed += done.renamed;
             total.unchanged += done.unchanged;
             total.bytes += done.bytes;
-            let text = fs::read(spool).map_err(io_error(format!("reading {}", spool.display())))?;
+            let (text, _) = mbox::read_spool(spool)
+                .map_err(io_error(format!("reading {}", spool.display())))?;
             let messages = mbox::parse(&text);
             expected
                 .folders
@@ -984,7 +985,7 @@ fn write_scratch(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), SyncError> {
-    crate::files::write_atomically(file, bytes, 0o600)
+    crate::fsutil::write_atomically(file, bytes, 0o600)
         .map_err(io_error(format!("writing {}", file.display())))
 }
 

@@ -115,7 +115,7 @@ impl Endpoint {
             return Ok(());
         };
         let line = format!("{} {key}\n", ssh::known_hosts_name(host));
-        crate::files::write_atomically(&self.known_hosts, line.as_bytes(), 0o600).map_err(
+        crate::fsutil::write_atomically(&self.known_hosts, line.as_bytes(), 0o600).map_err(
             |source| SyncError::Io {
                 what: format!("writing {}", self.known_hosts.display()),
                 source,
