@@ -363,9 +363,9 @@ impl AgentSetup {
             "listen = \"127.0.0.1:{port}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = {confirm_timeout}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             d.join("desired.yaml").display(),
             d.join("state").display(),
-            d.join("tls/ca.pem").display(),
-            d.join("tls/eve.pem").display(),
-            d.join("tls/eve.key").display(),
+            d.join("tls/agent-eve/ca.pem").display(),
+            d.join("tls/agent-eve/agent.pem").display(),
+            d.join("tls/agent-eve/agent.key").display(),
         );
         fs::write(d.join("agent.toml"), config).expect("config");
         AgentSetup { dir, port }
@@ -401,11 +401,15 @@ impl AgentSetup {
                 "--resolve",
                 &resolve,
                 "--cacert",
-                self.path("tls/ca.pem").to_str().expect("utf-8"),
+                self.path("tls/controller/ca.pem").to_str().expect("utf-8"),
                 "--cert",
-                self.path("tls/controller.pem").to_str().expect("utf-8"),
+                self.path("tls/controller/controller.pem")
+                    .to_str()
+                    .expect("utf-8"),
                 "--key",
-                self.path("tls/controller.key").to_str().expect("utf-8"),
+                self.path("tls/controller/controller.key")
+                    .to_str()
+                    .expect("utf-8"),
                 &url,
             ],
         );
@@ -699,11 +703,17 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
                 "--resolve",
                 &format!("eve:{}:127.0.0.1", agent.port),
                 "--cacert",
-                agent.path("tls/ca.pem").to_str().expect("utf-8"),
+                agent.path("tls/controller/ca.pem").to_str().expect("utf-8"),
                 "--cert",
-                agent.path("tls/controller.pem").to_str().expect("utf-8"),
+                agent
+                    .path("tls/controller/controller.pem")
+                    .to_str()
+                    .expect("utf-8"),
                 "--key",
-                agent.path("tls/controller.key").to_str().expect("utf-8"),
+                agent
+                    .path("tls/controller/controller.key")
+                    .to_str()
+                    .expect("utf-8"),
                 &format!("https://eve:{}/v1/sync/{job}", agent.port),
             ],
         );
@@ -744,7 +754,7 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     // The same through the CLI: `mailctl sync run HOST JOB` asks the agent,
     // follows the run it started and exits 0 once it verified.
     let agent_url = format!("https://127.0.0.1:{}", agent.port);
-    let tls_dir = agent.path("tls");
+    let tls_dir = agent.path("tls/admin-admin");
     let tls_dir = tls_dir.to_str().expect("utf-8");
     let sync_run = |job: &str, tls_dir: &str| {
         let argv = [
@@ -786,7 +796,8 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         "eve=127.0.0.1",
     ]);
     assert!(certs.status.success());
-    let cli = sync_run("final", stranger.path().to_str().expect("utf-8"));
+    let stranger_tls = stranger.path().join("admin-admin");
+    let cli = sync_run("final", stranger_tls.to_str().expect("utf-8"));
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
     assert!(

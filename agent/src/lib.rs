@@ -38,6 +38,7 @@ pub mod firewall;
 mod intervals;
 pub mod pki;
 mod reconcile;
+pub mod roles;
 pub mod service;
 pub mod sync;
 pub mod tasks;
