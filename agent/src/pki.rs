@@ -285,25 +285,23 @@ impl Ca {
     fn open(dir: &Path) -> Result<Ca, PkiError> {
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
-        let pem = read_text("CA certificate", &cert_path)?;
+        let cert = read_certificate("CA certificate", &cert_path)?;
         let key_pem = read_text("CA key", &key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Unusable {
             what: "CA key",
             path: key_path,
             detail: e.to_string(),
         })?;
-        let unusable = |detail: String| PkiError::Unusable {
+        let issuer = Issuer::from_ca_cert_der(&cert.der, key).map_err(|e| PkiError::Unusable {
             what: "CA certificate",
-            path: cert_path.clone(),
-            detail,
-        };
-        let der =
-            CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| unusable(e.to_string()))?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(e.to_string()))?;
-        let end = cert.validity().not_after.to_datetime();
-        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| unusable(e.to_string()))?;
-        Ok(Ca { pem, issuer, end })
+            path: cert_path,
+            detail: e.to_string(),
+        })?;
+        Ok(Ca {
+            pem: cert.pem,
+            issuer,
+            end: cert.not_after,
+        })
     }
 
     fn create(dir: &Path, from: OffsetDateTime, written: &mut Written) -> Result<Ca, PkiError> {
@@ -514,18 +512,7 @@ fn sign_crl(
 pub fn revoke(dir: &Path, role: &Role) -> Result<Revoked, PkiError> {
     let ca = Ca::open(dir)?;
     let folder_path = dir.join(folder(role));
-    let cert_path = folder_path.join(cert_and_key(role).0);
-    let cert_pem = read_text("certificate", &cert_path)?;
-    let unusable = |detail: String| PkiError::Unusable {
-        what: "certificate",
-        path: cert_path.clone(),
-        detail,
-    };
-    let der =
-        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| unusable(e.to_string()))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(e.to_string()))?;
-    let serial = cert.raw_serial().to_vec();
+    let serial = read_certificate("certificate", &folder_path.join(cert_and_key(role).0))?.serial;
     let serial_hex = hex(&serial);
 
     let crl_path = dir.join(CRL);
@@ -602,6 +589,35 @@ fn read_crl(path: &Path) -> Result<(Vec<RevokedEntry>, u64), PkiError> {
         })
         .collect();
     Ok((revoked, number))
+}
+
+/// A certificate file, and what this module needs of it.
+struct CertificateFile {
+    pem: String,
+    der: CertificateDer<'static>,
+    serial: Vec<u8>,
+    not_after: OffsetDateTime,
+}
+
+fn read_certificate(what: &'static str, path: &Path) -> Result<CertificateFile, PkiError> {
+    let pem = read_text(what, path)?;
+    let unusable = |detail: String| PkiError::Unusable {
+        what,
+        path: path.to_path_buf(),
+        detail,
+    };
+    let der =
+        CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| unusable(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(e.to_string()))?;
+    let serial = cert.raw_serial().to_vec();
+    let not_after = cert.validity().not_after.to_datetime();
+    Ok(CertificateFile {
+        pem,
+        der,
+        serial,
+        not_after,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

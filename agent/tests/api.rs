@@ -111,6 +111,23 @@ impl Drop for RunningAgent {
     }
 }
 
+/// A CA ([`make_pki`]) in `DIR/tls` and the agent eve running with it.
+struct Lab {
+    dir: tempfile::TempDir,
+    tls: PathBuf,
+    agent: RunningAgent,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let dir = tempfile::tempdir().expect("tmp");
+        let tls = dir.path().join("tls");
+        make_pki(&tls);
+        let agent = start_agent(dir.path()).await;
+        Lab { dir, tls, agent }
+    }
+}
+
 async fn start_agent(dir: &Path) -> RunningAgent {
     logged();
     let desired_path = dir.join("desired.yaml");
@@ -243,12 +260,13 @@ fn crafted(
 
 #[tokio::test]
 async fn only_clients_with_a_certificate_from_the_ca_get_an_answer() {
-    let ours = tempfile::tempdir().expect("tmp");
+    let Lab {
+        dir: _ours,
+        tls,
+        agent,
+    } = Lab::start().await;
     let theirs = tempfile::tempdir().expect("tmp");
-    make_pki(&ours.path().join("tls"));
     make_pki(&theirs.path().join("tls"));
-    let agent = start_agent(ours.path()).await;
-    let tls = ours.path().join("tls");
 
     // The controller's certificate, signed by our CA: answered.
     let answer = request(
@@ -292,10 +310,7 @@ async fn only_clients_with_a_certificate_from_the_ca_get_an_answer() {
 /// with its secrets (200) and replaced it (202), which runs tasks as root.
 #[tokio::test]
 async fn an_agent_certificate_cannot_read_or_replace_another_agents_desired_state() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let tls = dir.path().join("tls");
-    make_pki(&tls);
-    let agent = start_agent(dir.path()).await;
+    let Lab { dir, tls, agent } = Lab::start().await;
     let before = std::fs::read_to_string(&agent.desired_path).expect("desired");
     let takeover = desired(dir.path(), "password = attacker");
 
@@ -378,10 +393,7 @@ async fn an_agent_certificate_cannot_read_or_replace_another_agents_desired_stat
 
 #[tokio::test]
 async fn admins_read_and_run_syncs_the_controller_does_everything() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let tls = dir.path().join("tls");
-    make_pki(&tls);
-    let agent = start_agent(dir.path()).await;
+    let Lab { dir, tls, agent } = Lab::start().await;
     let admin = client(&tls, &Role::Admin("alice".into()));
     let controller = client(&tls, &Role::Controller);
     let replacement = desired(dir.path(), "password = rotated");
@@ -444,10 +456,7 @@ async fn admins_read_and_run_syncs_the_controller_does_everything() {
 
 #[tokio::test]
 async fn a_revoked_certificate_fails_the_handshake_without_a_restart() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let tls = dir.path().join("tls");
-    make_pki(&tls);
-    let agent = start_agent(dir.path()).await;
+    let Lab { dir: _dir, tls, agent } = Lab::start().await;
     let admin = client(&tls, &Role::Admin("alice".into()));
     let controller = client(&tls, &Role::Controller);
     assert_eq!(
@@ -492,10 +501,7 @@ async fn a_revoked_certificate_fails_the_handshake_without_a_restart() {
 
 #[tokio::test]
 async fn a_silent_client_is_cut_after_the_header_timeout() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let tls = dir.path().join("tls");
-    make_pki(&tls);
-    let agent = start_agent(dir.path()).await;
+    let Lab { dir: _dir, tls, agent } = Lab::start().await;
     let tcp = TcpStream::connect(agent.addr).await.expect("tcp");
     let name = ServerName::try_from("eve").expect("name");
     let mut stream = TlsConnector::from(client(&tls, &Role::Controller))
