@@ -351,9 +351,9 @@ impl Agent {
             "listen = \"127.0.0.1:{port}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = {resync_seconds}\nconfirm_timeout_seconds = 0\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             dir.join("desired").display(),
             dir.join("state").display(),
-            dir.join("tls/ca.pem").display(),
-            dir.join("tls/eve.pem").display(),
-            dir.join("tls/eve.key").display(),
+            dir.join("tls/agent-eve/ca.pem").display(),
+            dir.join("tls/agent-eve/agent.pem").display(),
+            dir.join("tls/agent-eve/agent.key").display(),
         );
         fs::write(dir.join("agent.toml"), config)?;
         Ok(Agent {
@@ -380,7 +380,13 @@ impl Agent {
     fn status(&self, ns: &Netns) -> Result<Option<Value>> {
         let url = format!("https://eve:{}/v1/status", self.port);
         let resolve = format!("eve:{}:127.0.0.1", self.port);
-        let d = |name: &str| self.dir.join("tls").join(name).display().to_string();
+        let d = |name: &str| {
+            self.dir
+                .join("tls/controller")
+                .join(name)
+                .display()
+                .to_string()
+        };
         let out = ns
             .command(
                 "curl",

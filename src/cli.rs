@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use mailctl_agent::pki::{self, AgentIdentity};
+use mailctl_agent::pki::{self, AgentIdentity, Subject};
+use mailctl_agent::roles::Role;
 use mailctl_schemas::{Kind, json_schema, load, render};
 
 /// Move a mail service between hosts as a sequence of declared, verified states.
@@ -138,7 +139,7 @@ enum SyncCommand {
         /// The agent's address, https://ADDRESS[:PORT] (default: the Migration in -f that lists HOST).
         #[arg(long)]
         agent: Option<String>,
-        /// Folder with ca.pem, controller.pem and controller.key (see `mailctl certs init`).
+        /// A folder `mailctl certs init` wrote (ca.pem, ca.crl, and admin.pem/.key, else controller.pem/.key).
         #[arg(long, default_value = "/etc/mailctl/tls")]
         tls_dir: PathBuf,
     },
@@ -146,15 +147,64 @@ enum SyncCommand {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Create a CA and certificates for the controller and each agent.
+    /// Create a CA, a revocation list, and certificates for the controller, one admin and each agent.
     Init {
-        /// Folder to write ca.pem, ca.key, controller.pem/.key and HOST.pem/.key into.
-        #[arg(long, default_value = "/etc/mailctl/tls")]
+        /// Folder for the CA (ca.pem, ca.key, ca.crl) and one subfolder per machine.
+        #[arg(long)]
         out: PathBuf,
         /// An agent: NAME=ADDRESS[,ADDRESS...] (addresses or DNS names the controller dials).
         #[arg(long = "agent", value_parser = parse_agent)]
         agents: Vec<AgentIdentity>,
+        /// The admin's name (a person who runs `mailctl sync run`).
+        #[arg(long, default_value = "admin")]
+        admin: String,
+        /// Days the certificates are valid, from now.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
+        days: u32,
     },
+    /// Issue one more certificate from the CA in --out.
+    Add {
+        #[command(subcommand)]
+        what: CertsAdd,
+    },
+    /// Revoke an agent's or an admin's certificate: it joins DIR/ca.crl.
+    Revoke {
+        kind: RevokeKind,
+        name: String,
+        /// The folder `mailctl certs init` wrote.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsAdd {
+    /// An agent: NAME=ADDRESS[,ADDRESS...].
+    Agent {
+        #[arg(value_parser = parse_agent)]
+        agent: AgentIdentity,
+        /// The folder `mailctl certs init` wrote.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// An admin: a person who runs `mailctl sync run` and may read and confirm.
+    Admin {
+        name: String,
+        /// The folder `mailctl certs init` wrote.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
+        days: u32,
+    },
+}
+
+/// Whose certificate `certs revoke` revokes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RevokeKind {
+    Agent,
+    Admin,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,15 +248,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Command::Agent { config } => crate::agent::run(config.as_deref()),
-        Command::Certs {
-            command: CertsCommand::Init { out, agents },
-        } => {
-            let written = pki::init(&out, &agents)?;
-            for file in written.files {
-                println!("wrote {}", file.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Certs { command } => certs(command),
         Command::Sync {
             command:
                 SyncCommand::Run {
@@ -251,6 +293,67 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+fn certs(command: CertsCommand) -> Result<ExitCode> {
+    match command {
+        CertsCommand::Init {
+            out,
+            agents,
+            admin,
+            days,
+        } => {
+            let mut subjects = vec![Subject::Controller, Subject::Admin(admin)];
+            subjects.extend(agents.into_iter().map(Subject::Agent));
+            print_written(&out, &pki::init(&out, &subjects, days)?);
+        }
+        CertsCommand::Add { what } => {
+            let (out, subject, days) = match what {
+                CertsAdd::Agent { agent, out, days } => (out, Subject::Agent(agent), days),
+                CertsAdd::Admin { name, out, days } => (out, Subject::Admin(name), days),
+            };
+            print_written(&out, &pki::add(&out, &[subject], days)?);
+        }
+        CertsCommand::Revoke { kind, name, out } => {
+            let role = match kind {
+                RevokeKind::Agent => Role::Agent(name),
+                RevokeKind::Admin => Role::Admin(name),
+            };
+            let revoked = pki::revoke(&out, &role)?;
+            println!("revoked {role} (serial {})", revoked.serial);
+            for crl in &revoked.crls {
+                println!("wrote {}", crl.display());
+            }
+            println!("moved its folder to {}", revoked.moved_to.display());
+            println!(
+                "Copy {} to /etc/mailctl/tls/{} on every agent, the controller and admins' machines: \
+                 agents read it again by themselves (at the next connection); \
+                 `mailctl sync run` reads it from --tls-dir.",
+                out.join(pki::CRL).display(),
+                pki::CRL
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The files written, then which folder goes to which machine.
+fn print_written(out: &Path, written: &pki::Written) {
+    for file in &written.files {
+        println!("wrote {}", file.display());
+    }
+    println!("Copy each folder whole to its machine (keys are mode 0600: keep them root's):");
+    for bundle in &written.bundles {
+        println!(
+            "  {}/  ->  {}",
+            bundle.folder.display(),
+            bundle.destination()
+        );
+    }
+    println!(
+        "{} stays here, offline: it signs new certificates (`mailctl certs add`) and revocations (`mailctl certs revoke`).",
+        out.join(pki::CA_KEY).display()
+    );
+}
+
 /// Verbs whose machinery lands in later milestones say so plainly.
 fn not_built(command: &Command) -> Result<ExitCode> {
     let verb = format!("{command:?}");
@@ -260,7 +363,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
         .unwrap_or_default()
         .to_lowercase();
     eprintln!(
-        "mailctl {verb}: not built yet in this version of mailctl (working: validate, schema, plan, apply --local, agent, certs init, completions)"
+        "mailctl {verb}: not built yet in this version of mailctl (working: validate, schema, plan, apply --local, agent, certs, sync run, completions)"
     );
     Ok(ExitCode::from(1))
 }

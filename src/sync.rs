@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use mailctl_agent::api::TlsFiles;
-use mailctl_agent::client::{AgentClient, Method};
+use mailctl_agent::client::{AgentClient, Method, client_files};
 use mailctl_agent::sync::{JobStatus, Phase, Progress, RunState, SyncRunner};
 use mailctl_schemas::load;
 
@@ -26,7 +25,8 @@ pub struct Remote<'a> {
     /// `--agent URL`, else looked up in the Migrations under `file`.
     pub agent: Option<&'a str>,
     pub file: Option<&'a Path>,
-    /// ca.pem, controller.pem and controller.key (`mailctl certs init`).
+    /// A folder `mailctl certs init` wrote: an admin's or the controller's
+    /// ([`mailctl_agent::client::client_files`]).
     pub tls_dir: &'a Path,
 }
 
@@ -74,12 +74,7 @@ fn agent_url(remote: &Remote<'_>) -> Result<String> {
 /// both sides agree.
 pub fn run_remote(remote: &Remote<'_>) -> Result<ExitCode> {
     let url = agent_url(remote)?;
-    let tls = TlsFiles {
-        ca: remote.tls_dir.join("ca.pem"),
-        cert: remote.tls_dir.join("controller.pem"),
-        key: remote.tls_dir.join("controller.key"),
-    };
-    let client = AgentClient::new(&url, &tls)?;
+    let client = AgentClient::new(&url, &client_files(remote.tls_dir))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -364,9 +364,9 @@ impl AgentSetup {
             "listen = \"127.0.0.1:{port}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = {confirm_timeout}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             d.join("desired.yaml").display(),
             d.join("state").display(),
-            d.join("tls/ca.pem").display(),
-            d.join("tls/eve.pem").display(),
-            d.join("tls/eve.key").display(),
+            d.join("tls/agent-eve/ca.pem").display(),
+            d.join("tls/agent-eve/agent.pem").display(),
+            d.join("tls/agent-eve/agent.key").display(),
         );
         fs::write(d.join("agent.toml"), config).expect("config");
         AgentSetup { dir, port }
@@ -403,13 +403,31 @@ impl AgentSetup {
     /// the HTTP status (0 when there was no answer) and the body. `body` is
     /// the path of a file to send.
     fn request(&self, ns: &Netns, method: &str, route: &str, body: Option<&Path>) -> (u16, String) {
+        self.request_as(ns, "controller", method, route, body)
+    }
+
+    /// One request as `who`: `controller`, or `admin` (the admin certificate
+    /// `certs init` makes).
+    fn request_as(
+        &self,
+        ns: &Netns,
+        who: &str,
+        method: &str,
+        route: &str,
+        body: Option<&Path>,
+    ) -> (u16, String) {
         let url = format!("https://eve:{}{route}", self.port);
         let resolve = format!("eve:{}:127.0.0.1", self.port);
         let data = body.map(|b| format!("@{}", b.display()));
+        let folder = if who == "controller" {
+            "controller"
+        } else {
+            "admin-admin"
+        };
         let (ca, cert, key) = (
-            self.path("tls/ca.pem"),
-            self.path("tls/controller.pem"),
-            self.path("tls/controller.key"),
+            self.path(&format!("tls/{folder}/ca.pem")),
+            self.path(&format!("tls/{folder}/{who}.pem")),
+            self.path(&format!("tls/{folder}/{who}.key")),
         );
         let mut args = vec![
             "-sS",
@@ -725,11 +743,17 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
                 "--resolve",
                 &format!("eve:{}:127.0.0.1", agent.port),
                 "--cacert",
-                agent.path("tls/ca.pem").to_str().expect("utf-8"),
+                agent.path("tls/controller/ca.pem").to_str().expect("utf-8"),
                 "--cert",
-                agent.path("tls/controller.pem").to_str().expect("utf-8"),
+                agent
+                    .path("tls/controller/controller.pem")
+                    .to_str()
+                    .expect("utf-8"),
                 "--key",
-                agent.path("tls/controller.key").to_str().expect("utf-8"),
+                agent
+                    .path("tls/controller/controller.key")
+                    .to_str()
+                    .expect("utf-8"),
                 &format!("https://eve:{}/v1/sync/{job}", agent.port),
             ],
         );
@@ -770,7 +794,7 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     // The same through the CLI: `mailctl sync run HOST JOB` asks the agent,
     // follows the run it started and exits 0 once it verified.
     let agent_url = format!("https://127.0.0.1:{}", agent.port);
-    let tls_dir = agent.path("tls");
+    let tls_dir = agent.path("tls/admin-admin");
     let tls_dir = tls_dir.to_str().expect("utf-8");
     let sync_run = |job: &str, tls_dir: &str| {
         let argv = [
@@ -812,7 +836,8 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         "eve=127.0.0.1",
     ]);
     assert!(certs.status.success());
-    let cli = sync_run("final", stranger.path().to_str().expect("utf-8"));
+    let stranger_tls = stranger.path().join("admin-admin");
+    let cli = sync_run("final", stranger_tls.to_str().expect("utf-8"));
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
     assert!(
@@ -1175,9 +1200,17 @@ fn secrets_never_reach_plans_status_logs_errors_or_api_answers() {
         desired.contains("SECRET-source-5c6d"),
         "the controller reads the whole state"
     );
-    for route in ["/v1/status", "/v1/plan", "/metrics", "/v1/sync/none"] {
-        let (code, body) = agent.request(&ns, "GET", route, None);
-        seen.push((format!("GET {route} ({code})"), body));
+    let (code, answer) = agent.request_as(&ns, "admin", "GET", "/v1/desired", None);
+    assert_eq!(
+        code, 403,
+        "an admin does not read the desired state: {answer}"
+    );
+    seen.push(("GET /v1/desired as admin".into(), answer));
+    for who in ["controller", "admin"] {
+        for route in ["/v1/status", "/v1/plan", "/metrics", "/v1/sync/none"] {
+            let (code, body) = agent.request_as(&ns, who, "GET", route, None);
+            seen.push((format!("GET {route} as {who} ({code})"), body));
+        }
     }
 
     // Failing: the secret file's folder is a regular file.

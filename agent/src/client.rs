@@ -1,7 +1,9 @@
-//! A client of an agent's API, with the controller's certificate (mutual
-//! TLS): what `mailctl sync run HOST JOB` and the controller use.
+//! A client of an agent's API, with the controller's or an admin's
+//! certificate (mutual TLS): what `mailctl sync run HOST JOB` and the
+//! controller use.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,30 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::api::{self, TlsError, TlsFiles};
+use crate::pki;
 use crate::reconcile::DEFAULT_API_PORT;
+use crate::roles::Role;
+
+/// The TLS files a client finds in `dir` (`--tls-dir`, one folder that
+/// `mailctl certs init` wrote, copied whole): an admin's `admin.pem` and
+/// `admin.key` when there, else the controller's `controller.pem` and
+/// `controller.key`; `ca.pem`; and `ca.crl` when there, so a revoked agent
+/// is refused on this side too.
+pub fn client_files(dir: &Path) -> TlsFiles {
+    let admin = pki::cert_and_key(&Role::Admin(String::new()));
+    let (cert, key) = if dir.join(admin.0).exists() {
+        admin
+    } else {
+        pki::cert_and_key(&Role::Controller)
+    };
+    let crl = dir.join(pki::CRL);
+    TlsFiles {
+        ca: dir.join(pki::CA_CERT),
+        cert: dir.join(cert),
+        key: dir.join(key),
+        crl: crl.exists().then_some(crl),
+    }
+}
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,6 +203,7 @@ mod tests {
             ca: "/nonexistent/ca.pem".into(),
             cert: "/nonexistent/controller.pem".into(),
             key: "/nonexistent/controller.key".into(),
+            crl: None,
         }
     }
 

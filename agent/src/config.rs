@@ -65,6 +65,9 @@ impl Default for AgentConfig {
                 ca: PathBuf::from("/etc/mailctl/tls/ca.pem"),
                 cert: PathBuf::from("/etc/mailctl/tls/agent.pem"),
                 key: PathBuf::from("/etc/mailctl/tls/agent.key"),
+                // Optional: an agent set up before revocation lists existed
+                // has no ca.crl; dist/agent.toml names one.
+                crl: None,
             },
         }
     }
@@ -119,6 +122,13 @@ mod tests {
             let config = AgentConfig::load(Some(&shipped)).map_err(|e| *e)?;
             assert_eq!(config.listen.port(), DEFAULT_API_PORT);
             assert_eq!(config.confirm_timeout_seconds, 120);
+            // The names `mailctl certs init` writes into each agent's folder.
+            let tls = Path::new("/etc/mailctl/tls");
+            assert_eq!(config.tls.ca, tls.join(crate::pki::CA_CERT));
+            let (cert, key) = crate::pki::cert_and_key(&crate::roles::Role::Agent("eve".into()));
+            assert_eq!(config.tls.cert, tls.join(cert));
+            assert_eq!(config.tls.key, tls.join(key));
+            assert_eq!(config.tls.crl, Some(tls.join(crate::pki::CRL)));
             Ok(())
         });
     }

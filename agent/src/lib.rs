@@ -39,6 +39,7 @@ mod fsutil;
 mod intervals;
 pub mod pki;
 mod reconcile;
+pub mod roles;
 pub mod service;
 pub mod sync;
 pub mod tasks;

@@ -2,12 +2,18 @@
 //!
 //! There is deliberately no route that runs an arbitrary command: the
 //! controller can only hand over a desired state, confirm it, and read.
+//!
+//! Every request passes [`authorize`] first: the peer's role (from its
+//! certificate, put on the request by `api::serve`) against the one
+//! permission table, [`roles::PERMISSIONS`]. A refusal is a 403 with a JSON
+//! body saying why, and a log line naming the certificate.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +22,7 @@ use super::Event;
 use super::desired::{self, Desired};
 use super::status::StatusBoard;
 use crate::reconcile::Reconciler;
+use crate::roles::{self, Peer, route};
 use crate::sync::SyncError;
 
 #[derive(Clone)]
@@ -30,15 +37,52 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/health", get(|| async { "ok" }))
-        .route("/v1/status", get(status))
-        .route("/v1/desired", get(get_desired).put(put_desired))
-        .route("/v1/confirm/{generation}", post(confirm))
-        .route("/v1/plan", get(plan))
-        .route("/v1/sync/{job}", get(sync_status).post(sync_run))
-        .route("/v1/point-of-no-return", post(point_of_no_return))
-        .route("/metrics", get(metrics))
+        .route(route::HEALTH, get(|| async { "ok" }))
+        .route(route::STATUS, get(status))
+        .route(route::DESIRED, get(get_desired).put(put_desired))
+        .route(route::CONFIRM, post(confirm))
+        .route(route::PLAN, get(plan))
+        .route(route::SYNC, get(sync_status).post(sync_run))
+        .route(route::POINT_OF_NO_RETURN, post(point_of_no_return))
+        .route(route::METRICS, get(metrics))
         .with_state(state)
+        .layer(middleware::from_fn(authorize))
+}
+
+/// Lets the request through when the peer's role may send it.
+async fn authorize(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let peer = request
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_else(Peer::anonymous);
+    let method = request.method().clone();
+    match roles::authorize(&peer, method.as_str(), route.as_deref()) {
+        Ok(()) => next.run(request).await,
+        Err(why) => {
+            tracing::warn!(
+                subject = %peer.subject,
+                serial = %peer.serial,
+                role = %peer.role.as_ref().map_or("none".to_owned(), ToString::to_string),
+                %method,
+                path = %request.uri().path(),
+                "refused an API request: {why}"
+            );
+            (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({
+                    "error": "forbidden",
+                    "reason": why,
+                    "certificate": {"subject": peer.subject, "serial": peer.serial},
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn status(State(s): State<ApiState>) -> Response {

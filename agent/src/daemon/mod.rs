@@ -90,7 +90,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let state = StateDir::open(&config.state_dir)?;
-    let tls = api::server_config(&config.tls)?;
+    let tls = api::ServerTls::load(config.tls.clone())?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -146,10 +146,16 @@ pub async fn run(
     // for a host that has not read its manifest yet (early clients wait in
     // the listen backlog).
     let (stop_api, api_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, tls, router, async {
+    let limits = api::Limits::for_this_process();
+    let server = tokio::spawn(api::supervise(listener, tls, router, limits, async {
         let _ = api_stopped.await;
     }));
-    tracing::info!(%listen, desired = %agent.config.desired_state.display(), "agent started");
+    tracing::info!(
+        %listen,
+        max_connections = limits.max_connections,
+        desired = %agent.config.desired_state.display(),
+        "agent started"
+    );
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
