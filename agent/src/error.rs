@@ -206,6 +206,27 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether trying again, with the host as it is, can help (nmstate's
+    /// distinction). A refusal — a rule set that would lock the admins out,
+    /// a name nft cannot carry, a managed path through a link or with other
+    /// names — fails the same way every time until the manifest or the host
+    /// is changed by someone: the agent waits for that (a new state, an
+    /// event, the resync) instead of retrying with backoff.
+    pub fn retry_can_help(&self) -> bool {
+        !matches!(
+            self,
+            Error::Lockout { .. }
+                | Error::NftName { .. }
+                | Error::FileThroughSymlink { .. }
+                | Error::FileHardLinked { .. }
+                | Error::FileNotRegular { .. }
+                | Error::NoSuchInterface { .. }
+                | Error::WouldRemoveSecondaries { .. }
+        )
+    }
+}
+
 /// Why a command the agent ran (an `onChange` handler, a task) did not
 /// succeed.
 #[derive(Debug)]

@@ -98,14 +98,8 @@ pub async fn run(
                 address: config.listen,
                 source,
             })?;
-    let reconciler = Arc::new(
-        Reconciler::connect(
-            Config::default()
-                .api_port(config.listen.port())
-                .state_dir(&config.state_dir),
-        )
-        .map_err(DaemonError::Reconciler)?,
-    );
+    let reconciler =
+        Arc::new(Reconciler::connect(Config::for_agent(&config)).map_err(DaemonError::Reconciler)?);
     let board = Arc::new(StatusBoard::default());
     let (desired_tx, desired_rx) = watch::channel::<Option<Arc<Desired>>>(None);
     let (events_tx, mut events) = mpsc::channel::<Event>(64);

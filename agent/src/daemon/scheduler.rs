@@ -245,6 +245,12 @@ async fn work<C: Converge>(
                     tracing::info!(resource = %name, "{effect}");
                 }
             }
+            Err(error) if !error.retry_can_help() => {
+                retries = 0;
+                let reason = error_chain(&error);
+                tracing::warn!(resource = %name, "refused: {reason}");
+                board.refused(&name, reason);
+            }
             Err(error) => {
                 retries += 1;
                 let reason = error_chain(&error);

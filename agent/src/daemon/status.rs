@@ -22,6 +22,9 @@ pub enum Condition {
     Progressing,
     /// The last reconcile failed; retried with backoff.
     Failed { reason: String, retries: u32 },
+    /// The state cannot be reached as the host is (a lockout, a link in a
+    /// managed path): not retried until something changes.
+    Refused { reason: String },
 }
 
 /// Why a change was made.
@@ -254,6 +257,15 @@ impl StatusBoard {
         self.ready.get_or_create(&label).set(0);
         self.failures.get_or_create(&label).inc();
         self.with(|s| Self::entry(s, resource).condition = Condition::Failed { reason, retries });
+    }
+
+    pub fn refused(&self, resource: &str, reason: String) {
+        let label = ResourceLabel {
+            resource: resource.to_owned(),
+        };
+        self.ready.get_or_create(&label).set(0);
+        self.failures.get_or_create(&label).inc();
+        self.with(|s| Self::entry(s, resource).condition = Condition::Refused { reason });
     }
 
     /// Prometheus text exposition.

@@ -1056,6 +1056,7 @@ mod tests {
             verification: None,
             error: None,
             last_verified_at_unix: None,
+            host_key: None,
         };
         runner.save(&running).expect("save");
         // Both a truncated and an empty state, whichever read_dir lists first.

@@ -24,6 +24,8 @@ struct Recorder {
     resources: Vec<Resource>,
     took: HashMap<String, Duration>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Failures that retrying cannot mend (a missing interface).
+    refusals: Mutex<HashMap<String, u32>>,
     runs: Mutex<Vec<Run>>,
     running: Mutex<HashMap<String, u32>>,
     overlaps: Mutex<u32>,
@@ -45,6 +47,13 @@ impl Recorder {
 
     fn fail(&self, resource: &str, times: u32) {
         self.failures
+            .lock()
+            .expect("lock")
+            .insert(resource.to_owned(), times);
+    }
+
+    fn refuse(&self, resource: &str, times: u32) {
+        self.refusals
             .lock()
             .expect("lock")
             .insert(resource.to_owned(), times);
@@ -97,6 +106,19 @@ impl Converge for Recorder {
             start,
             end: Instant::now(),
         });
+        let refused = {
+            let mut refusals = self.refusals.lock().expect("lock");
+            let left = refusals.entry(name.clone()).or_default();
+            let refused = *left > 0;
+            *left = left.saturating_sub(1);
+            refused
+        };
+        if refused {
+            return Err(Error::NoSuchInterface {
+                address: "192.0.2.25/24".parse().expect("cidr"),
+                interface: "eth9".into(),
+            });
+        }
         if failing {
             return Err(Error::NetlinkSocket(std::io::Error::other(format!(
                 "{name} failed on purpose"
@@ -284,4 +306,26 @@ async fn a_trigger_cuts_a_backoff_short() {
     let runs = h.recorder.runs("service postfix");
     assert_eq!(runs.len(), before + 1);
     assert_eq!(runs[before].start, fixed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_not_retried_until_something_changes() {
+    let recorder = Recorder::new(vec![Resource::Addresses]);
+    recorder.refuse("addresses", 1);
+    let mut h = Harness::new(recorder);
+    h.activate();
+    pass(Duration::from_secs(600)).await;
+    assert_eq!(h.recorder.runs("addresses").len(), 1, "no backoff loop");
+    let status = h.scheduler.board.snapshot();
+    assert!(
+        matches!(
+            &status.resources["addresses"].condition,
+            super::super::status::Condition::Refused { reason } if reason.contains("no interface eth9")
+        ),
+        "{status:?}"
+    );
+    // The interface appeared (a kernel event): tried again, and converged.
+    h.scheduler.trigger(|_| true);
+    pass(Duration::from_secs(1)).await;
+    assert_eq!(h.recorder.runs("addresses").len(), 2);
 }
