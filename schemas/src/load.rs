@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use crate::budget::{Budget, Limit, ReadError, read_manifest};
 use crate::diag::{Diagnostic, Diagnostics, file_origin};
 use crate::model::ManifestSet;
 use crate::validate::{ContentReader, Source, validate};
@@ -15,17 +16,20 @@ use crate::validate::{ContentReader, Source, validate};
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<ManifestSet, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut sources = Vec::new();
+    let mut budget = Budget::default();
     for path in paths {
-        collect(path.as_ref(), true, &mut sources, &mut diags);
+        collect(path.as_ref(), true, &mut sources, &mut diags, &mut budget);
+    }
+    if budget.text_spent() {
+        // A file did not fit (see `collect`): what was read is only part of the load.
+        return Err(diags);
     }
     let result = validate(&sources, &FileSystem);
     match result {
         Ok(set) if diags.is_empty() => Ok(set),
         Ok(_) => Err(diags),
         Err(more) => {
-            for d in more {
-                diags.push(d);
-            }
+            diags.append(more);
             Err(diags)
         }
     }
@@ -38,10 +42,19 @@ fn is_manifest(path: &Path) -> bool {
     )
 }
 
-fn collect(path: &Path, named: bool, sources: &mut Vec<Source>, diags: &mut Diagnostics) {
+fn collect(
+    path: &Path,
+    named: bool,
+    sources: &mut Vec<Source>,
+    diags: &mut Diagnostics,
+    budget: &mut Budget,
+) {
     let problem = |diags: &mut Diagnostics, message: String, hint: &str| {
         diags.push(Diagnostic::new(file_origin(path), "", message).with_hint(hint));
     };
+    if budget.text_spent() {
+        return;
+    }
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) => return problem(diags, format!("cannot read: {e}"), "check the path"),
@@ -64,11 +77,11 @@ fn collect(path: &Path, named: bool, sources: &mut Vec<Source>, diags: &mut Diag
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
             if !hidden && (entry.is_dir() || is_manifest(&entry)) {
-                collect(&entry, false, sources, diags);
+                collect(&entry, false, sources, diags, budget);
             }
         }
     } else if named || is_manifest(path) {
-        match fs::read(path) {
+        match read_manifest(path, budget) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => sources.push(Source {
                     path: path.to_path_buf(),
@@ -80,7 +93,12 @@ fn collect(path: &Path, named: bool, sources: &mut Vec<Source>, diags: &mut Diag
                     "manifests are UTF-8 YAML",
                 ),
             },
-            Err(e) => problem(
+            Err(ReadError::OverBudget) => {
+                let (message, hint) = Limit::TextBytes.describe(&budget.limits);
+                // Nothing more is read (see `load_paths`).
+                problem(diags, message, &hint);
+            }
+            Err(ReadError::Io(e)) => problem(
                 diags,
                 format!("cannot read: {e}"),
                 "check the path and permissions",
