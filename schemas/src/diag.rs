@@ -67,7 +67,7 @@ impl fmt::Display for Diagnostic {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.origin, self.message)?;
         } else {
-            write!(f, "{}: {}: {}", self.origin, self.field, self.message)?;
+            write!(f, "{}: {}: {}", self.origin, Brief(&self.field), self.message)?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
@@ -81,6 +81,29 @@ impl fmt::Display for Diagnostic {
 /// reads past the first screens, and keeping them all costs memory without
 /// bound.
 pub const KEPT: usize = 100;
+
+/// A field path as shown: a path made of long keys keeps its two ends (the
+/// position already says exactly where the field is).
+struct Brief<'a>(&'a str);
+
+impl fmt::Display for Brief<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const END: usize = 100;
+        let text = self.0;
+        if text.len() <= 3 * END {
+            return f.write_str(text);
+        }
+        let mut head = END;
+        while !text.is_char_boundary(head) {
+            head -= 1;
+        }
+        let mut tail = text.len() - END;
+        while !text.is_char_boundary(tail) {
+            tail += 1;
+        }
+        write!(f, "{} ... {}", &text[..head], &text[tail..])
+    }
+}
 
 /// All problems of one load, in file order: the first [`KEPT`] found, and how
 /// many more there were.

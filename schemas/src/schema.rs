@@ -178,6 +178,18 @@ pub fn check_shape(kind: Kind, document: &Value) -> (Vec<ShapeError>, usize) {
         if field == "apiVersion" || field == "kind" {
             continue;
         }
+        // One problem per unknown field, so each is located and all can be
+        // dropped to check the rest of the document.
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            for name in unexpected {
+                if out.len() >= KEPT {
+                    omitted += 1;
+                } else {
+                    out.push(unknown_field(document, &field, name));
+                }
+            }
+            continue;
+        }
         out.push(describe(error.kind(), || error.to_string(), field, document));
     }
     // A misspelt required field shows up twice: as unknown (`interfase`) and as
@@ -322,6 +334,28 @@ fn allowed_fields(document: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// An unknown field `name` in the mapping at `field`, with the allowed field it most likely meant.
+fn unknown_field(document: &Value, field: &str, name: &str) -> ShapeError {
+    let allowed = allowed_fields(document, field);
+    let close = allowed
+        .iter()
+        .filter(|a| strsim::damerau_levenshtein(a, name) <= 2)
+        .min_by_key(|a| strsim::damerau_levenshtein(a, name));
+    let hint = match close {
+        Some(c) => Some(format!("did you mean `{c}`?")),
+        None if !allowed.is_empty() => Some(format!("allowed here: {}", allowed.join(", "))),
+        None => None,
+    };
+    ShapeError {
+        field: join_key(field, name),
+        at_key: true,
+        message: format!("unknown field `{name}`"),
+        hint,
+        suggestion: close.cloned(),
+        missing: None,
+    }
+}
+
 fn describe(
     kind: &ValidationErrorKind,
     text: impl FnOnce() -> String,
@@ -339,27 +373,7 @@ fn describe(
     };
     match kind {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let name = unexpected.first().cloned().unwrap_or_default();
-            let allowed = allowed_fields(document, &field);
-            let close = allowed
-                .iter()
-                .filter(|a| strsim::damerau_levenshtein(a, &name) <= 2)
-                .min_by_key(|a| strsim::damerau_levenshtein(a, &name));
-            let hint = match close {
-                Some(c) => Some(format!("did you mean `{c}`?")),
-                None if !allowed.is_empty() => {
-                    Some(format!("allowed here: {}", allowed.join(", ")))
-                }
-                None => None,
-            };
-            ShapeError {
-                field: join_key(&field, &name),
-                at_key: true,
-                message: format!("unknown field `{name}`"),
-                hint,
-                suggestion: close.cloned(),
-                missing: None,
-            }
+            unknown_field(document, &field, unexpected.first().map_or("", String::as_str))
         }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
