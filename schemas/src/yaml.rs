@@ -291,9 +291,24 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
         budget,
         open: Vec::new(),
         anchors: HashMap::new(),
+        document_anchors: 0,
+        next_anchor: 0,
+        foreign: None,
         exceeded: None,
     };
-    let scan = parser.load(&mut meter, true);
+    // The events are pulled one at a time: `Parser::load` recurses once per
+    // nesting level (a deep enough file overflowed the agent's stack) and
+    // cannot stop at the limit.
+    let mut scan = Ok(());
+    for next in &mut parser {
+        match next {
+            Ok((event, span)) => meter.on_event(event, span),
+            Err(e) => scan = Err(e),
+        }
+        if scan.is_err() || meter.exceeded.is_some() || meter.foreign.is_some() {
+            break;
+        }
+    }
     if let Some(e) = meter.exceeded {
         let (message, _) = e.limit.describe(&meter.budget.limits);
         return Err(YamlError {
@@ -301,6 +316,14 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
             field: String::new(),
             message,
             exceeded: Some(e.limit),
+        });
+    }
+    if let Some(position) = meter.foreign {
+        return Err(YamlError {
+            position,
+            field: String::new(),
+            message: "invalid YAML: this alias names an anchor of an earlier document".into(),
+            exceeded: None,
         });
     }
     let loader = meter.loader;
@@ -342,6 +365,14 @@ struct Meter<'b, 'input> {
     open: Vec<Open>,
     /// What each anchored node cost, so an alias of it costs as much again.
     anchors: HashMap<usize, Size>,
+    /// Anchor ids grow through the stream: the current document's start here.
+    /// (`Parser::load` would forget earlier documents' anchors; pulling
+    /// events does not, so aliases to them are refused here.)
+    document_anchors: usize,
+    /// One past the highest anchor id seen.
+    next_anchor: usize,
+    /// Where an alias named an anchor of an earlier document.
+    foreign: Option<Position>,
     exceeded: Option<Exceeded>,
 }
 
@@ -359,6 +390,12 @@ impl Meter<'_, '_> {
     /// Check one event; the limit it crosses, if any.
     fn check(&mut self, event: &Event<'_>) -> Result<(), Limit> {
         let is_key = self.open.last().is_some_and(|o| o.mapping && o.expects_key);
+        if let Event::Scalar(_, _, anchor, _)
+        | Event::SequenceStart(anchor, _)
+        | Event::MappingStart(anchor, _) = event
+        {
+            self.next_anchor = self.next_anchor.max(anchor + 1);
+        }
         let leaf = match event {
             Event::Scalar(text, _, anchor, _) => {
                 let size = Size {
@@ -374,6 +411,10 @@ impl Meter<'_, '_> {
                 nodes: 1,
                 bytes: 0,
             })),
+            Event::DocumentStart(_) => {
+                self.document_anchors = self.next_anchor;
+                None
+            }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if self.open.len() >= self.budget.limits.depth {
                     return Err(Limit::Depth);
@@ -402,11 +443,7 @@ impl Meter<'_, '_> {
                 self.child_done();
                 None
             }
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart(_)
-            | Event::DocumentEnd
-            | Event::Nothing => None,
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
         };
         if let Some(size) = leaf {
             if is_key && size.bytes > self.budget.limits.key_bytes {
@@ -429,7 +466,16 @@ impl Meter<'_, '_> {
 
 impl<'input> SpannedEventReceiver<'input> for Meter<'_, 'input> {
     fn on_event(&mut self, event: Event<'input>, span: Span) {
-        if self.exceeded.is_some() {
+        if self.exceeded.is_some() || self.foreign.is_some() {
+            return;
+        }
+        if let Event::Alias(anchor) = event
+            && anchor < self.document_anchors
+        {
+            self.foreign = Some(Position {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            });
             return;
         }
         match self.check(&event) {
@@ -595,6 +641,14 @@ mod tests {
         }
         let e = parse(&laughs).expect_err("billion laughs is refused");
         assert!(e.message.contains("alias"), "{}", e.message);
+    }
+
+    #[test]
+    fn anchors_belong_to_their_document() {
+        let e = parse("a: &x 1\n---\nb: *x\n").expect_err("alias across documents");
+        assert_eq!(e.position, at(3, 4), "{}", e.message);
+        let (docs, _) = parse("a: &x 1\nb: *x\n---\nc: &y 2\nd: *y\n").expect("valid YAML");
+        assert_eq!(docs[1].value["d"], 2);
     }
 
     #[test]
