@@ -30,9 +30,6 @@ struct Node {
     segment: Segment,
     /// Length of the node's full path, which is never stored.
     path_len: usize,
-    /// Hash of the full path, to find the nodes of a path without spelling
-    /// every path out.
-    hash: u64,
     value: Position,
     /// Where the key naming this node was written (mapping values only).
     key: Option<Position>,
@@ -50,16 +47,18 @@ enum Segment {
 /// Positions of the nodes of one document, by field path
 /// (`spec.addresses[0].address`; the document root is `""`).
 ///
-/// Paths are not stored: a node holds its parent, its own key or index and a
-/// hash of its path, so the map grows with the number of nodes, not with the
-/// length of their paths (a long key over a long list once made every item
-/// cost a copy of the key). Only reports look positions up, so the lookup
-/// index is built on the first lookup: a valid manifest never pays for it.
+/// Paths are not stored: a node holds its parent, its own key or index and
+/// the length of its path, so the map grows with the number of nodes, not
+/// with the length of their paths (a long key over a long list once made
+/// every item cost a copy of the key). Only reports look positions up, so
+/// the lookup index (path hashes) is built on the first lookup: a valid
+/// manifest never pays for it.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     /// Every value node, in document order (parents before children).
     nodes: Vec<Node>,
-    /// `(path hash, node)` sorted, built on the first lookup.
+    /// `(path hash, node)` sorted, built on the first lookup: a hash finds
+    /// the nodes of a path without spelling every path out.
     sorted: OnceLock<Vec<(u64, u32)>>,
 }
 
@@ -85,20 +84,15 @@ fn extend_hash(mut hash: u64, bytes: &[u8]) -> u64 {
 
 impl SourceMap {
     fn push(&mut self, parent: u32, segment: Segment, value: Position, key: Option<Position>) -> u32 {
-        let (hash, path_len) = match self.nodes.get(parent as usize) {
-            None => (0, 0),
-            Some(up) => {
-                let mut text = String::new();
-                segment_text(&segment, up.path_len, &mut text);
-                (extend_hash(up.hash, text.as_bytes()), up.path_len + text.len())
-            }
+        let path_len = match self.nodes.get(parent as usize) {
+            None => 0,
+            Some(up) => up.path_len + segment_len(&segment, up.path_len),
         };
         let index = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
         self.nodes.push(Node {
             parent,
             segment,
             path_len,
-            hash,
             value,
             key,
         });
@@ -150,8 +144,25 @@ impl SourceMap {
     /// The nodes whose path is `path`, last recorded first.
     fn nodes_at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         let sorted = self.sorted.get_or_init(|| {
-            let mut order: Vec<(u64, u32)> = (0..self.nodes.len())
-                .map(|i| (self.nodes[i].hash, u32::try_from(i).unwrap_or(u32::MAX)))
+            // Parents come before their children, so each hash extends one already made.
+            let mut hashes: Vec<u64> = Vec::with_capacity(self.nodes.len());
+            let mut text = String::new();
+            for node in &self.nodes {
+                let up = node.parent as usize;
+                let hash = match (hashes.get(up), self.nodes.get(up)) {
+                    (Some(&hash), Some(parent)) => {
+                        text.clear();
+                        segment_text(&node.segment, parent.path_len, &mut text);
+                        extend_hash(hash, text.as_bytes())
+                    }
+                    _ => 0,
+                };
+                hashes.push(hash);
+            }
+            let mut order: Vec<(u64, u32)> = hashes
+                .into_iter()
+                .enumerate()
+                .map(|(i, hash)| (hash, u32::try_from(i).unwrap_or(u32::MAX)))
                 .collect();
             order.sort_unstable();
             order
@@ -208,6 +219,15 @@ impl SourceMap {
             self.nodes_at(path).find_map(|n| n.key)
         };
         key.unwrap_or_else(|| self.value(path))
+    }
+}
+
+/// The length of a node's segment as [`segment_text`] writes it.
+fn segment_len(segment: &Segment, parent_len: usize) -> usize {
+    match segment {
+        Segment::Root => 0,
+        Segment::Key(key) => key.len() + usize::from(parent_len > 0),
+        Segment::Index(i) => i.checked_ilog10().map_or(1, |d| d as usize + 1) + 2,
     }
 }
 
