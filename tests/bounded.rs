@@ -43,11 +43,7 @@ fn any_input_up_to_the_api_body_limit_is_refused_within_256_mib() {
     let before = children_peak_kib();
     assert!(before < PEAK_LIMIT_KIB, "no large child before the inputs");
     for (name, text, expected) in inputs() {
-        assert!(
-            text.len() <= API_BODY_LIMIT,
-            "{name}: {} bytes",
-            text.len()
-        );
+        assert!(text.len() <= API_BODY_LIMIT, "{name}: {} bytes", text.len());
         let file = dir.path().join("input.yaml");
         fs::write(&file, &text).expect("write input");
         let started = std::time::Instant::now();
@@ -153,7 +149,10 @@ fn a_load_reads_at_most_4_mib_of_manifest_text() {
         )),
         "{report}"
     );
-    assert!(report.ends_with("1 problem(s) found; nothing was changed\n"), "{report}");
+    assert!(
+        report.ends_with("1 problem(s) found; nothing was changed\n"),
+        "{report}"
+    );
 
     let out = validate(Path::new("/dev/zero"));
     let report = String::from_utf8_lossy(&out.stderr);

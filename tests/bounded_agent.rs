@@ -152,7 +152,12 @@ fn the_agent_refuses_every_adversarial_body_within_256_mib() {
         fs::write(&body, &input).expect("body");
         let sent = Instant::now();
         let out = curl(
-            &["-X", "PUT", "--data-binary", &format!("@{}", body.display())],
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", body.display()),
+            ],
             "/v1/desired",
         );
         let answer = String::from_utf8_lossy(&out.stdout);

@@ -68,7 +68,8 @@ impl Limit {
 
     /// What crossed the limit, its value, and what to do.
     pub fn describe(self, limits: &Limits) -> (String, String) {
-        let split = "split the manifests into smaller sets and validate or apply them one set at a time";
+        let split =
+            "split the manifests into smaller sets and validate or apply them one set at a time";
         match self {
             Limit::TextBytes => (
                 format!(
@@ -82,7 +83,9 @@ impl Limit {
                     "too large: one load may hold at most {} YAML nodes, counting each alias as the nodes it repeats; this node is past the limit and nothing after it was read",
                     limits.nodes
                 ),
-                format!("write repeated parts out instead of nesting aliases of aliases, or {split}"),
+                format!(
+                    "write repeated parts out instead of nesting aliases of aliases, or {split}"
+                ),
             ),
             Limit::ValueBytes => (
                 format!(

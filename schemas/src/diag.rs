@@ -67,7 +67,13 @@ impl fmt::Display for Diagnostic {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.origin, self.message)?;
         } else {
-            write!(f, "{}: {}: {}", self.origin, Brief(&self.field), self.message)?;
+            write!(
+                f,
+                "{}: {}: {}",
+                self.origin,
+                Brief(&self.field),
+                self.message
+            )?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;

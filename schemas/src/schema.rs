@@ -190,7 +190,12 @@ pub fn check_shape(kind: Kind, document: &Value) -> (Vec<ShapeError>, usize) {
             }
             continue;
         }
-        out.push(describe(error.kind(), || error.to_string(), field, document));
+        out.push(describe(
+            error.kind(),
+            || error.to_string(),
+            field,
+            document,
+        ));
     }
     // A misspelt required field shows up twice: as unknown (`interfase`) and as
     // missing (`interface`). The first, with its "did you mean", says it all.
@@ -372,9 +377,11 @@ fn describe(
         missing: None,
     };
     match kind {
-        ValidationErrorKind::AdditionalProperties { unexpected } => {
-            unknown_field(document, &field, unexpected.first().map_or("", String::as_str))
-        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => unknown_field(
+            document,
+            &field,
+            unexpected.first().map_or("", String::as_str),
+        ),
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             ShapeError {

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::budget::{Budget, Limit};
 use crate::diag::{Diagnostic, Diagnostics, Origin, file_origin};
 use crate::model::{self, ManifestDuration};
 use crate::raw::{self, API_VERSION};
-use crate::budget::{Budget, Limit};
 use crate::schema::{Kind, ShapeError, check_shape, shape_ok};
 use crate::yaml::{self, SourceMap, join_index, join_key};
 
@@ -109,7 +109,11 @@ fn parse_file(
         }) => {
             let (_, hint) = limit.describe(&budget.limits);
             diags.push(Diagnostic::new(at(position), field, message).with_hint(hint));
-            return if limit.ends_load() { Err(Spent) } else { Ok(()) };
+            return if limit.ends_load() {
+                Err(Spent)
+            } else {
+                Ok(())
+            };
         }
         Err(e) => {
             let hint = if e.message.contains("alias") || e.message.contains("recursion") {

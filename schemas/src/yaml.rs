@@ -83,7 +83,13 @@ fn extend_hash(mut hash: u64, bytes: &[u8]) -> u64 {
 }
 
 impl SourceMap {
-    fn push(&mut self, parent: u32, segment: Segment, value: Position, key: Option<Position>) -> u32 {
+    fn push(
+        &mut self,
+        parent: u32,
+        segment: Segment,
+        value: Position,
+        key: Option<Position>,
+    ) -> u32 {
         let path_len = match self.nodes.get(parent as usize) {
             None => 0,
             Some(up) => up.path_len + segment_len(&segment, up.path_len),
@@ -104,7 +110,9 @@ impl SourceMap {
         let mut segments = Vec::new();
         let mut at = index as usize;
         while at != 0 {
-            let Some(node) = self.nodes.get(at) else { break };
+            let Some(node) = self.nodes.get(at) else {
+                break;
+            };
             segments.push(at);
             at = node.parent as usize;
         }
@@ -123,14 +131,19 @@ impl SourceMap {
         let mut at = index as usize;
         let mut text = String::new();
         loop {
-            let Some(node) = self.nodes.get(at) else { return false };
+            let Some(node) = self.nodes.get(at) else {
+                return false;
+            };
             if node.path_len != end {
                 return false;
             }
             if at == 0 {
                 return end == 0;
             }
-            let parent_len = self.nodes.get(node.parent as usize).map_or(0, |p| p.path_len);
+            let parent_len = self
+                .nodes
+                .get(node.parent as usize)
+                .map_or(0, |p| p.path_len);
             text.clear();
             segment_text(&node.segment, parent_len, &mut text);
             if !path.as_bytes()[..end].ends_with(text.as_bytes()) {
@@ -427,10 +440,12 @@ impl Meter<'_, '_> {
                 }
                 Some(size)
             }
-            Event::Alias(anchor) => Some(self.anchors.get(anchor).copied().unwrap_or(Size {
-                nodes: 1,
-                bytes: 0,
-            })),
+            Event::Alias(anchor) => Some(
+                self.anchors
+                    .get(anchor)
+                    .copied()
+                    .unwrap_or(Size { nodes: 1, bytes: 0 }),
+            ),
             Event::DocumentStart(_) => {
                 self.document_anchors = self.next_anchor;
                 None

@@ -143,7 +143,6 @@ pub fn inputs() -> Vec<(&'static str, String, &'static str)> {
     out
 }
 
-
 /// Peak resident size of the waited-for children so far (the largest one), in KiB.
 pub fn children_peak_kib() -> i64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
