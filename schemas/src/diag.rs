@@ -67,7 +67,13 @@ impl fmt::Display for Diagnostic {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.origin, self.message)?;
         } else {
-            write!(f, "{}: {}: {}", self.origin, self.field, self.message)?;
+            write!(
+                f,
+                "{}: {}: {}",
+                self.origin,
+                Brief(&self.field),
+                self.message
+            )?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
@@ -76,45 +82,109 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// All problems of one load, in file order.
+/// How many problems one load keeps and shows; the rest are only counted.
+/// Input can hold hundreds of thousands of mistakes (one per node): nobody
+/// reads past the first screens, and keeping them all costs memory without
+/// bound.
+pub const KEPT: usize = 100;
+
+/// A field path as shown: a path made of long keys keeps its two ends (the
+/// position already says exactly where the field is).
+struct Brief<'a>(&'a str);
+
+impl fmt::Display for Brief<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const END: usize = 100;
+        let text = self.0;
+        if text.len() <= 3 * END {
+            return f.write_str(text);
+        }
+        let mut head = END;
+        while !text.is_char_boundary(head) {
+            head -= 1;
+        }
+        let mut tail = text.len() - END;
+        while !text.is_char_boundary(tail) {
+            tail += 1;
+        }
+        write!(f, "{} ... {}", &text[..head], &text[tail..])
+    }
+}
+
+/// All problems of one load, in file order: the first [`KEPT`] found, and how
+/// many more there were.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diagnostics(Vec<Diagnostic>);
+pub struct Diagnostics {
+    kept: Vec<Diagnostic>,
+    omitted: usize,
+}
 
 impl Diagnostics {
     pub fn push(&mut self, diagnostic: Diagnostic) {
-        self.0.push(diagnostic);
+        if self.kept.len() < KEPT {
+            self.kept.push(diagnostic);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// Count `n` more problems that were found but not kept.
+    pub fn omit(&mut self, n: usize) {
+        self.omitted = self.omitted.saturating_add(n);
+    }
+
+    /// Add all of `other`, kept and counted.
+    pub fn append(&mut self, other: Diagnostics) {
+        self.omit(other.omitted);
+        for d in other.kept {
+            self.push(d);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
+    /// Every problem found, shown or not.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.kept.len().saturating_add(self.omitted)
     }
 
+    /// Problems found but not kept.
+    pub fn omitted(&self) -> usize {
+        self.omitted
+    }
+
+    /// The problems kept.
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter()
+        self.kept.iter()
     }
 
     /// Sort by file and position so output reads top to bottom; drop exact repeats.
     pub(crate) fn sorted(mut self) -> Self {
-        self.0.sort_by(|a, b| {
+        self.kept.sort_by(|a, b| {
             (&a.origin.file, a.origin.position, &a.field).cmp(&(
                 &b.origin.file,
                 b.origin.position,
                 &b.field,
             ))
         });
-        self.0.dedup();
+        self.kept.dedup();
         self
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
+        for d in &self.kept {
             writeln!(f, "{d}")?;
+        }
+        if self.omitted > 0 {
+            writeln!(
+                f,
+                "... and {} more problem(s) not shown (only the first {KEPT} are kept): fix these and run again",
+                self.omitted
+            )?;
         }
         Ok(())
     }
@@ -126,7 +196,7 @@ impl IntoIterator for Diagnostics {
     type Item = Diagnostic;
     type IntoIter = std::vec::IntoIter<Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.kept.into_iter()
     }
 }
 

@@ -36,6 +36,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 
+use crate::budget::{self, Budget, Limit, ReadError};
 use crate::diag::{Diagnostic, Diagnostics, file_origin};
 use crate::model::ManifestSet;
 use crate::validate::{ContentReader, Source, validate};
@@ -49,17 +50,20 @@ pub const SOURCE_LIMIT: u64 = 1024 * 1024;
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<ManifestSet, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut sources = Vec::new();
+    let mut budget = Budget::default();
     for path in paths {
-        collect(path.as_ref(), &mut sources, &mut diags);
+        collect(path.as_ref(), &mut sources, &mut diags, &mut budget);
+    }
+    if budget.text_spent() {
+        // A file did not fit (see `read_file`): what was read is only part of the load.
+        return Err(diags);
     }
     let result = validate(&sources, &FileSystem);
     match result {
         Ok(set) if diags.is_empty() => Ok(set),
         Ok(_) => Err(diags),
         Err(more) => {
-            for d in more {
-                diags.push(d);
-            }
+            diags.append(more);
             Err(diags)
         }
     }
@@ -78,7 +82,10 @@ fn problem(diags: &mut Diagnostics, path: &Path, message: String, hint: &str) {
 
 /// A path named on the command line: a folder is walked, a file is read
 /// whatever its name (`mailctl validate host.txt`).
-fn collect(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics) {
+fn collect(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics, budget: &mut Budget) {
+    if budget.text_spent() {
+        return;
+    }
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) => return problem(diags, path, format!("cannot read: {e}"), "check the path"),
@@ -94,10 +101,11 @@ fn collect(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics) {
             within: Vec::new(),
             sources,
             diags,
+            budget,
         };
         walk.folder(path, &meta);
     } else {
-        read_manifest(path, sources, diags);
+        read_file(path, sources, diags, budget);
     }
 }
 
@@ -111,6 +119,7 @@ struct Walk<'a> {
     within: Vec<(u64, u64)>,
     sources: &'a mut Vec<Source>,
     diags: &'a mut Diagnostics,
+    budget: &'a mut Budget,
 }
 
 impl Walk<'_> {
@@ -136,6 +145,9 @@ impl Walk<'_> {
         };
         entries.sort();
         for entry in entries {
+            if self.budget.text_spent() {
+                return;
+            }
             let hidden = entry
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -195,7 +207,7 @@ impl Walk<'_> {
                 self.folder(entry, &meta);
             }
         } else if meta.is_file() {
-            read_manifest(entry, self.sources, self.diags);
+            read_file(entry, self.sources, self.diags, self.budget);
         } else {
             problem(
                 self.diags,
@@ -237,8 +249,9 @@ impl Walk<'_> {
     }
 }
 
-fn read_manifest(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics) {
-    match fs::read(path) {
+/// Read one manifest file, no further than the load's text budget allows.
+fn read_file(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics, budget: &mut Budget) {
+    match budget::read_manifest(path, budget) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => sources.push(Source {
                 path: path.to_path_buf(),
@@ -251,7 +264,12 @@ fn read_manifest(path: &Path, sources: &mut Vec<Source>, diags: &mut Diagnostics
                 "manifests are UTF-8 YAML",
             ),
         },
-        Err(e) => problem(
+        Err(ReadError::OverBudget) => {
+            let (message, hint) = Limit::TextBytes.describe(&budget.limits);
+            // Nothing more is read (see `load_paths`).
+            problem(diags, path, message, &hint);
+        }
+        Err(ReadError::Io(e)) => problem(
             diags,
             path,
             format!("cannot read: {e}"),

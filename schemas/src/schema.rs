@@ -5,6 +5,7 @@
 //! every shape problem of a document at once (unknown fields, wrong types,
 //! missing fields), which serde alone cannot: it stops at the first.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -12,6 +13,7 @@ use jsonschema::paths::LocationSegment;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
+use crate::diag::KEPT;
 use crate::raw::{self, API_VERSION};
 use crate::yaml::{join_index, join_key};
 
@@ -150,10 +152,21 @@ fn validator(kind: Kind) -> &'static jsonschema::Validator {
     })
 }
 
-/// Check a document against its kind's schema; every problem is returned.
-pub fn check_shape(kind: Kind, document: &Value) -> Vec<ShapeError> {
+/// Whether a document has the shape of its kind.
+pub fn shape_ok(kind: Kind, document: &Value) -> bool {
+    validator(kind).is_valid(document)
+}
+
+/// Check a document against its kind's schema: the first [`KEPT`] problems,
+/// and how many more there were (a document can hold one per node).
+pub fn check_shape(kind: Kind, document: &Value) -> (Vec<ShapeError>, usize) {
     let mut out = Vec::new();
+    let mut omitted = 0usize;
     for error in validator(kind).iter_errors(document) {
+        if out.len() >= KEPT {
+            omitted += 1;
+            continue;
+        }
         let mut field = String::new();
         for segment in error.instance_path().segments() {
             field = match segment {
@@ -165,11 +178,28 @@ pub fn check_shape(kind: Kind, document: &Value) -> Vec<ShapeError> {
         if field == "apiVersion" || field == "kind" {
             continue;
         }
-        out.push(describe(error.kind(), &error.to_string(), field, document));
+        // One problem per unknown field, so each is located and all can be
+        // dropped to check the rest of the document.
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            for name in unexpected {
+                if out.len() >= KEPT {
+                    omitted += 1;
+                } else {
+                    out.push(unknown_field(document, &field, name));
+                }
+            }
+            continue;
+        }
+        out.push(describe(
+            error.kind(),
+            || error.to_string(),
+            field,
+            document,
+        ));
     }
     // A misspelt required field shows up twice: as unknown (`interfase`) and as
     // missing (`interface`). The first, with its "did you mean", says it all.
-    let misspelt: Vec<String> = out
+    let misspelt: HashSet<String> = out
         .iter()
         .filter_map(|e| {
             e.suggestion
@@ -182,7 +212,23 @@ pub fn check_shape(kind: Kind, document: &Value) -> Vec<ShapeError> {
             .as_ref()
             .is_some_and(|m| misspelt.contains(&join_key(&e.field, m)))
     });
-    out
+    (out, omitted)
+}
+
+/// A message keeps this many characters of each end of a long quoted value.
+const QUOTED: usize = 60;
+
+/// `text` with its middle cut out when it is long: a message quotes a value
+/// to show which one is meant (the schema's own messages start with it and
+/// end with the explanation), and a value can be megabytes long.
+fn brief(text: String) -> String {
+    let chars = text.chars().count();
+    if chars <= 3 * QUOTED {
+        return text;
+    }
+    let head: String = text.chars().take(QUOTED).collect();
+    let tail: String = text.chars().skip(chars - QUOTED).collect();
+    format!("{head} ... {tail}")
 }
 
 fn parent_of(field: &str) -> &str {
@@ -293,7 +339,34 @@ fn allowed_fields(document: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Value) -> ShapeError {
+/// An unknown field `name` in the mapping at `field`, with the allowed field it most likely meant.
+fn unknown_field(document: &Value, field: &str, name: &str) -> ShapeError {
+    let allowed = allowed_fields(document, field);
+    let close = allowed
+        .iter()
+        .filter(|a| strsim::damerau_levenshtein(a, name) <= 2)
+        .min_by_key(|a| strsim::damerau_levenshtein(a, name));
+    let hint = match close {
+        Some(c) => Some(format!("did you mean `{c}`?")),
+        None if !allowed.is_empty() => Some(format!("allowed here: {}", allowed.join(", "))),
+        None => None,
+    };
+    ShapeError {
+        field: join_key(field, name),
+        at_key: true,
+        message: format!("unknown field `{name}`"),
+        hint,
+        suggestion: close.cloned(),
+        missing: None,
+    }
+}
+
+fn describe(
+    kind: &ValidationErrorKind,
+    text: impl FnOnce() -> String,
+    field: String,
+    document: &Value,
+) -> ShapeError {
     let value = lookup(document, &field);
     let plain = |message: String| ShapeError {
         field: field.clone(),
@@ -304,29 +377,11 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
         missing: None,
     };
     match kind {
-        ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let name = unexpected.first().cloned().unwrap_or_default();
-            let allowed = allowed_fields(document, &field);
-            let close = allowed
-                .iter()
-                .filter(|a| strsim::damerau_levenshtein(a, &name) <= 2)
-                .min_by_key(|a| strsim::damerau_levenshtein(a, &name));
-            let hint = match close {
-                Some(c) => Some(format!("did you mean `{c}`?")),
-                None if !allowed.is_empty() => {
-                    Some(format!("allowed here: {}", allowed.join(", ")))
-                }
-                None => None,
-            };
-            ShapeError {
-                field: join_key(&field, &name),
-                at_key: true,
-                message: format!("unknown field `{name}`"),
-                hint,
-                suggestion: close.cloned(),
-                missing: None,
-            }
-        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => unknown_field(
+            document,
+            &field,
+            unexpected.first().map_or("", String::as_str),
+        ),
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             ShapeError {
@@ -353,7 +408,7 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
                         .collect()
                 })
                 .unwrap_or_default();
-            let found = value.map(Value::to_string).unwrap_or_default();
+            let found = brief(value.map(Value::to_string).unwrap_or_default());
             let mut error = plain(format!("{found} is not one of: {}", choices.join(", ")));
             if let Some(s) = value.and_then(Value::as_str) {
                 error.hint = choices
@@ -365,8 +420,8 @@ fn describe(kind: &ValidationErrorKind, text: &str, field: String, document: &Va
         }
         ValidationErrorKind::Constant { expected_value } => plain(format!(
             "must be {expected_value}, found {}",
-            value.map(Value::to_string).unwrap_or_default()
+            brief(value.map(Value::to_string).unwrap_or_default())
         )),
-        _ => plain(text.to_owned()),
+        _ => plain(brief(text())),
     }
 }

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::budget::{Budget, Limit};
 use crate::diag::{Diagnostic, Diagnostics, Origin, file_origin};
 use crate::model::{self, ManifestDuration};
 use crate::raw::{self, API_VERSION};
-use crate::schema::{Kind, ShapeError, check_shape};
+use crate::schema::{Kind, ShapeError, check_shape, shape_ok};
 use crate::yaml::{self, SourceMap, join_index, join_key};
 
 /// One manifest file's text.
@@ -45,8 +46,12 @@ pub fn validate(
 ) -> Result<model::ManifestSet, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut docs = Vec::new();
+    let mut budget = Budget::default();
     for source in sources {
-        parse_file(source, content, &mut docs, &mut diags);
+        if let Err(Spent) = parse_file(source, content, &mut budget, &mut docs, &mut diags) {
+            // What was not read would only show up as missing references.
+            return Err(diags.sorted());
+        }
     }
     let set = cross_check(&docs, &mut diags);
     if diags.is_empty() {
@@ -74,19 +79,42 @@ enum Object {
     Phase(model::Phase),
 }
 
+/// The load's budget is spent: nothing more is read.
+struct Spent;
+
 fn parse_file(
     source: &Source,
     content: &dyn ContentReader,
+    budget: &mut Budget,
     docs: &mut Vec<Checked>,
     diags: &mut Diagnostics,
-) {
+) -> Result<(), Spent> {
     let file: Arc<Path> = Arc::from(source.path.as_path());
     let at = |position| Origin {
         file: file.clone(),
         position,
     };
-    let (documents, yaml_errors) = match yaml::parse(&source.text) {
+    if !budget.take_text(source.text.len()) {
+        let (message, hint) = Limit::TextBytes.describe(&budget.limits);
+        diags.push(Diagnostic::new(file_origin(&source.path), "", message).with_hint(hint));
+        return Err(Spent);
+    }
+    let parsed = match yaml::parse(&source.text, budget) {
         Ok(parsed) => parsed,
+        Err(yaml::YamlError {
+            exceeded: Some(limit),
+            position,
+            field,
+            message,
+        }) => {
+            let (_, hint) = limit.describe(&budget.limits);
+            diags.push(Diagnostic::new(at(position), field, message).with_hint(hint));
+            return if limit.ends_load() {
+                Err(Spent)
+            } else {
+                Ok(())
+            };
+        }
         Err(e) => {
             let hint = if e.message.contains("alias") || e.message.contains("recursion") {
                 "the document nests or expands too deeply to be a manifest"
@@ -96,12 +124,18 @@ fn parse_file(
                 "check the indentation and quoting around this line"
             };
             diags.push(Diagnostic::new(at(e.position), e.field, e.message).with_hint(hint));
-            return;
+            return Ok(());
         }
     };
-    for e in yaml_errors {
+    let yaml::Parsed {
+        documents,
+        errors,
+        omitted,
+    } = parsed;
+    for e in errors {
         diags.push(Diagnostic::new(at(e.position), e.field, e.message));
     }
+    diags.omit(omitted);
     if documents.is_empty() {
         diags.push(Diagnostic::new(
             file_origin(&source.path),
@@ -128,6 +162,7 @@ fn parse_file(
             });
         }
     }
+    Ok(())
 }
 
 /// Checks the values of one document.
@@ -200,19 +235,21 @@ impl Checker<'_> {
         };
         // Unknown fields are reported, then dropped so the values of the rest of
         // the document are still checked; other shape errors end the document.
-        let shape = check_shape(kind, value);
-        let recoverable = shape.iter().all(ShapeError::is_unknown_field);
+        let (shape, omitted) = check_shape(kind, value);
+        // Problems not kept cannot be pruned: the document ends with them.
+        let recoverable = omitted == 0 && shape.iter().all(ShapeError::is_unknown_field);
         let mut pruned = None;
         if !shape.is_empty() && recoverable {
             let mut copy = value.clone();
             for e in &shape {
                 remove_field(&mut copy, &e.field);
             }
-            if check_shape(kind, &copy).is_empty() {
+            if shape_ok(kind, &copy) {
                 pruned = Some(copy);
             }
         }
-        let shape_ok = shape.is_empty() || pruned.is_some();
+        self.diags.omit(omitted);
+        let shape_fine = shape.is_empty() || pruned.is_some();
         for e in shape {
             let position = if e.at_key {
                 self.map.key(&e.field)
@@ -230,7 +267,7 @@ impl Checker<'_> {
             d.hint = e.hint;
             self.diags.push(d);
         }
-        if !shape_ok {
+        if !shape_fine {
             return None;
         }
         let value = pruned.as_ref().unwrap_or(value);

@@ -4,44 +4,204 @@
 //! and every later rule names the field it is about by its path. The
 //! [`SourceMap`] built here turns such a path back into `line:col`, so every
 //! stage can report a located error without carrying spans in the types.
+//!
+//! Parsing is metered (see [`crate::budget`]): the parser's events are
+//! counted before the loader builds anything, so an input past a limit is
+//! refused at the node that crosses it, and aliases are never expanded past
+//! the budget.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
-use saphyr::{MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, Scalar, YamlData, YamlLoader};
+use saphyr_parser::{Event, Span, SpannedEventReceiver};
 use serde_json::{Map, Number, Value};
 
-use crate::diag::Position;
+use crate::budget::{Budget, Exceeded, Limit, Size};
+use crate::diag::{KEPT, Position};
+
+/// Where one node of a document sits: its parent and its own path segment.
+#[derive(Debug, Clone)]
+struct Node {
+    /// Index of the parent node; the root (index 0) is its own parent.
+    parent: u32,
+    segment: Segment,
+    /// Length of the node's full path, which is never stored.
+    path_len: usize,
+    value: Position,
+    /// Where the key naming this node was written (mapping values only).
+    key: Option<Position>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Root,
+    /// A mapping key: `.key`, or `key` when the parent's path is empty.
+    Key(Box<str>),
+    /// A sequence index: `[3]`.
+    Index(usize),
+}
 
 /// Positions of the nodes of one document, by field path
 /// (`spec.addresses[0].address`; the document root is `""`).
 ///
-/// Only reports look positions up, so recording is kept cheap (a path and a
-/// position pushed per node) and the lookup order is built on the first
-/// lookup: a valid manifest never pays for it.
+/// Paths are not stored: a node holds its parent, its own key or index and
+/// the length of its path, so the map grows with the number of nodes, not
+/// with the length of their paths (a long key over a long list once made
+/// every item cost a copy of the key). Only reports look positions up, so
+/// the lookup index (path hashes) is built on the first lookup: a valid
+/// manifest never pays for it.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
-    /// Every value node, in document order.
-    values: Vec<(String, Position)>,
-    /// Every mapping key, by the path of the field it names.
-    keys: Vec<(String, Position)>,
-    /// Indices into `values` and `keys`, each sorted by path.
-    sorted: OnceLock<(Vec<usize>, Vec<usize>)>,
+    /// Every value node, in document order (parents before children).
+    nodes: Vec<Node>,
+    /// `(path hash, node)` sorted, built on the first lookup: a hash finds
+    /// the nodes of a path without spelling every path out.
+    sorted: OnceLock<Vec<(u64, u32)>>,
+}
+
+/// Path hashes are polynomial over the path's bytes modulo a Mersenne prime,
+/// so a child's hash follows from its parent's and its own segment. The base
+/// is random per process; a collision costs a comparison, never a wrong answer.
+const MODULUS: u64 = (1 << 61) - 1;
+
+fn base() -> u64 {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    *BASE.get_or_init(|| RandomState::new().hash_one(0u8) % (MODULUS - 256) + 256)
+}
+
+fn extend_hash(mut hash: u64, bytes: &[u8]) -> u64 {
+    let base = u128::from(base());
+    for &b in bytes {
+        let next = (u128::from(hash) * base + u128::from(b) + 1) % u128::from(MODULUS);
+        // Below MODULUS, so it fits.
+        hash = u64::try_from(next).unwrap_or_default();
+    }
+    hash
 }
 
 impl SourceMap {
-    fn sorted(&self) -> &(Vec<usize>, Vec<usize>) {
-        self.sorted
-            .get_or_init(|| (by_path(&self.values), by_path(&self.keys)))
+    fn push(
+        &mut self,
+        parent: u32,
+        segment: Segment,
+        value: Position,
+        key: Option<Position>,
+    ) -> u32 {
+        let path_len = match self.nodes.get(parent as usize) {
+            None => 0,
+            Some(up) => up.path_len + segment_len(&segment, up.path_len),
+        };
+        let index = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        self.nodes.push(Node {
+            parent,
+            segment,
+            path_len,
+            value,
+            key,
+        });
+        index
+    }
+
+    /// The full path of a node, for a message about it.
+    fn path(&self, index: u32) -> String {
+        let mut segments = Vec::new();
+        let mut at = index as usize;
+        while at != 0 {
+            let Some(node) = self.nodes.get(at) else {
+                break;
+            };
+            segments.push(at);
+            at = node.parent as usize;
+        }
+        let mut path = String::new();
+        for &i in segments.iter().rev() {
+            let parent_len = path.len();
+            segment_text(&self.nodes[i].segment, parent_len, &mut path);
+        }
+        path
+    }
+
+    /// Whether node `index` has exactly the path `path`, compared from the
+    /// end, segment by segment.
+    fn has_path(&self, index: u32, path: &str) -> bool {
+        let mut end = path.len();
+        let mut at = index as usize;
+        let mut text = String::new();
+        loop {
+            let Some(node) = self.nodes.get(at) else {
+                return false;
+            };
+            if node.path_len != end {
+                return false;
+            }
+            if at == 0 {
+                return end == 0;
+            }
+            let parent_len = self
+                .nodes
+                .get(node.parent as usize)
+                .map_or(0, |p| p.path_len);
+            text.clear();
+            segment_text(&node.segment, parent_len, &mut text);
+            if !path.as_bytes()[..end].ends_with(text.as_bytes()) {
+                return false;
+            }
+            end -= text.len();
+            at = node.parent as usize;
+        }
+    }
+
+    /// The nodes whose path is `path`, last recorded first.
+    fn nodes_at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        let sorted = self.sorted.get_or_init(|| {
+            // Parents come before their children, so each hash extends one already made.
+            let mut hashes: Vec<u64> = Vec::with_capacity(self.nodes.len());
+            let mut text = String::new();
+            for node in &self.nodes {
+                let up = node.parent as usize;
+                let hash = match (hashes.get(up), self.nodes.get(up)) {
+                    (Some(&hash), Some(parent)) => {
+                        text.clear();
+                        segment_text(&node.segment, parent.path_len, &mut text);
+                        extend_hash(hash, text.as_bytes())
+                    }
+                    _ => 0,
+                };
+                hashes.push(hash);
+            }
+            let mut order: Vec<(u64, u32)> = hashes
+                .into_iter()
+                .enumerate()
+                .map(|(i, hash)| (hash, u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect();
+            order.sort_unstable();
+            order
+        });
+        let hash = extend_hash(0, path.as_bytes());
+        let from = sorted.partition_point(|&(h, _)| h < hash);
+        let to = sorted.partition_point(|&(h, _)| h <= hash);
+        sorted[from..to]
+            .iter()
+            .rev()
+            .filter(move |&&(_, i)| self.has_path(i, path))
+            .filter_map(|&(_, i)| self.nodes.get(i as usize))
     }
 
     fn value_at(&self, path: &str) -> Option<Position> {
         if path.is_empty() {
             // The document itself, which every object records as its
             // origin: found without building the index.
-            return last_empty(&self.values);
+            return self
+                .nodes
+                .iter()
+                .rev()
+                .find(|n| n.path_len == 0)
+                .map(|n| n.value);
         }
-        find(&self.values, &self.sorted().0, path)
+        self.nodes_at(path).next().map(|n| n.value)
     }
 
     /// Position of the value at `path`, or of its nearest ancestor that exists
@@ -63,36 +223,42 @@ impl SourceMap {
     /// falling back to the value position.
     pub fn key(&self, path: &str) -> Position {
         let key = if path.is_empty() {
-            last_empty(&self.keys)
+            self.nodes
+                .iter()
+                .rev()
+                .filter(|n| n.path_len == 0)
+                .find_map(|n| n.key)
         } else {
-            find(&self.keys, &self.sorted().1, path)
+            self.nodes_at(path).find_map(|n| n.key)
         };
         key.unwrap_or_else(|| self.value(path))
     }
 }
 
-/// The position recorded last for the path `""`.
-fn last_empty(entries: &[(String, Position)]) -> Option<Position> {
-    entries
-        .iter()
-        .rev()
-        .find(|(path, _)| path.is_empty())
-        .map(|&(_, position)| position)
+/// The length of a node's segment as [`segment_text`] writes it.
+fn segment_len(segment: &Segment, parent_len: usize) -> usize {
+    match segment {
+        Segment::Root => 0,
+        Segment::Key(key) => key.len() + usize::from(parent_len > 0),
+        Segment::Index(i) => i.checked_ilog10().map_or(1, |d| d as usize + 1) + 2,
+    }
 }
 
-/// The indices of `entries`, sorted by path; equal paths stay in the order
-/// they were recorded.
-fn by_path(entries: &[(String, Position)]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
-    order
-}
-
-/// The position recorded last for `path`.
-fn find(entries: &[(String, Position)], order: &[usize], path: &str) -> Option<Position> {
-    let end = order.partition_point(|&i| entries[i].0.as_str() <= path);
-    let &last = order[..end].last()?;
-    (entries[last].0 == path).then_some(entries[last].1)
+/// Append a node's segment to `path`, whose parent part is `parent_len` long.
+fn segment_text(segment: &Segment, parent_len: usize, path: &mut String) {
+    match segment {
+        Segment::Root => {}
+        Segment::Key(key) => {
+            if parent_len > 0 {
+                path.push('.');
+            }
+            path.push_str(key);
+        }
+        Segment::Index(i) => {
+            // Writing to a String cannot fail.
+            let _ = write!(path, "[{i}]");
+        }
+    }
 }
 
 /// The path one level up: `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> ``.
@@ -131,20 +297,69 @@ pub struct YamlError {
     pub position: Position,
     pub field: String,
     pub message: String,
+    /// Set when a limit of the budget was crossed (the message says which).
+    pub exceeded: Option<Limit>,
 }
 
-/// Anchors may be reused, but a file may not expand into more nodes than this;
-/// it stops "billion laughs" documents long before memory runs out.
-const ALIAS_EXPANSION_LIMIT: usize = 100_000;
+/// What a well-formed file holds: its documents, the problems found in
+/// their nodes (the first [`KEPT`]), and how many more there were.
+#[derive(Debug)]
+pub struct Parsed {
+    pub documents: Vec<Document>,
+    pub errors: Vec<YamlError>,
+    pub omitted: usize,
+}
 
-/// Parse every document of a YAML stream. A syntax error fails the whole file
-/// (what follows it cannot be trusted); problems inside well-formed documents
-/// (tags, non-string keys, non-finite numbers) are collected per node.
-pub fn parse(text: &str) -> Result<(Vec<Document>, Vec<YamlError>), YamlError> {
+/// Parse every document of a YAML stream, spending `budget`. A syntax error
+/// or a crossed limit fails the whole file (what follows cannot be trusted,
+/// or was not read); problems inside well-formed documents (tags, non-string
+/// keys, non-finite numbers) are collected per node.
+pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
     let mut parser = saphyr_parser::Parser::new_from_str(text);
-    let mut loader = saphyr::YamlLoader::<MarkedYaml>::default();
-    loader.alias_limit(ALIAS_EXPANSION_LIMIT);
-    let scan = parser.load(&mut loader, true);
+    let mut loader = YamlLoader::<MarkedYaml>::default();
+    // The meter refuses alias expansion first; this is the loader's own guard.
+    loader.alias_limit(budget.limits.nodes);
+    let mut meter = Meter {
+        loader,
+        budget,
+        open: Vec::new(),
+        anchors: HashMap::new(),
+        document_anchors: 0,
+        next_anchor: 0,
+        foreign: None,
+        exceeded: None,
+    };
+    // The events are pulled one at a time: `Parser::load` recurses once per
+    // nesting level (a deep enough file overflowed the agent's stack) and
+    // cannot stop at the limit.
+    let mut scan = Ok(());
+    for next in &mut parser {
+        match next {
+            Ok((event, span)) => meter.on_event(event, span),
+            Err(e) => scan = Err(e),
+        }
+        if scan.is_err() || meter.exceeded.is_some() || meter.foreign.is_some() {
+            break;
+        }
+    }
+    if let Some(e) = meter.exceeded {
+        let (message, _) = e.limit.describe(&meter.budget.limits);
+        return Err(YamlError {
+            position: e.position,
+            field: String::new(),
+            message,
+            exceeded: Some(e.limit),
+        });
+    }
+    if let Some(position) = meter.foreign {
+        return Err(YamlError {
+            position,
+            field: String::new(),
+            message: "invalid YAML: this alias names an anchor of an earlier document".into(),
+            exceeded: None,
+        });
+    }
+    let loader = meter.loader;
     if let Some(e) = scan.err().or_else(|| loader.error().cloned()) {
         return Err(YamlError {
             position: Position {
@@ -153,20 +368,164 @@ pub fn parse(text: &str) -> Result<(Vec<Document>, Vec<YamlError>), YamlError> {
             },
             field: String::new(),
             message: format!("invalid YAML: {}", e.info()),
+            exceeded: None,
         });
     }
-    let mut documents = Vec::new();
-    let mut errors = Vec::new();
+    let mut parsed = Parsed {
+        documents: Vec::new(),
+        errors: Vec::new(),
+        omitted: 0,
+    };
     for node in loader.into_documents() {
         if matches!(node.data, YamlData::Value(Scalar::Null)) {
             // An empty document, e.g. after a trailing `---`.
             continue;
         }
         let mut map = SourceMap::default();
-        let value = convert(&node, &mut String::new(), &mut map, &mut errors);
-        documents.push(Document { value, map });
+        let root = map.push(0, Segment::Root, position(&node), None);
+        let value = convert(&node, root, &mut map, &mut parsed);
+        parsed.documents.push(Document { value, map });
     }
-    Ok((documents, errors))
+    Ok(parsed)
+}
+
+/// Counts the parser's events against the budget and passes them on to the
+/// loader until a limit is crossed; after that, nothing more is built.
+struct Meter<'b, 'input> {
+    loader: YamlLoader<'input, MarkedYaml<'input>>,
+    budget: &'b mut Budget,
+    /// Open lists and mappings, innermost last.
+    open: Vec<Open>,
+    /// What each anchored node cost, so an alias of it costs as much again.
+    anchors: HashMap<usize, Size>,
+    /// Anchor ids grow through the stream: the current document's start here.
+    /// (`Parser::load` would forget earlier documents' anchors; pulling
+    /// events does not, so aliases to them are refused here.)
+    document_anchors: usize,
+    /// One past the highest anchor id seen.
+    next_anchor: usize,
+    /// Where an alias named an anchor of an earlier document.
+    foreign: Option<Position>,
+    exceeded: Option<Exceeded>,
+}
+
+#[derive(Debug)]
+struct Open {
+    anchor: usize,
+    /// The budget used when it opened: its size is the difference at its end.
+    start: Size,
+    /// A mapping whose next child is a key.
+    expects_key: bool,
+    mapping: bool,
+}
+
+impl Meter<'_, '_> {
+    /// Check one event; the limit it crosses, if any.
+    fn check(&mut self, event: &Event<'_>) -> Result<(), Limit> {
+        let is_key = self.open.last().is_some_and(|o| o.mapping && o.expects_key);
+        if let Event::Scalar(_, _, anchor, _)
+        | Event::SequenceStart(anchor, _)
+        | Event::MappingStart(anchor, _) = event
+        {
+            self.next_anchor = self.next_anchor.max(anchor + 1);
+        }
+        let leaf = match event {
+            Event::Scalar(text, _, anchor, _) => {
+                let size = Size {
+                    nodes: 1,
+                    bytes: text.len(),
+                };
+                if *anchor > 0 {
+                    self.anchors.insert(*anchor, size);
+                }
+                Some(size)
+            }
+            Event::Alias(anchor) => Some(
+                self.anchors
+                    .get(anchor)
+                    .copied()
+                    .unwrap_or(Size { nodes: 1, bytes: 0 }),
+            ),
+            Event::DocumentStart(_) => {
+                self.document_anchors = self.next_anchor;
+                None
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.open.len() >= self.budget.limits.depth {
+                    return Err(Limit::Depth);
+                }
+                self.budget.spend(Size { nodes: 1, bytes: 0 })?;
+                let start = self.budget.used();
+                self.open.push(Open {
+                    anchor: *anchor,
+                    start,
+                    expects_key: true,
+                    mapping: matches!(event, Event::MappingStart(..)),
+                });
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(done) = self.open.pop()
+                    && done.anchor > 0
+                {
+                    let used = self.budget.used();
+                    let size = Size {
+                        nodes: used.nodes - done.start.nodes + 1,
+                        bytes: used.bytes - done.start.bytes,
+                    };
+                    self.anchors.insert(done.anchor, size);
+                }
+                self.child_done();
+                None
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
+        };
+        if let Some(size) = leaf {
+            if is_key && size.bytes > self.budget.limits.key_bytes {
+                return Err(Limit::KeyBytes);
+            }
+            self.budget.spend(size)?;
+            self.child_done();
+        }
+        Ok(())
+    }
+
+    fn child_done(&mut self) {
+        if let Some(o) = self.open.last_mut()
+            && o.mapping
+        {
+            o.expects_key = !o.expects_key;
+        }
+    }
+}
+
+impl<'input> SpannedEventReceiver<'input> for Meter<'_, 'input> {
+    fn on_event(&mut self, event: Event<'input>, span: Span) {
+        if self.exceeded.is_some() || self.foreign.is_some() {
+            return;
+        }
+        if let Event::Alias(anchor) = event
+            && anchor < self.document_anchors
+        {
+            self.foreign = Some(Position {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            });
+            return;
+        }
+        match self.check(&event) {
+            Ok(()) => self.loader.on_event(event, span),
+            Err(limit) => {
+                self.exceeded = Some(Exceeded {
+                    limit,
+                    position: Position {
+                        line: span.start.line(),
+                        column: span.start.col() + 1,
+                    },
+                });
+            }
+        }
+    }
 }
 
 fn position(node: &MarkedYaml) -> Position {
@@ -176,22 +535,24 @@ fn position(node: &MarkedYaml) -> Position {
     }
 }
 
-/// Converts `node`, found at `path`. `path` is one buffer for the whole
-/// walk: each child's segment is appended for its conversion and cut off
-/// again after.
-fn convert(
-    node: &MarkedYaml,
-    path: &mut String,
-    map: &mut SourceMap,
-    errors: &mut Vec<YamlError>,
-) -> Value {
-    let here = position(node);
-    map.values.push((path.clone(), here));
-    let fail = |errors: &mut Vec<YamlError>, path: &str, message: String| {
-        errors.push(YamlError {
-            position: here,
-            field: path.to_owned(),
+/// Keep the first [`KEPT`] problems of a file; count the rest.
+fn problem(parsed: &mut Parsed, error: impl FnOnce() -> YamlError) {
+    if parsed.errors.len() < KEPT {
+        parsed.errors.push(error());
+    } else {
+        parsed.omitted += 1;
+    }
+}
+
+/// Converts `node`, recorded in `map` as `here`.
+fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parsed) -> Value {
+    let at = position(node);
+    let fail = |parsed: &mut Parsed, map: &SourceMap, message: String| {
+        problem(parsed, || YamlError {
+            position: at,
+            field: map.path(here),
             message,
+            exceeded: None,
         });
         Value::Null
     };
@@ -203,8 +564,8 @@ fn convert(
             Scalar::FloatingPoint(f) => match Number::from_f64(f.into_inner()) {
                 Some(n) => Value::Number(n),
                 None => fail(
-                    errors,
-                    path,
+                    parsed,
+                    map,
                     format!("{} is not a finite number", f.into_inner()),
                 ),
             },
@@ -212,18 +573,14 @@ fn convert(
         },
         YamlData::Representation(text, _, _) => Value::String(text.to_string()),
         YamlData::Sequence(items) => {
-            let len = path.len();
             let mut array = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                // Writing to a String cannot fail.
-                let _ = write!(path, "[{i}]");
-                array.push(convert(item, path, map, errors));
-                path.truncate(len);
+                let child = map.push(here, Segment::Index(i), position(item), None);
+                array.push(convert(item, child, map, parsed));
             }
             Value::Array(array)
         }
         YamlData::Mapping(entries) => {
-            let len = path.len();
             let mut object = Map::new();
             for (k, v) in entries {
                 let key = match &k.data {
@@ -231,35 +588,36 @@ fn convert(
                     YamlData::Value(Scalar::Integer(i)) => i.to_string(),
                     YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
                     _ => {
-                        errors.push(YamlError {
+                        problem(parsed, || YamlError {
                             position: position(k),
-                            field: path.clone(),
+                            field: map.path(here),
                             message: "a mapping key must be a plain string".into(),
+                            exceeded: None,
                         });
                         continue;
                     }
                 };
-                if len > 0 {
-                    path.push('.');
-                }
-                path.push_str(&key);
-                map.keys.push((path.clone(), position(k)));
-                let value = convert(v, path, map, errors);
-                path.truncate(len);
+                let child = map.push(
+                    here,
+                    Segment::Key(key.as_str().into()),
+                    position(v),
+                    Some(position(k)),
+                );
+                let value = convert(v, child, map, parsed);
                 object.insert(key, value);
             }
             Value::Object(object)
         }
         YamlData::Tagged(tag, _) => fail(
-            errors,
-            path,
+            parsed,
+            map,
             format!(
                 "YAML tags are not used in manifests (found !{})",
                 tag.suffix
             ),
         ),
         YamlData::Alias(_) | YamlData::BadValue => {
-            fail(errors, path, "unresolvable YAML value".into())
+            fail(parsed, map, "unresolvable YAML value".into())
         }
     }
 }
@@ -270,6 +628,11 @@ mod tests {
 
     fn at(line: usize, column: usize) -> Position {
         Position { line, column }
+    }
+
+    /// Parse with the default budget: documents and node problems.
+    fn parse(text: &str) -> Result<(Vec<Document>, Vec<YamlError>), YamlError> {
+        super::parse(text, &mut Budget::default()).map(|p| (p.documents, p.errors))
     }
 
     #[test]
@@ -313,6 +676,14 @@ mod tests {
         }
         let e = parse(&laughs).expect_err("billion laughs is refused");
         assert!(e.message.contains("alias"), "{}", e.message);
+    }
+
+    #[test]
+    fn anchors_belong_to_their_document() {
+        let e = parse("a: &x 1\n---\nb: *x\n").expect_err("alias across documents");
+        assert_eq!(e.position, at(3, 4), "{}", e.message);
+        let (docs, _) = parse("a: &x 1\nb: *x\n---\nc: &y 2\nd: *y\n").expect("valid YAML");
+        assert_eq!(docs[1].value["d"], 2);
     }
 
     #[test]
