@@ -6,6 +6,7 @@ mod lab;
 use std::process::Command;
 
 use mailctl_agent::{Announcement, ApplyReport, Config, Effect, Error, ResourcePlan, error_chain};
+use mailctl_schemas::model::HostSpec;
 use serde_json::Value;
 
 use lab::{Netns, addresses, eve_spec, host_spec};
@@ -440,26 +441,39 @@ fn the_firewall_table_is_replaced_whole_and_other_tables_stay() {
     );
 }
 
+/// `spec` with `allowLockout` off again.
+fn guarded(mut spec: HostSpec) -> HostSpec {
+    if let Some(firewall) = &mut spec.firewall {
+        firewall.allow_lockout = false;
+    }
+    spec
+}
+
 #[test]
 fn a_lockout_is_refused_and_changes_nothing() {
     let netns = Netns::new();
     let before = netns.nft_ruleset();
-    let no_ssh = eve_spec(
+    // `mailctl validate` refuses these two already; the agent refuses them
+    // on its own (a desired state may come from elsewhere): they are read
+    // with allowLockout, then held to the guard without it.
+    let no_ssh = guarded(eve_spec(
         r#"
   firewall:
     policy: drop
+    allowLockout: true
     rules:
       - {name: smtp, protocol: tcp, ports: [25], action: accept}
 "#,
-    );
-    let no_agent = eve_spec(
+    ));
+    let no_agent = guarded(eve_spec(
         r#"
   firewall:
     policy: accept
+    allowLockout: true
     rules:
       - {name: close, protocol: tcp, ports: [7443], action: reject}
 "#,
-    );
+    ));
     let allowed = eve_spec(
         r#"
   firewall:
