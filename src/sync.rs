@@ -74,7 +74,7 @@ fn agent_url(remote: &Remote<'_>) -> Result<String> {
 /// both sides agree.
 pub fn run_remote(remote: &Remote<'_>) -> Result<ExitCode> {
     let url = agent_url(remote)?;
-    let client = AgentClient::new(&url, &client_files(remote.tls_dir))?;
+    let client = AgentClient::new(&url, &client_files(remote.tls_dir))?.expect_agent(remote.host);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

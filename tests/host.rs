@@ -796,11 +796,11 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     let agent_url = format!("https://127.0.0.1:{}", agent.port);
     let tls_dir = agent.path("tls/admin-admin");
     let tls_dir = tls_dir.to_str().expect("utf-8");
-    let sync_run = |job: &str, tls_dir: &str| {
+    let sync_run_on = |host: &str, job: &str, tls_dir: &str| {
         let argv = [
             "sync",
             "run",
-            "eve",
+            host,
             job,
             "--agent",
             &agent_url,
@@ -809,6 +809,15 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         ];
         ns.mailctl(&argv)
     };
+    let sync_run = |job: &str, tls_dir: &str| sync_run_on("eve", job, tls_dir);
+    // The address leads to eve's agent, not bob's: nothing is started.
+    let cli = sync_run_on("bob", "final", tls_dir);
+    let said = String::from_utf8_lossy(&cli.stderr).into_owned();
+    assert_eq!(cli.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is not host bob: its certificate says agent eve"),
+        "{said}"
+    );
     let cli = sync_run("final", tls_dir);
     let said =
         String::from_utf8_lossy(&cli.stdout).into_owned() + &String::from_utf8_lossy(&cli.stderr);

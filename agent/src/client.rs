@@ -61,6 +61,14 @@ pub enum ClientError {
         "TLS with the agent at {url} failed: {detail} (is its certificate from the same mailctl CA, and does it name this address?)"
     )]
     Handshake { url: String, detail: String },
+    #[error(
+        "the agent at {url} is not host {expected}: its certificate says {found}; check the address (--agent, or the host's entry in the Migration)"
+    )]
+    WrongAgent {
+        url: String,
+        expected: String,
+        found: String,
+    },
     #[error("the agent at {url} did not answer {method} {path}: {detail}")]
     Http {
         url: String,
@@ -78,6 +86,8 @@ pub struct AgentClient {
     port: u16,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
+    /// The host whose agent this must be (`agent HOST` in its certificate).
+    expected: Option<String>,
 }
 
 /// An answer: status and body text.
@@ -118,7 +128,15 @@ impl AgentClient {
             host,
             server_name,
             tls: api::client_config(tls)?,
+            expected: None,
         })
+    }
+
+    /// Talk only to the agent of `host`: a certificate naming another host
+    /// (a wrong address, a moved IP) is refused before any request is sent.
+    pub fn expect_agent(mut self, host: &str) -> Self {
+        self.expected = Some(host.to_owned());
+        self
     }
 
     /// The agent's address, for messages.
@@ -160,6 +178,24 @@ impl AgentClient {
             url: self.url.clone(),
             detail: e.to_string(),
         })?;
+        if let Some(expected) = &self.expected {
+            let found = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::roles::Peer::from_certificate(leaf).role);
+            if found != Some(Some(Role::Agent(expected.clone()))) {
+                return Err(ClientError::WrongAgent {
+                    url: self.url.clone(),
+                    expected: expected.clone(),
+                    found: match found.flatten() {
+                        Some(role) => role.to_string(),
+                        None => "no role".into(),
+                    },
+                });
+            }
+        }
         let exchange = async {
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -444,11 +444,16 @@ async fn admins_read_and_run_syncs_the_controller_does_everything() {
     assert!(body.contains(SECRET), "{body}");
     let (status, body) = ask(&controller, "GET", "/v1/status", String::new()).await;
     assert_eq!(status, 200, "{body}");
+    let watched = std::fs::read_to_string(&agent.desired_path).expect("desired");
     let (status, body) = ask(&controller, "PUT", "/v1/desired", replacement.clone()).await;
     assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"generation\""), "{body}");
+    // In force, and the admin's watched file untouched.
+    let (_, now) = ask(&controller, "GET", "/v1/desired", String::new()).await;
+    assert!(now.contains("password = rotated"), "{now}");
     assert_eq!(
         std::fs::read_to_string(&agent.desired_path).expect("desired"),
-        replacement
+        watched
     );
     let (status, body) = ask(&controller, "POST", "/v1/point-of-no-return", String::new()).await;
     assert_eq!(status, 200, "{body}");

@@ -300,8 +300,9 @@ impl Agent {
         }
     }
 
-    /// A state sent through the API. Resending the newest state is not a new
-    /// generation (the controller may retry a PUT whose answer it lost).
+    /// A state sent through the API. Resending the state in force is not a
+    /// new generation (the controller may retry a PUT whose answer it lost);
+    /// resending one that was rolled back is, and awaits confirmation again.
     fn put(&mut self, candidate: desired::Candidate) -> Result<u64, String> {
         let current = self.current_host();
         if !current.is_empty() && self.host().is_none() && candidate.host != current {
@@ -310,8 +311,9 @@ impl Agent {
                 candidate.host
             ));
         }
-        if self.state.text(self.ledger.generation).as_deref() == Some(candidate.text.as_str()) {
-            return Ok(self.ledger.generation);
+        let in_force = self.ledger.effective;
+        if in_force != 0 && self.state.text(in_force).as_deref() == Some(candidate.text.as_str()) {
+            return Ok(in_force);
         }
         self.accept(candidate)
     }
