@@ -15,9 +15,9 @@
 //! So a service starts on the new `main.cf`, after its `postmap` handler ran.
 //! Drift repairs within a round do not wait for anyone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailctl_schemas::model::HostSpec;
@@ -67,34 +67,64 @@ fn backoff(retries: u32) -> Duration {
 struct Worker {
     resource: Resource,
     wake: Arc<Notify>,
+    /// Told when the resources before this one made their attempt.
+    turn: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
-/// Where the current round stands, shared by the workers.
+/// One resource's place in the current round.
+#[derive(Debug)]
+struct Place {
+    name: String,
+    /// Addresses and the firewall go together, waiting for nobody.
+    network: bool,
+    turn: Arc<Notify>,
+}
+
+/// Where the current round stands, shared by the workers. Every operation
+/// is O(1) per resource (a host may declare tens of thousands of files).
 #[derive(Debug, Default)]
 struct Rounds {
     /// Bumped each time a desired state is activated.
     round: u64,
-    /// The resources of the current state, in apply order, by name; the
-    /// network ones (addresses, firewall) flagged, since they go together.
-    order: Vec<(String, bool)>,
+    /// The resources of the current state, in apply order.
+    order: Vec<Place>,
+    /// Each resource's position in `order`.
+    index: HashMap<String, usize>,
     /// The last round in which each resource made an attempt.
     attempted: HashMap<String, u64>,
+    /// How many resources from the start of `order` made their attempt in
+    /// this round.
+    done: usize,
 }
 
 impl Rounds {
     /// Whether every resource before `name` has made its attempt in the
-    /// current round (the network resources wait for nobody).
+    /// current round.
     fn turn_of(&self, name: &str) -> bool {
-        let Some(at) = self.order.iter().position(|(n, _)| n == name) else {
-            return true;
-        };
-        if self.order[at].1 {
-            return true;
+        match self.index.get(name) {
+            Some(&at) => self.order[at].network || self.done >= at,
+            None => true,
         }
-        self.order[..at]
-            .iter()
-            .all(|(n, _)| self.attempted.get(n).is_some_and(|r| *r >= self.round))
+    }
+
+    /// Whether `name` still has to make its attempt in the current round.
+    fn first_attempt(&self, name: &str) -> bool {
+        self.attempted.get(name).is_none_or(|r| *r < self.round)
+    }
+
+    /// Count the resources that made their attempt, and tell the next one.
+    fn advance(&mut self) {
+        while self
+            .order
+            .get(self.done)
+            .is_some_and(|p| !self.first_attempt(&p.name))
+        {
+            self.done += 1;
+        }
+        if let Some(next) = self.order.get(self.done) {
+            next.turn.notify_one();
+        }
     }
 }
 
@@ -107,7 +137,7 @@ pub struct Scheduler<C: Converge> {
     converge: Arc<C>,
     board: Arc<StatusBoard>,
     desired: watch::Receiver<Option<Arc<Desired>>>,
-    rounds: Arc<watch::Sender<Rounds>>,
+    rounds: Arc<Mutex<Rounds>>,
     workers: HashMap<String, Worker>,
 }
 
@@ -129,7 +159,7 @@ impl<C: Converge> Scheduler<C> {
             converge,
             board,
             desired,
-            rounds: Arc::new(watch::Sender::new(Rounds::default())),
+            rounds: Arc::new(Mutex::new(Rounds::default())),
             workers: HashMap::new(),
         }
     }
@@ -141,41 +171,58 @@ impl<C: Converge> Scheduler<C> {
     pub fn sync(&mut self, spec: &HostSpec) {
         let wanted = self.converge.resources(spec);
         let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-        self.rounds.send_modify(|rounds| {
-            rounds.round += 1;
-            rounds.order = names
-                .iter()
-                .cloned()
-                .zip(wanted.iter().map(is_network))
-                .collect();
-            rounds.attempted.retain(|name, _| names.contains(name));
-        });
+        let declared: HashSet<&str> = names.iter().map(String::as_str).collect();
         self.workers.retain(|name, worker| {
-            let keep = names.contains(name);
+            let keep = declared.contains(name.as_str());
             if !keep {
                 worker.task.abort();
             }
             keep
         });
-        self.board.retain(&names);
-        for (resource, name) in wanted.into_iter().zip(names) {
+        self.board.retain(&declared);
+        for (resource, name) in wanted.iter().zip(&names) {
             self.workers.entry(name.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
+                let turn = Arc::new(Notify::new());
                 let task = tokio::spawn(work(
                     resource.clone(),
-                    name,
+                    name.clone(),
                     wake.clone(),
+                    turn.clone(),
                     self.converge.clone(),
                     self.board.clone(),
                     self.desired.clone(),
                     self.rounds.clone(),
                 ));
                 Worker {
-                    resource,
+                    resource: resource.clone(),
                     wake,
+                    turn,
                     task,
                 }
             });
+        }
+        {
+            let mut rounds = lock(&self.rounds);
+            rounds.round += 1;
+            rounds.order = wanted
+                .iter()
+                .zip(&names)
+                .filter_map(|(resource, name)| {
+                    let worker = self.workers.get(name)?;
+                    Some(Place {
+                        name: name.clone(),
+                        network: is_network(resource),
+                        turn: worker.turn.clone(),
+                    })
+                })
+                .collect();
+            rounds.index = names.iter().cloned().zip(0..).collect();
+            rounds
+                .attempted
+                .retain(|name, _| declared.contains(name.as_str()));
+            rounds.done = 0;
+            rounds.advance();
         }
         self.trigger(|_| true);
     }
@@ -196,44 +243,54 @@ impl<C: Converge> Drop for Scheduler<C> {
     }
 }
 
+fn lock(rounds: &Mutex<Rounds>) -> std::sync::MutexGuard<'_, Rounds> {
+    rounds
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn work<C: Converge>(
     resource: Resource,
     name: String,
     wake: Arc<Notify>,
+    turn: Arc<Notify>,
     converge: Arc<C>,
     board: Arc<StatusBoard>,
     desired: watch::Receiver<Option<Arc<Desired>>>,
-    rounds: Arc<watch::Sender<Rounds>>,
+    rounds: Arc<Mutex<Rounds>>,
 ) {
-    let mut seen = rounds.subscribe();
     let mut retries = 0u32;
     loop {
         wake.notified().await;
         // The first attempt of a round waits for the resources before it.
-        let round = {
-            let now = seen.borrow();
-            let first = now.attempted.get(&name).is_none_or(|r| *r < now.round);
-            (!first).then_some(now.round)
-        };
-        let round = match round {
-            Some(round) => round,
-            // Never closed: this worker holds a sender.
-            None => match seen.wait_for(|r| r.turn_of(&name)).await {
-                Ok(now) => now.round,
-                Err(_) => return,
-            },
+        let round = loop {
+            let told = turn.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            {
+                let now = lock(&rounds);
+                if !now.first_attempt(&name) || now.turn_of(&name) {
+                    break now.round;
+                }
+            }
+            told.await;
         };
         let Some(current) = desired.borrow().clone() else {
             continue;
         };
         board.progressing(&name);
-        let outcome = converge.converge(&current.spec, &resource).await;
-        rounds.send_if_modified(|r| {
-            let attempted = r.attempted.entry(name.clone()).or_default();
-            let newer = *attempted < round;
+        // Boxed: the reconcile future is large, and a host may hold tens of
+        // thousands of idle workers; each keeps only a pointer while it waits.
+        let outcome = Box::pin(converge.converge(&current.spec, &resource)).await;
+        {
+            let mut now = lock(&rounds);
+            let attempted = now.attempted.entry(name.clone()).or_default();
             *attempted = (*attempted).max(round);
-            newer
-        });
+            if round == now.round {
+                now.advance();
+            }
+        }
         match outcome {
             Ok(applied) => {
                 retries = 0;

@@ -196,8 +196,8 @@ impl StatusBoard {
     }
 
     /// Keep exactly these resources (others left the manifest).
-    pub fn retain(&self, names: &[String]) {
-        self.with(|s| s.resources.retain(|k, _| names.contains(k)));
+    pub fn retain(&self, names: &std::collections::HashSet<&str>) {
+        self.with(|s| s.resources.retain(|k, _| names.contains(k.as_str())));
     }
 
     fn entry<'a>(s: &'a mut AgentStatus, resource: &str) -> &'a mut ResourceStatus {
