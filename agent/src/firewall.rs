@@ -25,11 +25,11 @@ use std::process::Stdio;
 use mailctl_schemas::model::{Firewall, FirewallPolicy, Protocol, RuleAction};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, Sources, policy_name};
-pub use self::nft::{NftRule, ObservedTable, RuleSet};
 /// Public only for the fuzz target `fuzz/fuzz_targets/nft_listing.rs`.
 #[doc(hidden)]
 pub use self::nft::parse_table;
+use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, Sources, policy_name};
+pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
 use crate::intervals::IntervalSet;

@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
     let parts = mbox::unique_parts(&messages);
     assert_eq!(parts.len(), messages.len());
     let distinct: HashSet<&String> = parts.iter().collect();
-    assert_eq!(distinct.len(), parts.len(), "two messages share a unique part: {parts:?}");
+    assert_eq!(
+        distinct.len(),
+        parts.len(),
+        "two messages share a unique part: {parts:?}"
+    );
 
     let wanted = mbox::expected(&messages, 1_700_000_000);
     assert_eq!(wanted.len(), messages.len());
@@ -58,7 +62,12 @@ fuzz_target!(|data: &[u8]| {
     let found: BTreeMap<&str, String> = listing
         .folders
         .get("")
-        .map(|f| f.messages.iter().map(|m| (m.key.as_str(), m.rel())).collect())
+        .map(|f| {
+            f.messages
+                .iter()
+                .map(|m| (m.key.as_str(), m.rel()))
+                .collect()
+        })
         .unwrap_or_default();
     for want in &wanted {
         assert_eq!(

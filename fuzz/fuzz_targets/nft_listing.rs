@@ -46,7 +46,11 @@ fn name(u: &mut Unstructured<'_>) -> Result<String> {
     let mut name = String::with_capacity(len);
     for i in 0..len {
         // The first character is alphanumeric (the first 62 of NAME_CHARS).
-        let pool = if i == 0 { &NAME_CHARS[..62] } else { NAME_CHARS };
+        let pool = if i == 0 {
+            &NAME_CHARS[..62]
+        } else {
+            NAME_CHARS
+        };
         name.push(char::from(*u.choose(pool)?));
     }
     Ok(name)
@@ -140,7 +144,13 @@ fuzz_target!(|data: &[u8]| {
     let created = driver
         .diff(&desired, &None)
         .expect("a valid firewall with allowLockout is never refused");
-    let [FirewallChange::Create { table, desired: rules }] = created.as_slice() else {
+    let [
+        FirewallChange::Create {
+            table,
+            desired: rules,
+        },
+    ] = created.as_slice()
+    else {
         panic!("no table: expected one Create, got {created:?}");
     };
     let script = rules.replace_script(table);

@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(ledger) = state.ledger() {
         state.save_ledger(&ledger).expect("saving a ledger");
-        assert_eq!(state.ledger().ok().as_ref(), Some(&ledger), "the ledger changed");
+        assert_eq!(
+            state.ledger().ok().as_ref(),
+            Some(&ledger),
+            "the ledger changed"
+        );
         // What start-up loads next.
         let _ = state.load(ledger.effective);
         if let Some(pending) = ledger.awaiting_confirmation {

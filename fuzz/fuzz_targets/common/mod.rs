@@ -65,12 +65,18 @@ pub fn without_origins(set: &ManifestSet) -> ManifestSet {
 /// Panics unless `first` and `second` are the same model, origins aside.
 pub fn assert_same_model(first: &ManifestSet, second: &ManifestSet, rendered: &str) {
     let (first, second) = (without_origins(first), without_origins(second));
-    assert_eq!(first.hosts, second.hosts, "hosts changed; rendered:\n{rendered}");
+    assert_eq!(
+        first.hosts, second.hosts,
+        "hosts changed; rendered:\n{rendered}"
+    );
     assert_eq!(
         first.migrations, second.migrations,
         "migrations changed; rendered:\n{rendered}"
     );
-    assert_eq!(first.phases, second.phases, "phases changed; rendered:\n{rendered}");
+    assert_eq!(
+        first.phases, second.phases,
+        "phases changed; rendered:\n{rendered}"
+    );
 }
 
 /// A `ContentReader` for which `source:` fields never resolve: text that is
