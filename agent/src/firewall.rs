@@ -28,6 +28,9 @@ use mailctl_schemas::model::{Firewall, FirewallPolicy};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
 pub use self::lockout::{Blocked, LockoutGuard, ProtectedPort, describe as describe_blocked};
+/// Public only for the fuzz target `fuzz/fuzz_targets/nft_listing.rs`.
+#[doc(hidden)]
+pub use self::nft::parse_table;
 use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, policy_name};
 pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};

@@ -5,41 +5,14 @@
 
 #![no_main]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
+
+use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use mailctl_schemas::model::ManifestSet;
-use mailctl_schemas::{ContentReader, Origin, Position, Source, render, validate};
+use mailctl_schemas::{Source, render, validate};
 
-/// `source:` fields never resolve: the fuzzer exercises the loader, not the disk.
-struct NoFiles;
-
-impl ContentReader for NoFiles {
-    fn read(&self, _manifest: &Path, _source: &str) -> Result<String, String> {
-        Err("no file access while fuzzing".into())
-    }
-}
-
-/// The set with every origin replaced by the same value, so two loads of the
-/// same model from different text compare equal.
-fn without_origins(set: &ManifestSet) -> ManifestSet {
-    let nowhere = Origin {
-        file: Arc::from(Path::new("")),
-        position: Position::default(),
-    };
-    let mut set = set.clone();
-    for host in &mut set.hosts {
-        host.origin = nowhere.clone();
-    }
-    for migration in &mut set.migrations {
-        migration.origin = nowhere.clone();
-    }
-    for phase in &mut set.phases {
-        phase.origin = nowhere.clone();
-    }
-    set
-}
+use common::{NoFiles, assert_same_model};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -64,17 +37,5 @@ fuzz_target!(|data: &[u8]| {
              --- input ---\n{text}\n--- rendered ---\n{rendered}\n--- errors ---\n{diags:?}"
         ),
     };
-    let (first, second) = (without_origins(&first), without_origins(&second));
-    assert_eq!(
-        first.hosts, second.hosts,
-        "hosts changed; rendered:\n{rendered}"
-    );
-    assert_eq!(
-        first.migrations, second.migrations,
-        "migrations changed; rendered:\n{rendered}"
-    );
-    assert_eq!(
-        first.phases, second.phases,
-        "phases changed; rendered:\n{rendered}"
-    );
+    assert_same_model(&first, &second, &rendered);
 });

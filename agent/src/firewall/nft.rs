@@ -179,7 +179,8 @@ impl RuleSet {
     /// so no packet ever sees a half-written table.
     ///
     /// The names must have passed [`check_names`].
-    pub(crate) fn replace_script(&self, table: &str) -> String {
+    #[doc(hidden)] // public for the fuzz target nft_listing
+    pub fn replace_script(&self, table: &str) -> String {
         let mut script = String::with_capacity(160 + 96 * self.rules.len());
         // Writing to a String cannot fail.
         let _ = self.write_script(&mut script, table);
@@ -350,7 +351,7 @@ fn write_range<W: fmt::Write + ?Sized>(out: &mut W, range: AddressRange) -> fmt:
 /// Reads the output of `nft -n list table inet NAME`: one table block with
 /// chains (a header line, then one rule per line) and possibly sets, maps
 /// and other objects, whose bodies may span lines.
-pub(crate) fn parse_table(listing: &str) -> Result<ObservedTable, String> {
+pub fn parse_table(listing: &str) -> Result<ObservedTable, String> {
     let mut table = ObservedTable::default();
     let mut lines = listing.lines().map(str::trim).filter(|l| !l.is_empty());
     match lines.next() {

@@ -216,7 +216,13 @@ pub fn parse_envelope_date(envelope: &str) -> Option<i64> {
         }
     }
     let year = year?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    // Each field in range (60: a leap second), so the sum below cannot overflow.
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
@@ -473,6 +479,27 @@ bye\n";
         let three = &messages[2];
         assert_eq!((three.flags.as_str(), three.sub()), ("T", Sub::Cur));
         assert_eq!(three.date, Some(978_307_200 - 3600));
+    }
+
+    /// An envelope time out of range is no date (it overflowed the sum of
+    /// seconds: a panic while parsing a spool).
+    #[test]
+    fn envelope_times_out_of_range_are_no_date() {
+        for envelope in [
+            "a@b Thu Jan  4 10:11:9223372036854775807 2024",
+            "a@b Thu Jan  4 10:11:-9223372036854775808 2024",
+            "a@b Thu Jan  4 10:11:61 2024",
+            "a@b Thu Jan  4 -1:11:12 2024",
+            "a@b Thu Jan  4 10:-1:12 2024",
+        ] {
+            assert_eq!(parse_envelope_date(envelope), None, "{envelope}");
+        }
+        assert_eq!(
+            parse_envelope_date("a@b Sat Dec 31 23:59:60 2016"),
+            Some(1_483_228_800)
+        );
+        let spool = b"From a@b Thu Jan  4 10:11:9223372036854775807 2024\n\nx\n";
+        assert_eq!(parse(spool)[0].date, None);
     }
 
     #[test]

@@ -434,6 +434,9 @@ impl SyncRunner {
     fn fail_interrupted(&self, job: &str) -> Result<bool, SyncError> {
         match self.status(job)? {
             Some(mut status) if status.state == RunState::Running => {
+                // Saved under the file's job (whose lock is held), not over
+                // another job's state should the file name a different one.
+                status.job = job.to_owned();
                 status.state = RunState::Failed;
                 status.finished_at_unix = Some(unix_now());
                 status.error = Some(
@@ -1037,6 +1040,36 @@ mod tests {
         assert_eq!(after.state, RunState::Failed);
         assert!(after.error.as_deref().unwrap_or("").contains("interrupted"));
         assert_eq!(after.last_verified_at_unix, Some(1));
+    }
+
+    /// Found by the `state_files` fuzz target: a `sync-b.json` naming job
+    /// `a` was recorded as failed into `sync-a.json`, and stayed `running`.
+    #[test]
+    fn an_interrupted_run_is_recorded_in_its_own_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runner = SyncRunner::new(dir.path());
+        let status = |job: &str, state| JobStatus {
+            job: job.into(),
+            run: 1,
+            state,
+            started_at_unix: 1,
+            finished_at_unix: None,
+            progress: None,
+            stats: None,
+            renamed: 0,
+            duplicates_removed: 0,
+            verification: None,
+            error: None,
+            last_verified_at_unix: None,
+        };
+        let finished = status("a", RunState::Finished);
+        runner.save(&finished).expect("save");
+        let misnamed = serde_json::to_vec(&status("a", RunState::Running)).expect("json");
+        fs::write(dir.path().join("sync-b.json"), misnamed).expect("write");
+        assert_eq!(runner.recover().expect("recover"), vec!["b".to_owned()]);
+        let b = runner.status("b").expect("status").expect("some");
+        assert_eq!((b.job.as_str(), b.state), ("b", RunState::Failed));
+        assert_eq!(runner.status("a").expect("status"), Some(finished));
     }
 
     #[test]
