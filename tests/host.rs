@@ -1133,6 +1133,7 @@ spec:
     - {{path: {w}/etc/sasl_passwd, source: secret.txt, mode: "0600"}}
     - {{path: {w}/etc/db.cf, content: "password = {inline}\n", mode: "0640"}}
     - {{path: {w}/etc/public.cf, content: "public\n", mode: "0644"}}
+    - {{path: {w}/private/app.conf, content: "password = changed\n", mode: "0644"}}
 {extra}"#
     )
 }
@@ -1151,6 +1152,17 @@ fn secrets_never_reach_plans_status_logs_errors_or_api_answers() {
         fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
     };
     let mut seen: Vec<(String, String)> = Vec::new();
+    // A world-readable file in a folder only root may enter is private too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(w.join("private")).expect("private");
+        fs::set_permissions(w.join("private"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::write(
+            w.join("private/app.conf"),
+            "password = SECRET-privdir-9c1\n",
+        )
+        .expect("app.conf");
+    }
 
     // plan and apply --local, then a plan of a changed secret.
     let local = w.join("local");

@@ -173,6 +173,14 @@ fn a_symlink_leading_out_of_the_folder_is_refused() {
 }
 
 #[test]
+fn a_hard_link_to_a_file_outside_the_folder_is_refused() {
+    let repo = Repo::new("key.pem");
+    let secret = repo.plant_secret();
+    fs::hard_link(&secret, repo.path("repo/hosts/key.pem")).expect("plant the hard link");
+    repo.assert_refused("has 2 names (hard links)");
+}
+
+#[test]
 fn a_symlink_inside_the_folder_is_followed() {
     let repo = Repo::new("current/main.cf");
     fs::create_dir_all(repo.path("repo/hosts/2026")).expect("mkdir");

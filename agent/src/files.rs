@@ -514,7 +514,7 @@ fn existing_file(
             name,
             wanted.as_bytes(),
             len,
-            showable(desired.mode, metadata.mode),
+            showable(&desired.path, desired.mode, metadata.mode),
         )?),
         _ => None,
     };
@@ -551,11 +551,17 @@ fn refuse_hard_links(path: &Path, kind: &str, found: &FileStat) -> Result<(), Er
     Ok(())
 }
 
-/// Whether a plan may show the content: the file is readable to anyone now
-/// and stays so.
-fn showable(desired_mode: Option<u32>, existing_mode: u32) -> bool {
+/// Whether a plan may show the content: anyone can read the file now and
+/// still can afterwards — its mode lets others read it, and every folder
+/// above it lets others through (a 0644 file in a 0700 folder is private).
+fn showable(path: &Path, desired_mode: Option<u32>, existing_mode: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    const OTHERS_SEARCH: u32 = 0o001;
     existing_mode & WORLD_READABLE != 0
         && desired_mode.is_none_or(|mode| mode & WORLD_READABLE != 0)
+        && path.ancestors().skip(1).all(|folder| {
+            fs::symlink_metadata(folder).is_ok_and(|m| m.permissions().mode() & OTHERS_SEARCH != 0)
+        })
 }
 
 /// Compares the file with `wanted`, reading no more than needed: nothing
@@ -685,7 +691,7 @@ fn diff_existing(
                 old.as_deref(),
                 content,
                 existing.len,
-                showable(desired.mode, from.mode),
+                showable(&desired.path, desired.mode, from.mode),
             ),
             from,
             to,

@@ -357,6 +357,15 @@ impl ContentReader for FileSystem {
             };
             return Err(format!("{} is {what}, not a regular file", full.display()));
         }
+        // A hard link is another name of a file that may live anywhere on
+        // the file system (a link to /etc/shadow is in the folder all the same).
+        if stat.st_nlink > 1 {
+            return Err(format!(
+                "{} has {} names (hard links): it may be a file from outside the folder; copy the content into a file of its own",
+                full.display(),
+                stat.st_nlink
+            ));
+        }
         let mut bytes = Vec::new();
         fs::File::from(file)
             .take(SOURCE_LIMIT + 1)
