@@ -1042,13 +1042,9 @@ mod tests {
         assert_eq!(after.last_verified_at_unix, Some(1));
     }
 
-    /// Found by the `state_files` fuzz target: a `sync-b.json` naming job
-    /// `a` was recorded as failed into `sync-a.json`, and stayed `running`.
-    #[test]
-    fn an_interrupted_run_is_recorded_in_its_own_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let runner = SyncRunner::new(dir.path());
-        let status = |job: &str, state| JobStatus {
+    /// A job's state with nothing recorded but its name and state.
+    fn job_status(job: &str, state: RunState) -> JobStatus {
+        JobStatus {
             job: job.into(),
             run: 1,
             state,
@@ -1061,12 +1057,24 @@ mod tests {
             verification: None,
             error: None,
             last_verified_at_unix: None,
-        };
-        let finished = status("a", RunState::Finished);
+            host_key: None,
+        }
+    }
+
+    /// Found by the `state_files` fuzz target: a `sync-b.json` naming job
+    /// `a` was recorded as failed into `sync-a.json`, and stayed `running`.
+    #[test]
+    fn an_interrupted_run_is_recorded_in_its_own_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runner = SyncRunner::new(dir.path());
+        let finished = job_status("a", RunState::Finished);
         runner.save(&finished).expect("save");
-        let misnamed = serde_json::to_vec(&status("a", RunState::Running)).expect("json");
+        let misnamed = serde_json::to_vec(&job_status("a", RunState::Running)).expect("json");
         fs::write(dir.path().join("sync-b.json"), misnamed).expect("write");
-        assert_eq!(runner.recover().expect("recover"), vec!["b".to_owned()]);
+        assert_eq!(
+            runner.recover().expect("recover").interrupted,
+            vec!["b".to_owned()]
+        );
         let b = runner.status("b").expect("status").expect("some");
         assert_eq!((b.job.as_str(), b.state), ("b", RunState::Failed));
         assert_eq!(runner.status("a").expect("status"), Some(finished));
@@ -1077,19 +1085,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let runner = SyncRunner::new(dir.path());
         let running = JobStatus {
-            job: "maildirs".into(),
             run: 3,
-            state: RunState::Running,
-            started_at_unix: 1,
-            finished_at_unix: None,
-            progress: None,
-            stats: None,
-            renamed: 0,
-            duplicates_removed: 0,
-            verification: None,
-            error: None,
-            last_verified_at_unix: None,
-            host_key: None,
+            ..job_status("maildirs", RunState::Running)
         };
         runner.save(&running).expect("save");
         // Both a truncated and an empty state, whichever read_dir lists first.
