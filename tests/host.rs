@@ -1331,7 +1331,7 @@ spec:
       state: {service}
       driver: exec
       exec:
-        start: [sh, -c, "cp {w}/etc/main.db {w}/seen && start-stop-daemon --start --background --make-pidfile --pidfile {w}/mailsim.pid --exec /bin/sleep -- 3600"]
+        start: [sh, -c, "cp {w}/etc/main.db {w}/seen.new && mv {w}/seen.new {w}/seen && start-stop-daemon --start --background --make-pidfile --pidfile {w}/mailsim.pid --exec /bin/sleep -- 3600"]
         stop: [start-stop-daemon, --stop, --remove-pidfile, --pidfile, {w}/mailsim.pid]
         status: [start-stop-daemon, --status, --pidfile, {w}/mailsim.pid]
 "#
