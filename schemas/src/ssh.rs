@@ -71,7 +71,10 @@ pub fn split_remote(source: &str) -> Option<(&str, &str)> {
     if source.starts_with('/') {
         return None;
     }
-    if source.contains('[')
+    // Brackets count only in the host part (`[v6]:` or `user@[v6]:`), not
+    // in the path (`bob:/mail/[archive]`).
+    let first_colon = source.find(':')?;
+    if source[..first_colon].contains('[')
         && let Some(end) = source.find("]:")
     {
         return Some((&source[..=end], &source[end + 2..]));
@@ -253,6 +256,8 @@ mod tests {
             Some(("root@[2001:db8::1]", "/var/mail"))
         );
         assert_eq!(split_remote("bob:/var/mail"), Some(("bob", "/var/mail")));
+        assert_eq!(split_remote("bob:/[]"), Some(("bob", "/[]")));
+        assert_eq!(split_remote("bob:/a]:b"), Some(("bob", "/a]:b")));
         assert_eq!(split_remote("/var/mail"), None);
         assert_eq!(ssh_destination("root@[2001:db8::1]"), "root@2001:db8::1");
         assert_eq!(known_hosts_name("root@[2001:db8::1]"), "2001:db8::1");
