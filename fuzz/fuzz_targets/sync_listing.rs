@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         last_end = answer
             .lines()
             .filter_map(|l| l.strip_prefix(END))
-            .last()
+            .next_back()
             .map(str::to_owned);
         Ok((answer, ()))
     });
