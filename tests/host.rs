@@ -1206,13 +1206,18 @@ fn secrets_never_reach_plans_status_logs_errors_or_api_answers() {
     );
     plant(agent.path("").as_path(), "SECRET-source-5c6d");
     let _process = agent.start(&ns);
-    let ready = |s: &Value| {
-        s["resources"].as_object().is_some_and(|r| {
-            !r.is_empty() && r.values().all(|v| v["condition"]["state"] == "ready")
-        })
+    let ready = || {
+        // No answer yet while the agent starts.
+        let (code, body) = agent.request(&ns, "GET", "/v1/status", None);
+        code == 200
+            && serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+                s["resources"].as_object().is_some_and(|r| {
+                    !r.is_empty() && r.values().all(|v| v["condition"]["state"] == "ready")
+                })
+            })
     };
     assert!(
-        wait_for(Duration::from_secs(20), || ready(&agent.status(&ns))).is_some(),
+        wait_for(Duration::from_secs(20), ready).is_some(),
         "{}",
         agent.log()
     );
