@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mailctl_agent::driver::Driver;
-use mailctl_agent::firewall::{FirewallChange, FirewallDriver, parse_table};
+use mailctl_agent::firewall::{FirewallChange, FirewallDriver, LockoutGuard, parse_table};
 use mailctl_schemas::model::{Firewall, FirewallPolicy, FirewallRule, Protocol, RuleAction};
 
 /// Characters `mailctl validate` allows in a rule name (after the first,
@@ -126,7 +126,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(desired) = firewall(&mut u) else {
         return;
     };
-    let driver = FirewallDriver::new("nft", Vec::new());
+    // No protected ports: the target checks the listing, not the guard.
+    let driver = FirewallDriver::new("nft", LockoutGuard::new(Vec::new(), Vec::new()));
 
     // 1. Any listing: read it, plan against it, print the plan.
     if let Ok(listing) = std::str::from_utf8(listing)

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use mailctl_agent::sync::SyncError;
 use mailctl_agent::sync::rsync::Endpoint;
-use mailctl_agent::sync::source::{END, Lister, answer_text};
+use mailctl_agent::sync::source::{END, Lister, ListingLimits, answer_text};
 
 use common::{parts, put, scratch};
 
@@ -74,8 +74,9 @@ fuzz_target!(|data: &[u8]| {
         path: PathBuf::from("/var/mail/"),
         ssh_key: None,
         known_hosts: state.join("known_hosts"),
+        host_key: None,
     };
-    let lister = Lister::new(&endpoint, &state, "job");
+    let lister = Lister::new(&endpoint, &state, "job", ListingLimits::default());
     let mut last_end = None;
     let result = lister.list_remote(|script| {
         check_script(script);
