@@ -4,7 +4,9 @@
 
 mod agent;
 mod cli;
+mod confirm;
 mod local;
+mod remote;
 mod sync;
 
 use std::process::ExitCode;

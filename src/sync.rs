@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use mailctl_agent::client::{AgentClient, Method, client_files};
-use mailctl_agent::sync::{JobStatus, Phase, Progress, RunState, SyncRunner};
-use mailctl_schemas::load;
+use mailctl_agent::sync::SyncRunner;
+use mailctl_api::client::{AgentClient, ClientError, SyncFollowError};
+use mailctl_api::{ErrorKind, JobStatus, Progress, SyncStep};
 
 /// How often the job's status is read while it runs.
 const POLL: Duration = Duration::from_millis(500);
@@ -20,144 +20,53 @@ const POLL: Duration = Duration::from_millis(500);
 /// Where `mailctl sync run HOST JOB` finds the agent and its credentials.
 #[derive(Debug)]
 pub struct Remote<'a> {
-    pub host: &'a str,
     pub job: &'a str,
-    /// `--agent URL`, else looked up in the Migrations under `file`.
-    pub agent: Option<&'a str>,
-    pub file: Option<&'a Path>,
-    /// A folder `mailctl certs init` wrote: an admin's or the controller's
-    /// ([`mailctl_agent::client::client_files`]).
-    pub tls_dir: &'a Path,
-}
-
-/// The agent's address: `--agent`, or `spec.hosts.HOST.agent` of a
-/// Migration in `file`.
-fn agent_url(remote: &Remote<'_>) -> Result<String> {
-    if let Some(url) = remote.agent {
-        return Ok(url.to_owned());
-    }
-    let Some(file) = remote.file else {
-        bail!(
-            "where does host {}'s agent listen? Give --agent https://ADDRESS:7443, or -f a file or folder whose Migration lists host {}",
-            remote.host,
-            remote.host
-        );
-    };
-    let set = match load::load_paths(&[file]) {
-        Ok(set) => set,
-        Err(diags) => bail!("{} is not valid\n{diags}", file.display()),
-    };
-    let mut urls: Vec<&str> = set
-        .migrations
-        .iter()
-        .filter_map(|m| m.hosts.get(remote.host).map(|h| h.agent.as_str()))
-        .collect();
-    urls.sort_unstable();
-    urls.dedup();
-    match urls.as_slice() {
-        [url] => Ok((*url).to_owned()),
-        [] => bail!(
-            "no Migration in {} lists host {} (give --agent https://ADDRESS:7443)",
-            file.display(),
-            remote.host
-        ),
-        _ => bail!(
-            "the Migrations in {} give host {} different agent addresses ({}); pick one with --agent",
-            file.display(),
-            remote.host,
-            urls.join(", ")
-        ),
-    }
+    pub host: &'a str,
+    pub agent: crate::remote::AgentArgs<'a>,
 }
 
 /// Runs the job through the agent; exit 0 only when the run finished and
 /// both sides agree.
 pub fn run_remote(remote: &Remote<'_>) -> Result<ExitCode> {
-    let url = agent_url(remote)?;
-    let client = AgentClient::new(&url, &client_files(remote.tls_dir))?.expect_agent(remote.host);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(follow(remote, &client))
+    let client = remote.agent.client(remote.host)?;
+    crate::remote::runtime()?.block_on(follow(remote, &client))
 }
 
 async fn follow(remote: &Remote<'_>, client: &AgentClient) -> Result<ExitCode> {
-    let path = format!("/v1/sync/{}", remote.job);
-    let answer = client.request(Method::POST, &path).await?;
-    let run = match answer.status.as_u16() {
-        202 => serde_json::from_str::<serde_json::Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["run"].as_u64())
-            .with_context(|| {
-                format!(
-                    "the agent at {} started the job but sent no run number: {}",
-                    client.url(),
-                    answer.body.trim()
-                )
-            })?,
-        404 => bail!(
-            "host {}'s agent ({}) has no sync job {}: {}",
-            remote.host,
-            client.url(),
-            remote.job,
-            answer.body.trim()
-        ),
-        409 => bail!("host {}: {}", remote.host, answer.body.trim()),
-        _ => bail!(
-            "host {}'s agent ({}) answered {}: {}",
-            remote.host,
-            client.url(),
-            answer.status,
-            answer.body.trim()
-        ),
-    };
-    println!(
-        "sync {} on {}: run {run} started by the agent at {}",
-        remote.job,
-        remote.host,
-        client.url()
-    );
     let mut display = Display::new(std::io::stderr().is_terminal());
-    let mut ticks = tokio::time::interval(POLL);
-    let status = loop {
-        ticks.tick().await;
-        let answer = client.request(Method::GET, &path).await?;
-        if !answer.status.is_success() {
-            display.finish();
-            bail!(
-                "reading the status of sync {} on {}: {} {}",
-                remote.job,
-                remote.host,
-                answer.status,
-                answer.body.trim()
-            );
-        }
-        let status: JobStatus = serde_json::from_str(&answer.body).with_context(|| {
-            format!(
-                "the agent at {} sent a status mailctl cannot read",
-                client.url()
-            )
-        })?;
-        // A run newer than ours means ours finished and another began.
-        if status.run > run || (status.run == run && status.state != RunState::Running) {
-            break status;
-        }
-        if let Some(progress) = &status.progress {
-            display.update(progress);
-        }
-    };
-    display.finish();
-    if status.run != run {
-        bail!(
-            "sync {} on {}: run {run} finished, but run {} began before its outcome was read; see `GET /v1/sync/{}` or the agent's log",
+    let outcome = client
+        .sync_run(
             remote.job,
-            remote.host,
-            status.run,
-            remote.job
-        );
+            POLL,
+            |run| {
+                println!(
+                    "sync {} on {}: run {run} started by the agent at {}",
+                    remote.job,
+                    remote.host,
+                    client.url()
+                );
+            },
+            |progress| display.update(progress),
+        )
+        .await;
+    display.finish();
+    match outcome {
+        Ok(status) => Ok(report_status(remote, &status)),
+        Err(SyncFollowError::Client(e)) if e.kind() == Some(ErrorKind::NotFound) => {
+            // The agent's message names the jobs the host does declare.
+            let message = match &e {
+                ClientError::Api { error, .. } => error.message.clone(),
+                other => other.to_string(),
+            };
+            bail!("host {} ({}): {message}", remote.host, client.url())
+        }
+        Err(SyncFollowError::Client(ClientError::Api { error, .. }))
+            if error.kind == ErrorKind::Conflict =>
+        {
+            bail!("host {}: {}", remote.host, error.message)
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(report_status(remote, &status))
 }
 
 /// Prints a finished run; exit 0 only when it verified.
@@ -174,7 +83,7 @@ fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
             "sync {} on {}: {}",
             remote.job,
             remote.host,
-            mailctl_agent::sync::summary(stats, status.renamed, status.duplicates_removed)
+            mailctl_api::sync::summary(stats, status.renamed, status.duplicates_removed)
         );
     }
     match &status.verification {
@@ -243,7 +152,7 @@ pub fn run_local(
 struct Display {
     bar: Option<ProgressBar>,
     terminal: bool,
-    phase: Option<Phase>,
+    step: Option<SyncStep>,
     last_line: Option<Instant>,
 }
 
@@ -252,22 +161,22 @@ impl Display {
         Display {
             bar: None,
             terminal,
-            phase: None,
+            step: None,
             last_line: None,
         }
     }
 
     fn update(&mut self, progress: &Progress) {
-        let new_phase = self.phase != Some(progress.phase);
-        self.phase = Some(progress.phase);
+        let new_step = self.step != Some(progress.step);
+        self.step = Some(progress.step);
         if self.terminal {
-            if new_phase {
+            if new_step {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
                 let bar = ProgressBar::new(progress.bytes_total.max(1));
-                let template = match progress.phase {
-                    Phase::Transferring => {
+                let template = match progress.step {
+                    SyncStep::Transferring => {
                         "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}"
                     }
                     _ => "{spinner} {msg} {prefix}",
@@ -275,7 +184,7 @@ impl Display {
                 if let Ok(style) = ProgressStyle::with_template(template) {
                     bar.set_style(style.progress_chars("=> "));
                 }
-                bar.set_message(progress.phase.to_string());
+                bar.set_message(progress.step.to_string());
                 bar.enable_steady_tick(Duration::from_millis(200));
                 self.bar = Some(bar);
             }
@@ -291,9 +200,9 @@ impl Display {
         let due = self
             .last_line
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
-        if new_phase || due {
+        if new_step || due {
             self.last_line = Some(Instant::now());
-            let mut line = format!("{}: {}", progress.phase, files(progress));
+            let mut line = format!("{}: {}", progress.step, files(progress));
             if progress.bytes_done > 0 {
                 line.push_str(&format!(", {} bytes", progress.bytes_done));
                 if progress.rate > 0 {

@@ -834,7 +834,12 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     let cli = sync_run("nosuch", tls_dir);
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
-    assert!(said.contains("has no sync job nosuch"), "{said}");
+    // Said once, with the jobs the host does declare.
+    assert!(
+        said.contains("declares no sync job nosuch (it declares final, regular)"),
+        "{said}"
+    );
+    assert_eq!(said.matches("nosuch").count(), 1, "{said}");
     let stranger = tempfile::tempdir().expect("tmp");
     let certs = ns.mailctl(&[
         "certs",

@@ -360,8 +360,8 @@ async fn an_agent_certificate_cannot_read_or_replace_another_agents_desired_stat
                 .expect("an HTTP answer");
             assert_eq!(status, 403, "{method} {path}: {answer}");
             let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
-            assert_eq!(answer["error"], "forbidden");
-            let reason = answer["reason"].as_str().expect("reason");
+            assert_eq!(answer["kind"], "forbidden");
+            let reason = answer["message"].as_str().expect("message");
             assert!(reason.contains(says), "{reason}");
             assert!(!answer.to_string().contains("s3cret"), "{answer}");
         }
@@ -496,7 +496,7 @@ async fn a_revoked_certificate_fails_the_handshake_without_a_restart() {
 
     // A revoked agent: clients that read ca.crl (the CLI's --tls-dir) refuse it.
     pki::revoke(&tls, &Role::Agent("eve".into())).expect("revoke eve");
-    let controller = api::client_config(&mailctl_agent::client::client_files(
+    let controller = api::client_config(&mailctl_api::client::client_files(
         &tls.join("controller"),
     ))
     .expect("client");
@@ -630,12 +630,12 @@ fn init_and_add_refuse_to_overwrite_and_keep_keys_private() {
     assert!(matches!(bad, Err(pki::PkiError::BadName(_))), "{bad:?}");
     // The CLI side finds the admin's certificate in an admin's folder, the
     // controller's in the controller's.
-    let admin = mailctl_agent::client::client_files(&dir.path().join("admin-alice"));
+    let admin = mailctl_api::client::client_files(&dir.path().join("admin-alice"));
     assert!(
         admin.cert.ends_with("admin.pem") && admin.crl.is_some(),
         "{admin:?}"
     );
-    let controller = mailctl_agent::client::client_files(&dir.path().join("controller"));
+    let controller = mailctl_api::client::client_files(&dir.path().join("controller"));
     assert!(
         controller.cert.ends_with("controller.pem"),
         "{controller:?}"

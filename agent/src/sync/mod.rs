@@ -35,10 +35,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
-use serde::{Deserialize, Serialize};
 
-pub use maildir::{Listing, Verification};
-pub use rsync::Stats;
+pub use mailctl_api::sync::{JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary};
+pub use maildir::Listing;
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -87,113 +86,6 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SyncError {
     move |source| SyncError::Io { what, source }
 }
 
-/// What a run is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Phase {
-    Listing,
-    Renaming,
-    Transferring,
-    Converting,
-    Verifying,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Listing => "listing",
-            Phase::Renaming => "renaming",
-            Phase::Transferring => "transferring",
-            Phase::Converting => "converting",
-            Phase::Verifying => "verifying",
-        })
-    }
-}
-
-/// Progress of a running job: files, bytes, rate and ETA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub phase: Phase,
-    pub files_done: u64,
-    /// Known or estimated; 0 when unknown.
-    pub files_total: u64,
-    pub bytes_done: u64,
-    /// rsync's estimate; 0 when unknown.
-    pub bytes_total: u64,
-    /// Bytes per second.
-    pub rate: u64,
-    pub eta_seconds: Option<u64>,
-}
-
-impl Progress {
-    fn phase(phase: Phase) -> Progress {
-        Progress {
-            phase,
-            files_done: 0,
-            files_total: 0,
-            bytes_done: 0,
-            bytes_total: 0,
-            rate: 0,
-            eta_seconds: None,
-        }
-    }
-}
-
-/// Where a job stands, as kept in `sync-JOB.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RunState {
-    Running,
-    /// Finished; see `verification` for whether the sides agree.
-    Finished,
-    Failed,
-}
-
-/// The state file of one job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    pub job: String,
-    /// Counts the runs of this job, from 1.
-    #[serde(default)]
-    pub run: u64,
-    pub state: RunState,
-    pub started_at_unix: u64,
-    pub finished_at_unix: Option<u64>,
-    pub progress: Option<Progress>,
-    pub stats: Option<Stats>,
-    pub renamed: usize,
-    pub duplicates_removed: usize,
-    pub verification: Option<Verification>,
-    pub error: Option<String>,
-    /// When a run last finished verified (the lag is now minus this).
-    pub last_verified_at_unix: Option<u64>,
-    /// The source's ssh host key: `pinned: TYPE SHA256:...` (the job's
-    /// `sshHostKey`), `accepted on first use: TYPE SHA256:...` (no pin: the
-    /// first key seen is kept), or absent (a local source, or ssh never got
-    /// that far).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_key: Option<String>,
-}
-
-impl JobStatus {
-    /// Finished, and both sides agree.
-    pub fn verified(&self) -> bool {
-        self.state == RunState::Finished
-            && self
-                .verification
-                .as_ref()
-                .is_some_and(Verification::verified)
-    }
-
-    /// Seconds since the last verified run.
-    pub fn lag_seconds(&self) -> Option<u64> {
-        self.last_verified_at_unix
-            .map(|at| unix_now().saturating_sub(at))
-    }
-}
-
 /// A run that has begun ([`SyncRunner::begin`]): it holds the job's lock
 /// until [`SyncRunner::finish`] is done with it (or it is dropped).
 #[derive(Debug)]
@@ -223,20 +115,7 @@ pub struct RunReport {
     pub verification: Verification,
     pub duration: Duration,
     /// Where the time went.
-    pub phases: Vec<(Phase, Duration)>,
-}
-
-/// What a run moved, in one line (`N files (B bytes) transferred, ...`):
-/// the agent's log, `mailctl sync run` and its `--local` form say it alike.
-pub fn summary(stats: &Stats, renamed: usize, duplicates_removed: usize) -> String {
-    format!(
-        "{} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
-        stats.files_transferred,
-        stats.transferred_file_size,
-        stats.wire_bytes(),
-        renamed,
-        duplicates_removed
-    )
+    pub phases: Vec<(SyncStep, Duration)>,
 }
 
 impl fmt::Display for RunReport {
@@ -607,7 +486,7 @@ impl SyncRunner {
             phases: Vec::new(),
         };
         let mut phase_started = Instant::now();
-        let mut phase_done = |report: &mut RunReport, phase: Phase| {
+        let mut phase_done = |report: &mut RunReport, phase: SyncStep| {
             report.phases.push((phase, phase_started.elapsed()));
             phase_started = Instant::now();
         };
@@ -631,13 +510,13 @@ impl SyncRunner {
         let mut local_work = None;
         let mut transfer = None;
         if job.maildir {
-            on_progress(&Progress::phase(Phase::Listing));
+            on_progress(&Progress::starting(SyncStep::Listing));
             let (source, dest, early) =
                 list_for_run(&lister, endpoint, destination, &listed_options)?;
             transfer = early;
             report.stats.listing_bytes += source.bytes;
             let source = source.listing;
-            phase_done(&mut report, Phase::Listing);
+            phase_done(&mut report, SyncStep::Listing);
             let steps = maildir::plan(&source, &dest);
             let mut gone = Vec::new();
             if job.delete {
@@ -680,12 +559,12 @@ impl SyncRunner {
                 }
                 // rsync walks the whole tree: rename first, or it would
                 // bring a renamed message again under its new name.
-                on_progress(&Progress::phase(Phase::Renaming));
+                on_progress(&Progress::starting(SyncStep::Renaming));
                 let work = rename_and_remove(destination, &steps, &gone)?;
                 report.renamed = work.applied.renamed;
                 report.duplicates_removed = work.applied.duplicates_removed;
                 report.deleted = work.deleted;
-                phase_done(&mut report, Phase::Renaming);
+                phase_done(&mut report, SyncStep::Renaming);
             }
             listed = Some(source);
         }
@@ -693,7 +572,7 @@ impl SyncRunner {
             Some(transfer) => transfer,
             None => rsync::Transfer::start(&rsync::argv(endpoint, destination, &options))?,
         };
-        let mut progress = Progress::phase(Phase::Transferring);
+        let mut progress = Progress::starting(SyncStep::Transferring);
         progress.files_total = to_send;
         on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
@@ -727,12 +606,12 @@ impl SyncRunner {
             report.renamed = work.applied.renamed;
             report.duplicates_removed = work.applied.duplicates_removed;
             report.deleted = work.deleted;
-            report.phases.push((Phase::Renaming, work.took));
+            report.phases.push((SyncStep::Renaming, work.took));
         }
         report.stats = stats?;
         report.stats.listing_bytes = listing_bytes;
-        phase_done(&mut report, Phase::Transferring);
-        on_progress(&Progress::phase(Phase::Verifying));
+        phase_done(&mut report, SyncStep::Transferring);
+        on_progress(&Progress::starting(SyncStep::Verifying));
         // The destination is observed again. In maildir mode it is held
         // against the source as listed at the start of this run: a message
         // that arrived or changed flags on a live source since then belongs
@@ -762,7 +641,7 @@ impl SyncRunner {
             verification = maildir::verify(&source, &list_local(destination)?);
         }
         report.verification = verification.allowing_extra(!job.delete);
-        phase_done(&mut report, Phase::Verifying);
+        phase_done(&mut report, SyncStep::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
@@ -792,7 +671,7 @@ impl SyncRunner {
             fs::create_dir_all(&staging)
                 .map_err(io_error(format!("creating {}", staging.display())))?;
             let argv = rsync::argv(endpoint, &staging, &rsync::Options::default());
-            on_progress(&Progress::phase(Phase::Transferring));
+            on_progress(&Progress::starting(SyncStep::Transferring));
             stats = rsync::run(&argv, |_| {})?;
             let single = Path::new(&endpoint.path)
                 .file_name()
@@ -808,7 +687,7 @@ impl SyncRunner {
             }
         };
         let spools = mbox::spools(&spool_root).map_err(io_error("listing mbox spools"))?;
-        let mut progress = Progress::phase(Phase::Converting);
+        let mut progress = Progress::starting(SyncStep::Converting);
         progress.files_total = spools.len() as u64;
         on_progress(&progress);
         let mut total = mbox::Converted::default();
@@ -838,7 +717,7 @@ impl SyncRunner {
         for folder in expected.folders.values_mut() {
             folder.sort();
         }
-        on_progress(&Progress::phase(Phase::Verifying));
+        on_progress(&Progress::starting(SyncStep::Verifying));
         let mut actual = Listing::default();
         for user in expected.folders.keys() {
             let listing = list_local(&job.destination.join(user))?;
@@ -1014,7 +893,7 @@ mod tests {
             state: RunState::Running,
             started_at_unix: 1,
             finished_at_unix: None,
-            progress: Some(Progress::phase(Phase::Transferring)),
+            progress: Some(Progress::starting(SyncStep::Transferring)),
             stats: None,
             renamed: 0,
             duplicates_removed: 0,
