@@ -606,15 +606,24 @@ fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed()
     assert_eq!(status["rollback"]["generation"], 2, "{status}");
     assert_eq!(status["rollback"]["to"], 1, "{status}");
     let metrics = agent.curl(&ns, "GET", "/metrics");
-    assert!(metrics.contains("mailctl_agent_rollbacks_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("mailctl_agent_rollbacks_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("mailctl_agent_rolled_back 1"), "{metrics}");
     // Too late to keep it: exit 3, never a success, and nothing changes.
     let (code, said) = confirm(&["2"]);
     assert_eq!(code, Some(3), "{said}");
-    assert!(said.contains("generation 2 was already rolled back to generation 1"), "{said}");
+    assert!(
+        said.contains("generation 2 was already rolled back to generation 1"),
+        "{said}"
+    );
     let (code, said) = confirm(&[]);
     assert_eq!(code, Some(3), "{said}");
-    assert!(said.contains("generation 2 was rolled back to generation 1"), "{said}");
+    assert!(
+        said.contains("generation 2 was rolled back to generation 1"),
+        "{said}"
+    );
     assert!(has("10.77.3.25/24") && content() == "one");
 
     // Generation 3, confirmed in time by an admin with `mailctl confirm`,
@@ -651,7 +660,10 @@ fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed()
     assert!(metrics.contains("mailctl_agent_rolled_back 0"), "{metrics}");
     let (code, said) = confirm(&[]);
     assert_eq!(code, Some(0), "{said}");
-    assert!(said.contains("nothing awaits confirmation (generation 3 is in force)"), "{said}");
+    assert!(
+        said.contains("nothing awaits confirmation (generation 3 is in force)"),
+        "{said}"
+    );
     drop(process);
     ns.ip(&["addr", "del", "10.77.3.27/24", "dev", "eth0"]);
     let _again = agent.start(&ns);

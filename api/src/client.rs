@@ -23,7 +23,9 @@ use crate::roles::{Peer, Role};
 use crate::status::AgentStatus;
 use crate::sync::{JobStatus, Progress, RunState, SyncStarted};
 use crate::tls::{self, TlsError, TlsFiles};
-use crate::{DEFAULT_PORT, DesiredState, GENERATION_HEADER, Generation, Plan, PointOfNoReturn, route};
+use crate::{
+    DEFAULT_PORT, DesiredState, GENERATION_HEADER, Generation, Plan, PointOfNoReturn, route,
+};
 
 pub use crate::tls::client_files;
 

@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(change.details, vec!["  -a", "  +b"]);
         let resource = PlannedResource {
             resource: "file /etc/postfix/main.cf".into(),
-            changes: vec![change, PlannedChange::from_text("+ address 192.0.2.1/24 on eth0")],
+            changes: vec![
+                change,
+                PlannedChange::from_text("+ address 192.0.2.1/24 on eth0"),
+            ],
             error: None,
         };
         assert_eq!(

@@ -246,7 +246,6 @@ impl fmt::Display for Verification {
     }
 }
 
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

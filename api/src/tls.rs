@@ -65,7 +65,10 @@ pub fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-pub fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(what, path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
@@ -148,7 +151,6 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsE
         .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(Arc::new(config))
 }
-
 
 /// The certificate and key file names in a role's folder.
 pub fn cert_and_key(role: &Role) -> (&'static str, &'static str) {

@@ -235,7 +235,10 @@ async fn sync_status(State(s): State<ApiState>, Path(job): Path<String>) -> Resp
                 .as_ref()
                 .is_some_and(|d| d.spec.sync_jobs.iter().any(|j| j.name == job));
             if declared {
-                error(ErrorKind::NotFound, format!("sync job {job} has not run yet"))
+                error(
+                    ErrorKind::NotFound,
+                    format!("sync job {job} has not run yet"),
+                )
             } else {
                 error(ErrorKind::NotFound, no_such_job(&s, &job))
             }

@@ -36,7 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
-pub use mailctl_api::sync::{JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary};
+pub use mailctl_api::sync::{
+    JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary,
+};
 pub use maildir::Listing;
 
 /// Why a run did not happen or did not finish.
