@@ -362,15 +362,22 @@ impl SyncRunner {
     }
 
     /// The first half of [`run`](Self::run): takes the job's lock, refuses
-    /// a deleting run past the point of no return (recorded as a failed
-    /// run), and records the run as running under a new run number. The
+    /// a deleting run past the point of no return (not recorded: it is not
+    /// a run), and records the run as running under a new run number. The
     /// agent answers a request for a run with that number once this
     /// returned, so the caller can tell this run's outcome from an earlier one.
     pub fn begin(&self, job: &SyncJob) -> Result<Started, SyncError> {
         let lock = self.lock(&job.name)?;
         self.fail_interrupted(&job.name)?;
+        // A refusal is not a run: it takes no run number and leaves the
+        // last run's record as it was (run numbers never skip).
+        if job.delete && self.point_of_no_return_passed() {
+            return Err(SyncError::DeleteRefused {
+                job: job.name.clone(),
+            });
+        }
         let previous = self.status(&job.name)?;
-        let mut status = JobStatus {
+        let status = JobStatus {
             job: job.name.clone(),
             run: previous.as_ref().map_or(1, |p| p.run + 1),
             state: RunState::Running,
@@ -385,16 +392,6 @@ impl SyncRunner {
             last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
             host_key: previous.and_then(|p| p.host_key),
         };
-        if job.delete && self.point_of_no_return_passed() {
-            let refused = SyncError::DeleteRefused {
-                job: job.name.clone(),
-            };
-            status.state = RunState::Failed;
-            status.finished_at_unix = Some(unix_now());
-            status.error = Some(refused.to_string());
-            self.save(&status)?;
-            return Err(refused);
-        }
         self.save(&status)?;
         Ok(Started {
             _lock: lock,
@@ -1008,10 +1005,12 @@ mod tests {
         let error = runner.run(&job, &mut |_| {}).expect_err("refused");
         assert!(matches!(error, SyncError::DeleteRefused { .. }));
         assert!(error.to_string().contains("sync job maildirs"));
-        let status = runner.status("maildirs").expect("status").expect("some");
-        assert_eq!(status.state, RunState::Failed);
+        // Not a run: no number taken, nothing recorded.
+        assert_eq!(runner.status("maildirs").expect("status"), None);
         assert!(!dir.path().join("dst").exists());
         runner.set_point_of_no_return(false).expect("clear");
         assert!(!runner.point_of_no_return_passed());
+        let started = runner.begin(&job).expect("begins");
+        assert_eq!(started.run(), 1, "the refusal took no run number");
     }
 }
