@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use mailctl_agent::sync::SyncRunner;
 use mailctl_api::client::{AgentClient, ClientError, SyncFollowError};
 use mailctl_api::{ErrorKind, JobStatus, Progress, SyncStep};
@@ -149,12 +149,21 @@ pub fn run_local(
 }
 
 /// Progress bars on a terminal, a plain line every few seconds otherwise.
+/// Totals are shown only when known: the agent sends 0 for "unknown", and a
+/// bar with a guessed length (1 byte, then a wandering estimate) says
+/// nothing true.
 struct Display {
     bar: Option<ProgressBar>,
     terminal: bool,
     step: Option<SyncStep>,
+    /// Whether the bar has a length (a known byte total).
+    sized: bool,
     last_line: Option<Instant>,
 }
+
+const BAR: &str =
+    "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}";
+const SPINNER: &str = "{spinner} {msg:12} {prefix}";
 
 impl Display {
     fn new(terminal: bool) -> Display {
@@ -162,6 +171,7 @@ impl Display {
             bar: None,
             terminal,
             step: None,
+            sized: false,
             last_line: None,
         }
     }
@@ -174,26 +184,23 @@ impl Display {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let bar = ProgressBar::new(progress.bytes_total.max(1));
-                let template = match progress.step {
-                    SyncStep::Transferring => {
-                        "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}"
-                    }
-                    _ => "{spinner} {msg} {prefix}",
-                };
-                if let Ok(style) = ProgressStyle::with_template(template) {
-                    bar.set_style(style.progress_chars("=> "));
-                }
+                let bar = ProgressBar::no_length();
+                bar.set_style(style(SPINNER));
                 bar.set_message(progress.step.to_string());
                 bar.enable_steady_tick(Duration::from_millis(200));
                 self.bar = Some(bar);
+                self.sized = false;
             }
             if let Some(bar) = &self.bar {
                 if progress.bytes_total > 0 {
-                    bar.set_length(progress.bytes_total);
+                    if !self.sized {
+                        bar.set_style(style(BAR));
+                        self.sized = true;
+                    }
+                    bar.set_length(progress.bytes_total.max(progress.bytes_done));
                 }
                 bar.set_position(progress.bytes_done);
-                bar.set_prefix(files(progress));
+                bar.set_prefix(details(progress));
             }
             return;
         }
@@ -202,16 +209,12 @@ impl Display {
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
         if new_step || due {
             self.last_line = Some(Instant::now());
-            let mut line = format!("{}: {}", progress.step, files(progress));
-            if progress.bytes_done > 0 {
-                line.push_str(&format!(", {} bytes", progress.bytes_done));
-                if progress.rate > 0 {
-                    line.push_str(&format!(", {} B/s", progress.rate));
-                }
-                if let Some(eta) = progress.eta_seconds {
-                    line.push_str(&format!(", ETA {eta}s"));
-                }
-            }
+            let details = details(progress);
+            let line = if details.is_empty() {
+                progress.step.to_string()
+            } else {
+                format!("{}: {details}", progress.step)
+            };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
         }
@@ -224,10 +227,79 @@ impl Display {
     }
 }
 
-fn files(progress: &Progress) -> String {
-    if progress.files_total > 0 {
-        format!("{}/{} files", progress.files_done, progress.files_total)
+fn style(template: &str) -> ProgressStyle {
+    match ProgressStyle::with_template(template) {
+        Ok(style) => style.progress_chars("=> "),
+        Err(_) => ProgressStyle::default_spinner(),
+    }
+}
+
+/// `3/6 files, 1.14 MiB of 3.81 MiB, 32.23 MiB/s, ETA 2 seconds`: only what is known.
+fn details(progress: &Progress) -> String {
+    let mut parts = Vec::new();
+    match (progress.files_done, progress.files_total) {
+        (0, 0) => {}
+        (done, 0) => parts.push(count(done, "file")),
+        (done, total) => parts.push(format!("{done}/{}", count(total, "file"))),
+    }
+    if progress.bytes_done > 0 || progress.bytes_total > 0 {
+        parts.push(if progress.bytes_total > 0 {
+            format!(
+                "{} of {}",
+                HumanBytes(progress.bytes_done),
+                HumanBytes(progress.bytes_total)
+            )
+        } else {
+            HumanBytes(progress.bytes_done).to_string()
+        });
+    }
+    if progress.rate > 0 {
+        parts.push(format!("{}/s", HumanBytes(progress.rate)));
+    }
+    if let Some(eta) = progress.eta_seconds.filter(|_| progress.bytes_total > 0) {
+        parts.push(format!("ETA {}", HumanDuration(Duration::from_secs(eta))));
+    }
+    parts.join(", ")
+}
+
+/// `1 file`, `6 files`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
     } else {
-        format!("{} files", progress.files_done)
+        format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(step: SyncStep) -> Progress {
+        Progress::starting(step)
+    }
+
+    #[test]
+    fn progress_says_only_what_is_known_in_human_units() {
+        assert_eq!(details(&progress(SyncStep::Listing)), "");
+        let mut p = progress(SyncStep::Listing);
+        p.files_done = 6;
+        assert_eq!(details(&p), "6 files");
+        p.files_done = 1;
+        assert_eq!(details(&p), "1 file");
+        let mut p = progress(SyncStep::Transferring);
+        p.files_done = 3;
+        p.files_total = 6;
+        p.bytes_done = 1_200_000;
+        p.rate = 33_800_000;
+        p.eta_seconds = Some(64);
+        // No total known: neither a total nor an ETA made from it.
+        assert_eq!(details(&p), "3/6 files, 1.14 MiB, 32.23 MiB/s");
+        p.bytes_total = 4_000_000;
+        p.eta_seconds = Some(2);
+        assert_eq!(
+            details(&p),
+            "3/6 files, 1.14 MiB of 3.81 MiB, 32.23 MiB/s, ETA 2 seconds"
+        );
     }
 }
