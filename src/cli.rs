@@ -266,7 +266,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { state, state_dir } => {
-            crate::local::plan(&state.files, &state.selection(), &state_dir)
+            match crate::runbook::wanted(
+                &state.files,
+                state.host.as_deref(),
+                state.phase.as_deref(),
+            ) {
+                Some(set) => crate::runbook::print(&set, state.migration.as_deref()),
+                None => crate::local::plan(&state.files, &state.selection(), &state_dir),
+            }
         }
         Command::Apply {
             state,

@@ -7,6 +7,7 @@ mod cli;
 mod confirm;
 mod local;
 mod remote;
+mod runbook;
 mod sync;
 
 use std::process::ExitCode;

@@ -161,8 +161,7 @@ struct Display {
     last_line: Option<Instant>,
 }
 
-const BAR: &str =
-    "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}";
+const BAR: &str = "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}";
 const SPINNER: &str = "{spinner} {msg:12} {prefix}";
 
 impl Display {
