@@ -159,10 +159,10 @@ pub fn plan_transition(
         let held_elsewhere: Vec<&ServiceAddress> =
             exclusive_elsewhere(&exclusive, host, current, to);
         let released = release_state(now.as_ref(), target, &held_elsewhere, &to.final_syncs, host);
-        if let Some(released) = released {
-            if Some(&released) != now.as_ref() {
-                release.insert(host.clone(), released);
-            }
+        if let Some(released) = released
+            && Some(&released) != now.as_ref()
+        {
+            release.insert(host.clone(), released);
         }
         if let Some(target) = target {
             let mut acquired = target.clone();
@@ -479,13 +479,12 @@ pub fn plan_migration<'a>(
     let mut plans = Vec::new();
     for phase in phases {
         let plan = plan_transition(migration, &current, phase);
-        if let Ok(plan) = &plan {
-            if let Some(Step::Acquire { hosts }) =
+        if let Ok(plan) = &plan
+            && let Some(Step::Acquire { hosts }) =
                 plan.steps.iter().find(|s| s.kind() == StepKind::Acquire)
-            {
-                for (host, spec) in hosts {
-                    current.insert(host.clone(), Some(spec.clone()));
-                }
+        {
+            for (host, spec) in hosts {
+                current.insert(host.clone(), Some(spec.clone()));
             }
         }
         plans.push((from.replace(phase.name.clone()), plan));
