@@ -761,3 +761,59 @@ async fn the_typed_client_reads_every_answer_and_every_refusal_as_a_kind() {
     let error = wrong.status().await.expect_err("not bob");
     assert!(matches!(error, ClientError::WrongAgent { .. }), "{error}");
 }
+
+/// An agent refuses to start with a certificate that is not its own, and
+/// a second agent on the same state folder refuses to start.
+#[tokio::test]
+async fn an_agent_starts_only_with_its_own_certificate_and_state_folder() {
+    let Lab { dir, tls, agent } = Lab::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = AgentConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        desired_state: agent.desired_path.clone(),
+        state_dir: dir.path().join("other-state"),
+        resync_seconds: 3600,
+        confirm_timeout_seconds: 0,
+        tls: files(&tls, &Role::Agent("eve".into())),
+        ..AgentConfig::default()
+    };
+    let start = |config: AgentConfig| async move {
+        daemon::run(config, async {})
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    // The admin's certificate.
+    let said = start(AgentConfig {
+        tls: files(&tls, &Role::Admin("alice".into())),
+        ..base.clone()
+    })
+    .await;
+    assert!(said.contains("is admin alice's, not an agent's"), "{said}");
+    // Another host's.
+    let said = start(AgentConfig {
+        host: Some("bob".into()),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        said.contains("is agent eve's, but agent.toml says host = \"bob\""),
+        "{said}"
+    );
+    // The running agent's state folder.
+    let said = start(AgentConfig {
+        state_dir: dir.path().join("state"),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        said.contains(&format!(
+            "is in use by another agent (pid {})",
+            std::process::id()
+        )),
+        "{said}"
+    );
+}

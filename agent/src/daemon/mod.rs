@@ -75,6 +75,91 @@ pub enum DaemonError {
     },
     #[error("cannot subscribe to address changes (netlink)")]
     Monitor(#[source] std::io::Error),
+    #[error(
+        "the state folder {path} is in use by another agent (pid {pid}); two agents on one state folder would undo each other: stop the other one, or give this one its own state_dir"
+    )]
+    StateHeld { path: PathBuf, pid: String },
+    #[error("the state folder {path}: cannot lock it")]
+    StateLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the certificate {path} is {found}, not an agent's: the agent serves with the agent-HOST/agent.pem that `mailctl certs init --agent HOST=ADDRESS` wrote (check [tls] cert in agent.toml)"
+    )]
+    NotAnAgentCertificate { path: PathBuf, found: String },
+    #[error(
+        "the certificate {path} is agent {found}'s, but agent.toml says host = \"{host}\": use the agent-{host} folder of `mailctl certs init`, or correct host"
+    )]
+    OtherHostsCertificate {
+        path: PathBuf,
+        found: String,
+        host: String,
+    },
+}
+
+/// Holds the state folder for this process (released by the kernel when
+/// it ends, however it ends): a second agent on the same folder refuses to
+/// start and names the first.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("agent.lock");
+    let failed = |source| DaemonError::StateLock {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| writeln!(lock, "{}", std::process::id()))
+                .map_err(failed)?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(DaemonError::StateHeld {
+                path: dir.to_owned(),
+                pid: pid.trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// The agent serves with an agent certificate, and its own host's when
+/// agent.toml names the host: a controller's or admin's certificate (or
+/// another host's) would make every client refuse it, or worse, mislead.
+fn check_own_certificate(config: &AgentConfig) -> Result<(), DaemonError> {
+    use mailctl_api::roles::{Peer, Role};
+    let chain = mailctl_api::tls::certificates("agent certificate", &config.tls.cert)?;
+    let role = chain
+        .first()
+        .and_then(|leaf| Peer::from_certificate(leaf).role);
+    match (role, &config.host) {
+        (Some(Role::Agent(found)), Some(host)) if &found != host => {
+            Err(DaemonError::OtherHostsCertificate {
+                path: config.tls.cert.clone(),
+                found,
+                host: host.clone(),
+            })
+        }
+        (Some(Role::Agent(_)), _) => Ok(()),
+        (other, _) => Err(DaemonError::NotAnAgentCertificate {
+            path: config.tls.cert.clone(),
+            found: other.map_or("a certificate with no mailctl role".into(), |r| {
+                format!("{r}'s")
+            }),
+        }),
+    }
 }
 
 fn epoch_seconds() -> u64 {
@@ -90,7 +175,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let state = StateDir::open(&config.state_dir)?;
+    let _state_lock = lock_state_dir(&config.state_dir)?;
     let tls = api::ServerTls::load(config.tls.clone())?;
+    check_own_certificate(&config)?;
     let listener =
         TcpListener::bind(config.listen)
             .await
