@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
     },
-    /// Apply a manifest: converge this host (--local) or hand it to the controller.
+    /// Apply a manifest: converge this host (--local) or hand a migration to the controller.
     Apply {
         #[command(flatten)]
         state: HostStateArgs,
@@ -64,12 +64,19 @@ enum Command {
         /// Where pending handlers and task completions are recorded.
         #[arg(long, default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
+        /// Follow the migration until it reaches its target (exit 1: paused; 3: rolled back).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        controller: ControllerFlags,
     },
-    /// Show migrations and where each one stands.
+    /// Show migrations and where each one stands: phase, step, what it waits for.
     Status {
         migration: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        #[command(flatten)]
+        controller: ControllerFlags,
     },
     /// List objects known to the controller.
     Get {
@@ -81,15 +88,52 @@ enum Command {
     /// Show one object in detail, with its recent events.
     Describe { kind: String, name: String },
     /// Approve the pending approval gate of a migration.
-    Approve { migration: String },
+    Approve {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Walk a migration back to its previous phase.
     Rollback { migration: String },
     /// Stop a migration where it stands.
-    Pause { migration: String },
+    Pause {
+        migration: String,
+        /// Why (kept in the history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Let a paused migration go on.
-    Resume { migration: String },
-    /// Show the steps a migration went through.
-    History { migration: String },
+    Resume {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Go on after a failed or inconclusive gate: its gates get a fresh run.
+    Retry {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Declare a host down, so a transition goes on without it (recorded in the history).
+    Fence {
+        migration: String,
+        host: String,
+        /// Your statement of why the host is down.
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Show the steps a migration went through, with times.
+    History {
+        migration: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Keep a generation that changed addresses or firewall before the agent rolls it back (exit 3: it was rolled back).
     Confirm {
         /// The host whose agent holds the generation.
@@ -114,10 +158,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run the migration controller.
+    /// Run the migration controller (its configuration: dist/controller.toml).
     Controller {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[arg(long, default_value = "/etc/mailctl/controller.toml")]
+        config: PathBuf,
     },
     /// A two-host lab with real Postfix and Dovecot on this machine.
     Lab {
@@ -152,6 +196,34 @@ enum SyncCommand {
         #[arg(long, default_value = "/etc/mailctl/tls")]
         tls_dir: PathBuf,
     },
+}
+
+/// How an admin's verb reaches the controller.
+#[derive(Debug, clap::Args)]
+struct ControllerFlags {
+    /// The controller's API, https://ADDRESS[:PORT].
+    #[arg(long = "controller", default_value = "https://127.0.0.1:7444")]
+    url: String,
+    /// A folder `mailctl certs init` wrote for an admin (ca.pem, ca.crl, admin.pem, admin.key).
+    #[arg(long = "tls-dir", default_value = "/etc/mailctl/tls")]
+    tls_dir: PathBuf,
+}
+
+impl ControllerFlags {
+    fn target(&self) -> crate::controller::Target<'_> {
+        crate::controller::Target {
+            url: &self.url,
+            tls_dir: &self.tls_dir,
+        }
+    }
+}
+
+fn format(output: Output) -> crate::controller::Format {
+    match output {
+        Output::Table => crate::controller::Format::Table,
+        Output::Yaml => crate::controller::Format::Yaml,
+        Output::Json => crate::controller::Format::Json,
+    }
 }
 
 /// How a verb reaches one host's agent.
@@ -191,6 +263,9 @@ enum CertsCommand {
         /// The admin's name (a person who runs `mailctl sync run`).
         #[arg(long, default_value = "admin")]
         admin: String,
+        /// Addresses or DNS names admins dial for the controller's API.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        controller: Vec<String>,
         /// Days the certificates are valid, from now.
         #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
         days: u32,
@@ -279,14 +354,49 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             state,
             local: true,
             state_dir,
+            ..
         } => crate::local::apply(&state.files, &state.selection(), &state_dir),
-        Command::Apply { local: false, .. } => {
-            eprintln!(
-                "mailctl apply: handing a manifest to the controller is not built yet; \
-                 use `mailctl apply --local -f FILE` to converge this host"
-            );
-            Ok(ExitCode::from(1))
-        }
+        Command::Apply {
+            state,
+            local: false,
+            wait,
+            controller,
+            ..
+        } => crate::controller::apply(&controller.target(), &state.files, wait),
+        Command::Controller { config } => crate::controller::run_daemon(&config),
+        Command::Status {
+            migration,
+            output,
+            controller,
+        } => crate::controller::status(&controller.target(), migration.as_deref(), format(output)),
+        Command::History {
+            migration,
+            output,
+            controller,
+        } => crate::controller::history(&controller.target(), &migration, format(output)),
+        Command::Approve {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "approve", ""),
+        Command::Pause {
+            migration,
+            reason,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "pause", &reason),
+        Command::Resume {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "resume", ""),
+        Command::Retry {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "retry", ""),
+        Command::Fence {
+            migration,
+            host,
+            reason,
+            controller,
+        } => crate::controller::fence(&controller.target(), &migration, &host, &reason),
         Command::Agent { config } => crate::agent::run(config.as_deref()),
         Command::Certs { command } => certs(command),
         Command::Sync {
@@ -346,9 +456,10 @@ fn certs(command: CertsCommand) -> Result<ExitCode> {
             out,
             agents,
             admin,
+            controller,
             days,
         } => {
-            let mut subjects = vec![Subject::Controller, Subject::Admin(admin)];
+            let mut subjects = vec![Subject::Controller(controller), Subject::Admin(admin)];
             subjects.extend(agents.into_iter().map(Subject::Agent));
             print_written(&out, &pki::init(&out, &subjects, days)?);
         }

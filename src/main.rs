@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod confirm;
+mod controller;
 mod local;
 mod remote;
 mod runbook;

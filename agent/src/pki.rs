@@ -3,7 +3,9 @@
 //! One private CA signs everything; nothing else is trusted on either side.
 //! Every certificate names exactly one role in a SAN URI ([`crate::roles`]):
 //!
-//! - `mailctl:role:controller`: the controller, a client (ClientAuth only);
+//! - `mailctl:role:controller`: the controller, a client of the agents and
+//!   the server of the admins' API (ClientAuth and ServerAuth, with the
+//!   addresses admins dial, `certs init --controller`);
 //! - `mailctl:role:admin:NAME`: a person with `mailctl sync run`, a client
 //!   (ClientAuth only);
 //! - `mailctl:role:agent:HOST`: the agent on HOST, a server (ServerAuth
@@ -75,7 +77,10 @@ pub struct AgentIdentity {
 /// What to issue: one role, and for an agent the names it answers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
-    Controller,
+    /// The controller, with the addresses and DNS names admins dial for its
+    /// API (its certificate is a client's towards agents and a server's
+    /// towards admins).
+    Controller(Vec<String>),
     Admin(String),
     Agent(AgentIdentity),
 }
@@ -83,7 +88,7 @@ pub enum Subject {
 impl Subject {
     pub fn role(&self) -> Role {
         match self {
-            Subject::Controller => Role::Controller,
+            Subject::Controller(_) => Role::Controller,
             Subject::Admin(name) => Role::Admin(name.clone()),
             Subject::Agent(agent) => Role::Agent(agent.name.clone()),
         }
@@ -242,7 +247,11 @@ fn check(subjects: &[Subject], days: u32) -> Result<(), PkiError> {
     let mut seen = std::collections::HashSet::new();
     for subject in subjects {
         match subject {
-            Subject::Controller => {}
+            Subject::Controller(addresses) => {
+                for address in addresses {
+                    san("controller", address)?;
+                }
+            }
             Subject::Admin(name) if !roles::valid_name(name) => {
                 return Err(PkiError::BadName(name.clone()));
             }
@@ -322,19 +331,28 @@ impl Ca {
         let role = subject.role();
         let mut sans = vec![uri(&role)?];
         let usage = match subject {
-            Subject::Controller | Subject::Admin(_) => ExtendedKeyUsagePurpose::ClientAuth,
+            Subject::Controller(addresses) => {
+                for address in addresses {
+                    sans.push(san("controller", address)?);
+                }
+                vec![
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                ]
+            }
+            Subject::Admin(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Subject::Agent(agent) => {
                 sans.push(san(&agent.name, &agent.name)?);
                 for address in &agent.addresses {
                     sans.push(san(&agent.name, address)?);
                 }
-                ExtendedKeyUsagePurpose::ServerAuth
+                vec![ExtendedKeyUsagePurpose::ServerAuth]
             }
         };
         let name = role.to_string();
         let key = generate(&name, KeyPair::generate())?;
         let mut p = params(&name, sans, from, days);
-        p.extended_key_usages = vec![usage];
+        p.extended_key_usages = usage;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = generate(&name, p.signed_by(&key, &self.issuer))?;
         Ok((cert.pem(), key.serialize_pem()))

@@ -61,7 +61,7 @@ fn make_pki(dir: &Path) {
     pki::init(
         dir,
         &[
-            Subject::Controller,
+            Subject::Controller(vec!["127.0.0.1".into()]),
             Subject::Admin("alice".into()),
             agent_subject("eve"),
             agent_subject("bob"),
@@ -546,7 +546,7 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
     pki::init(
         &tls,
         &[
-            Subject::Controller,
+            Subject::Controller(vec!["127.0.0.1".into()]),
             Subject::Admin("alice".into()),
             agent_subject("eve"),
         ],

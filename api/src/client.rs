@@ -56,6 +56,14 @@ pub enum ClientError {
         expected: String,
         found: String,
     },
+    #[error(
+        "the server at {url} is not the {expected}: its certificate says {found}; check the address (--controller)"
+    )]
+    WrongServer {
+        url: String,
+        expected: Role,
+        found: String,
+    },
     #[error("the agent at {url} did not answer {method} {path}: {detail}")]
     Http {
         url: String,
@@ -110,8 +118,9 @@ pub struct AgentClient {
     port: u16,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
-    /// The host whose agent this must be (`agent HOST` in its certificate).
-    expected: Option<String>,
+    /// The role the server's certificate must name (`agent HOST`, or the
+    /// controller).
+    expected: Option<Role>,
 }
 
 /// An answer: status, body text and the generation header when sent.
@@ -160,7 +169,14 @@ impl AgentClient {
     /// Talk only to the agent of `host`: a certificate naming another host
     /// (a wrong address, a moved IP) is refused before any request is sent.
     pub fn expect_agent(mut self, host: &str) -> Self {
-        self.expected = Some(host.to_owned());
+        self.expected = Some(Role::Agent(host.to_owned()));
+        self
+    }
+
+    /// Talk only to a server whose certificate names `role` (the
+    /// controller's API: [`Role::Controller`]).
+    pub fn expect_role(mut self, role: Role) -> Self {
+        self.expected = Some(role);
         self
     }
 
@@ -175,7 +191,7 @@ impl AgentClient {
         self.send(method, path, None).await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -219,14 +235,22 @@ impl AgentClient {
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .map(|leaf| Peer::from_certificate(leaf).role);
-            if found != Some(Some(Role::Agent(expected.clone()))) {
-                return Err(ClientError::WrongAgent {
-                    url: self.url.clone(),
-                    expected: expected.clone(),
-                    found: match found.flatten() {
-                        Some(role) => role.to_string(),
-                        None => "no role".into(),
+                .and_then(|leaf| Peer::from_certificate(leaf).role);
+            if found.as_ref() != Some(expected) {
+                let found = match found {
+                    Some(role) => role.to_string(),
+                    None => "no role".into(),
+                };
+                return Err(match expected {
+                    Role::Agent(host) => ClientError::WrongAgent {
+                        url: self.url.clone(),
+                        expected: host.clone(),
+                        found,
+                    },
+                    other => ClientError::WrongServer {
+                        url: self.url.clone(),
+                        expected: other.clone(),
+                        found,
                     },
                 });
             }
@@ -280,7 +304,7 @@ impl AgentClient {
 
     /// Sends a request and reads a success as `T`; anything else is
     /// [`ClientError::Api`].
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -296,7 +320,12 @@ impl AgentClient {
         })
     }
 
-    fn success(&self, method: &Method, path: &str, answer: &Answer) -> Result<(), ClientError> {
+    pub(crate) fn success(
+        &self,
+        method: &Method,
+        path: &str,
+        answer: &Answer,
+    ) -> Result<(), ClientError> {
         if answer.status.is_success() {
             return Ok(());
         }

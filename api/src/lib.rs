@@ -25,6 +25,7 @@
 //! Every answer that is not a success carries an [`ApiError`].
 
 pub mod client;
+pub mod controller;
 pub mod error;
 pub mod plan;
 pub mod roles;

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod clock;
+pub mod daemon;
 pub mod execute;
 pub mod plan;
 pub mod record;
