@@ -15,7 +15,7 @@ use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
 use crate::error::Error;
 use crate::files::FileDriver;
 use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
-use crate::service::Services;
+use crate::service::ServicesDriver;
 use crate::tasks::TaskDriver;
 
 /// The port the agent's API listens on unless configured otherwise.
@@ -30,7 +30,8 @@ pub struct Config {
     nft: PathBuf,
     dad_timeout: Duration,
     state_dir: PathBuf,
-    services: Services,
+    handler_timeout: Option<Duration>,
+    services: ServicesDriver,
 }
 
 impl Default for Config {
@@ -42,7 +43,8 @@ impl Default for Config {
             nft: PathBuf::from("nft"),
             dad_timeout: Duration::from_secs(5),
             state_dir: PathBuf::from("/var/lib/mailctl"),
-            services: Services::default(),
+            handler_timeout: None,
+            services: ServicesDriver::default(),
         }
     }
 }
@@ -98,8 +100,15 @@ impl Config {
         self
     }
 
+    /// How long an `onChange` `run` handler may take before it is killed
+    /// (default: the files driver's, 60 s).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
     /// How services are driven (systemd bus, exec timeouts).
-    pub fn services(mut self, services: Services) -> Self {
+    pub fn services(mut self, services: ServicesDriver) -> Self {
         self.services = services;
         self
     }
@@ -113,7 +122,7 @@ pub struct Reconciler {
     firewall: FirewallDriver,
     files: FileDriver,
     tasks: TaskDriver,
-    services: Services,
+    services: ServicesDriver,
 }
 
 /// What one resource needs, or why that could not be worked out.
@@ -191,6 +200,10 @@ impl Reconciler {
     pub fn connect(config: Config) -> Result<Self, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::NetlinkSocket)?;
         tokio::spawn(connection);
+        let mut files = FileDriver::new(config.state_dir.join("files"));
+        if let Some(timeout) = config.handler_timeout {
+            files = files.handler_timeout(timeout);
+        }
         Ok(Reconciler {
             addresses: AddressDriver::new(handle, config.dad_timeout),
             firewall: FirewallDriver::new(
@@ -209,7 +222,7 @@ impl Reconciler {
                     config.admin_sources,
                 ),
             ),
-            files: FileDriver::new(config.state_dir.join("files")),
+            files,
             tasks: TaskDriver::new(config.state_dir.join("tasks")),
             services: config.services,
         })
