@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::api;
 use crate::config::AgentConfig;
@@ -77,6 +78,12 @@ pub enum DaemonError {
     Monitor(#[source] std::io::Error),
 }
 
+/// Wall-clock seconds since the Unix epoch: what a confirmation deadline is
+/// persisted in, so it survives a restart.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "deadlines are persisted as unix time; deadline_instant turns them into tokio time"
+)]
 fn epoch_seconds() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -397,11 +404,13 @@ impl Agent {
         }
     }
 
+    /// Send [`Event::Deadline`] when the persisted `deadline` (unix
+    /// seconds) passes, converted once, now, to tokio's clock.
     fn arm_deadline(&self, generation: u64, deadline: u64) {
         let events = self.events.clone();
-        let wait = Duration::from_secs(deadline.saturating_sub(epoch_seconds()));
+        let at = deadline_instant(deadline, epoch_seconds(), Instant::now());
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(at).await;
             let _ = events.send(Event::Deadline { generation }).await;
         });
     }
@@ -446,6 +455,15 @@ impl Agent {
         }
         self.activate(previous);
     }
+}
+
+/// When, on tokio's clock, a confirmation deadline persisted as unix seconds
+/// falls, seen at `now_unix` = `now`. The one place where wall-clock time
+/// meets the rollback: a deadline is converted once, when it is armed (at
+/// start-up for a persisted one), and from then on only tokio's clock counts.
+/// A deadline that passed while the agent was down falls at once.
+fn deadline_instant(deadline_unix: u64, now_unix: u64, now: Instant) -> Instant {
+    now + Duration::from_secs(deadline_unix.saturating_sub(now_unix))
 }
 
 /// Addresses present in `rejected` but not declared in `previous`, as absent.
@@ -561,28 +579,4 @@ fn spawn_ticker(every: Duration, events: mpsc::Sender<Event>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::only_read;
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
-
-    #[test]
-    fn reading_the_manifest_does_not_count_as_a_change() {
-        assert!(only_read(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Read)));
-        assert!(!only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(!only_read(&EventKind::Modify(ModifyKind::Data(
-            DataChange::Any
-        ))));
-        assert!(!only_read(&EventKind::Create(CreateKind::File)));
-        assert!(!only_read(&EventKind::Remove(RemoveKind::File)));
-        assert!(!only_read(&EventKind::Any));
-    }
-}
+mod tests;
