@@ -477,6 +477,34 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
     }
 }
 
+/// Seconds since the Unix epoch by the wall clock, for what is recorded for
+/// people and later runs to read (a task's completion, a sync run's times,
+/// the name of a damaged file set aside, a confirmation deadline that must
+/// survive a restart). Waiting runs on tokio's clock, never on this.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a recorded unix timestamp is wall-clock time"
+)]
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// Renames a damaged state file to `NAME.damaged-SECONDS` beside it, so an
+/// admin can look at it and the agent never reads it again. `None` when
+/// there was no such file.
+pub(crate) fn set_aside(path: &Path) -> io::Result<Option<PathBuf>> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{}", unix_now()));
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => Ok(Some(aside)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The hex SHA-256 of `bytes`: state files are named by it, for paths and
 /// commands longer than a file name may be.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

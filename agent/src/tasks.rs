@@ -18,7 +18,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mailctl_schemas::model::Task;
 use serde::{Deserialize, Serialize};
@@ -196,9 +196,7 @@ impl Driver for TaskDriver {
                 }
                 let record = CompletionRecord {
                     argv_sha256: argv_hash(&change.argv),
-                    completed_at_unix: SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |since| since.as_secs()),
+                    completed_at_unix: crate::fsutil::unix_now(),
                     task: change.task,
                 };
                 let text =

@@ -258,6 +258,10 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     // A destination copy that lost its date (copied by hand without -p)
     // is sent again within the same run, and the run verifies.
     let redated = first_file(&dst.join(".Archive.2023/cur"));
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a file date is wall-clock time"
+    )]
     let later = std::time::SystemTime::now();
     fs::File::options()
         .write(true)
@@ -754,7 +758,7 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
     let what = format!("root@{}:{}", lab.source_addr, src.display());
     let expected = format!("listing of {what} did not finish within 3 s");
     for via in ["rsync", "ssh"] {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let (r, j) = (runner.clone(), job.clone());
         let failed = within(
             Duration::from_secs(30),

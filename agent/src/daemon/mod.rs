@@ -15,7 +15,7 @@ mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::api;
 use crate::config::AgentConfig;
 use crate::driver::Resource;
+use crate::fsutil::unix_now;
 use crate::reconcile::{Config, Reconciler};
 use desired::{Desired, DesiredError, Ledger, StateDir};
 use scheduler::Scheduler;
@@ -76,19 +77,6 @@ pub enum DaemonError {
     },
     #[error("cannot subscribe to address changes (netlink)")]
     Monitor(#[source] std::io::Error),
-}
-
-/// Wall-clock seconds since the Unix epoch: what a confirmation deadline is
-/// persisted in, so it survives a restart.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "deadlines are persisted as unix time; deadline_instant turns them into tokio time"
-)]
-fn epoch_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Run the agent until `shutdown` completes.
@@ -350,7 +338,7 @@ impl Agent {
                 Some(pending) => pending.previous,
                 None => self.ledger.effective,
             };
-            let deadline = epoch_seconds() + self.config.confirm_timeout_seconds;
+            let deadline = unix_now() + self.config.confirm_timeout_seconds;
             self.ledger.awaiting_confirmation = Some(desired::Awaiting {
                 generation,
                 previous: last_good,
@@ -408,7 +396,7 @@ impl Agent {
     /// seconds) passes, converted once, now, to tokio's clock.
     fn arm_deadline(&self, generation: u64, deadline: u64) {
         let events = self.events.clone();
-        let at = deadline_instant(deadline, epoch_seconds(), Instant::now());
+        let at = deadline_instant(deadline, unix_now(), Instant::now());
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let _ = events.send(Event::Deadline { generation }).await;

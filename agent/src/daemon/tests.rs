@@ -55,7 +55,7 @@ async fn a_persisted_deadline_rolls_back_when_it_passes_and_not_before() {
     let state = StateDir::open(dir.path()).expect("state folder");
     state.store(1, &empty_host("confirmed")).expect("store 1");
     state.store(2, &empty_host("on probation")).expect("store 2");
-    let deadline = epoch_seconds() + 30;
+    let deadline = unix_now() + 30;
     state
         .save_ledger(&Ledger {
             generation: 2,

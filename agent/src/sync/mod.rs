@@ -32,7 +32,9 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 use serde::{Deserialize, Serialize};
@@ -270,11 +272,7 @@ impl fmt::Display for RunReport {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::fsutil::unix_now;
 
 const POINT_OF_NO_RETURN: &str = "sync-point-of-no-return";
 
@@ -412,11 +410,9 @@ impl SyncRunner {
                 Ok(true) => recovery.interrupted.push(job.to_owned()),
                 Ok(false) => {}
                 Err(e) => {
-                    let file = self.status_file(job);
-                    let mut aside = file.as_os_str().to_owned();
-                    aside.push(format!(".damaged-{}", unix_now()));
-                    let moved = match fs::rename(&file, &aside) {
-                        Ok(()) => format!("moved aside to {}", PathBuf::from(aside).display()),
+                    let moved = match crate::fsutil::set_aside(&self.status_file(job)) {
+                        Ok(Some(aside)) => format!("moved aside to {}", aside.display()),
+                        Ok(None) => "it is gone".to_owned(),
                         Err(rename) => format!("could not move it aside: {rename}"),
                     };
                     recovery
