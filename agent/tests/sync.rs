@@ -995,11 +995,10 @@ impl Imap {
             .expect("send the commands");
         let output = child.wait_with_output().expect("imap ends");
         let said = String::from_utf8_lossy(&output.stdout).into_owned();
-        for n in 0..commands.len() {
+        for (n, command) in commands.iter().enumerate() {
             assert!(
                 said.lines().any(|l| l.starts_with(&format!("t{n} OK"))),
-                "`{}` failed:\n{said}\n{}",
-                commands[n],
+                "`{command}` failed:\n{said}\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
