@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mailctl_agent::files::{FileAction, FileDriver};
+use mailctl_agent::files::{FileAction, FileDriver, FileError};
+use mailctl_agent::tasks::TaskError;
 use mailctl_agent::{Applied, Change, Config, Driver, Effect, Error, Reconciler, error_chain};
 use mailctl_schemas::model::{Handler, HostSpec, ManagedFile, Task};
 use tempfile::TempDir;
@@ -149,7 +150,11 @@ async fn plan(agent: &Reconciler, desired: &impl Declared) -> Result<Vec<String>
 /// subject), then the handlers it made due.
 async fn apply(agent: &Reconciler, desired: &impl Declared) -> Result<Applied, Error> {
     let mut report = agent.apply(&desired.spec()).await;
-    assert_eq!(report.resources.len(), 1, "one resource declared: {report:?}");
+    assert_eq!(
+        report.resources.len(),
+        1,
+        "one resource declared: {report:?}"
+    );
     report.resources.pop().expect("one report").result
 }
 
@@ -308,10 +313,10 @@ async fn absent_never_removes_a_folder() {
     assert!(
         matches!(
             error,
-            Error::FileNotRegular {
+            Error::File(FileError::NotRegular {
                 kind: "directory",
                 ..
-            }
+            })
         ),
         "{error}"
     );
@@ -328,7 +333,7 @@ async fn a_missing_folder_is_an_error_not_created() {
         .expect_err("the folder is missing");
     let message = error.to_string();
     assert!(
-        matches!(error, Error::FileParentMissing { .. }),
+        matches!(error, Error::File(FileError::ParentMissing { .. })),
         "{message}"
     );
     assert!(
@@ -689,9 +694,7 @@ async fn a_failed_handler_stays_due_and_the_ones_before_it_do_not() {
         Handler::Run(failing.clone()),
     ];
 
-    let error = apply(&agent, &desired)
-        .await
-        .expect_err("handler fails");
+    let error = apply(&agent, &desired).await.expect_err("handler fails");
     let message = error_chain(&error);
     assert!(
         message.contains(&format!(
@@ -793,9 +796,7 @@ async fn a_guard_that_exists_already_means_done() {
         plan(&host.agent(), &desired).await.expect("plan"),
         Vec::<String>::new()
     );
-    apply(&host.agent(), &desired)
-        .await
-        .expect("nothing to do");
+    apply(&host.agent(), &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 0);
 }
 
@@ -835,9 +836,7 @@ async fn an_unguarded_task_runs_once_and_again_when_its_command_changes() {
             host.path("log").display()
         )]
     );
-    apply(&agent, &changed)
-        .await
-        .expect("run the new command");
+    apply(&agent, &changed).await.expect("run the new command");
     assert_eq!(host.log_lines(), 2);
     assert_eq!(
         plan(&agent, &changed).await.expect("plan"),
@@ -853,7 +852,10 @@ async fn a_failing_task_reports_stderr_and_runs_again() {
     let desired = task("convert", sh(&format!("{lines}exit 4")), None);
     let error = apply(&agent, &desired).await.expect_err("exit 4");
     let message = error.to_string();
-    assert!(matches!(error, Error::Task { .. }), "{message}");
+    assert!(
+        matches!(error, Error::Task(TaskError::Failed { .. })),
+        "{message}"
+    );
     assert!(
         message.starts_with("task convert: `/bin/sh -c"),
         "{message}"
@@ -882,9 +884,7 @@ async fn a_task_that_does_not_create_its_guard_fails() {
     let host = Host::new();
     let guard = host.path("converted");
     let desired = task("convert", vec!["/bin/true".into()], Some(guard.clone()));
-    let error = apply(&host.agent(), &desired)
-        .await
-        .expect_err("no guard");
+    let error = apply(&host.agent(), &desired).await.expect_err("no guard");
     assert_eq!(
         error.to_string(),
         format!(

@@ -399,12 +399,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
 
     // A start job that fails is an error naming the unit and the job result.
     let failing = service("fail", FAILING_UNIT, ServiceState::Running, None);
-    let err = service_error(
-        agent
-            .ensure(&failing)
-            .await
-            .expect_err("start must fail"),
-    );
+    let err = service_error(agent.ensure(&failing).await.expect_err("start must fail"));
     match &err {
         ServiceError::Systemd {
             service,
@@ -683,7 +678,8 @@ async fn exec_driver_does_not_wait_for_a_daemon_holding_stderr() {
         reload: None,
     };
     let agent = Agent::new(
-        ServicesDriver::default().exec(ExecDriver::default().settle_timeout(Duration::from_secs(5))),
+        ServicesDriver::default()
+            .exec(ExecDriver::default().settle_timeout(Duration::from_secs(5))),
     );
     let started = Instant::now();
     let changes = agent

@@ -259,10 +259,7 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     // A destination copy that lost its date (copied by hand without -p)
     // is sent again within the same run, and the run verifies.
     let redated = first_file(&dst.join(".Archive.2023/cur"));
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a file date is wall-clock time"
-    )]
+    #[allow(clippy::disallowed_methods, reason = "a file date is wall-clock time")]
     let later = std::time::SystemTime::now();
     fs::File::options()
         .write(true)
@@ -1105,7 +1102,11 @@ fn dovecot_on_the_destination_shows_the_same_uids_and_flags_as_on_the_source() {
     // A maildir as mail arrived: some read, some flagged or answered.
     let mut mail = Generator::new(&src);
     // Only real Dovecot files on this source: not the generator's stand-ins.
-    for stand_in in ["dovecot.index.cache", ".Sent/dovecot.index", "dovecot-keywords"] {
+    for stand_in in [
+        "dovecot.index.cache",
+        ".Sent/dovecot.index",
+        "dovecot-keywords",
+    ] {
         fs::remove_file(src.join(stand_in)).expect("remove a stand-in");
     }
     let mut uniqs = Vec::new();
@@ -1142,7 +1143,11 @@ fn dovecot_on_the_destination_shows_the_same_uids_and_flags_as_on_the_source() {
     assert!(first.verification.verified(), "{}", first.verification);
     let destination = Imap::new(dir.path(), "destination", &dst);
     assert_eq!(destination.all(), before, "after the first sync");
-    assert_eq!(source.all(), before, "the sync changed nothing on the source");
+    assert_eq!(
+        source.all(),
+        before,
+        "the sync changed nothing on the source"
+    );
 
     // Before the final sync: new mail, flags changed, a message expunged on
     // the source; and the destination's Dovecot kept its own index of the

@@ -60,7 +60,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Desired(#[from] DesiredError),
     #[error("cannot start the reconciler")]
-    Reconciler(#[source] crate::error::Error),
+    Reconciler(#[source] crate::reconcile::Error),
     #[error(transparent)]
     Tls(#[from] api::TlsError),
     #[error("cannot listen on {address}")]

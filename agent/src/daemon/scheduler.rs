@@ -27,8 +27,7 @@ use tokio::task::JoinHandle;
 use super::desired::Desired;
 use super::status::StatusBoard;
 use crate::driver::Resource;
-use crate::error::Error;
-use crate::reconcile::{Applied, Reconciler, error_chain};
+use crate::reconcile::{Applied, Error, Reconciler, error_chain};
 
 /// What the scheduler needs from the reconciler (a seam for tests).
 pub trait Converge: Send + Sync + 'static {

@@ -42,7 +42,9 @@ async fn a_deadline_is_converted_to_tokio_time_once() {
 /// A host manifest that declares nothing (so the test converges nothing on
 /// the machine running it), told apart by `comment`.
 fn empty_host(comment: &str) -> String {
-    format!("# {comment}\napiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec: {{}}\n")
+    format!(
+        "# {comment}\napiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec: {{}}\n"
+    )
 }
 
 /// The daemon resumes from a ledger whose generation 2 awaits confirmation
@@ -54,7 +56,9 @@ async fn a_persisted_deadline_rolls_back_when_it_passes_and_not_before() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(dir.path()).expect("state folder");
     state.store(1, &empty_host("confirmed")).expect("store 1");
-    state.store(2, &empty_host("on probation")).expect("store 2");
+    state
+        .store(2, &empty_host("on probation"))
+        .expect("store 2");
     let deadline = unix_now() + 30;
     state
         .save_ledger(&Ledger {

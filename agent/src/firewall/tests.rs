@@ -220,10 +220,10 @@ fn a_changed_table_is_replaced_with_a_readable_summary() {
 /// extra` and a set whose elements nft wraps over lines, as `nft -n list`
 /// prints it.
 fn hand_made_listed() -> String {
-MAIL_DROP_LISTED
-    .replacen(
-        "table inet mailctl {\n",
-        "table inet mailctl {
+    MAIL_DROP_LISTED
+        .replacen(
+            "table inet mailctl {\n",
+            "table inet mailctl {
 	set blocklist {
 		type ipv4_addr
 		flags interval
@@ -235,11 +235,11 @@ MAIL_DROP_LISTED
 	}
 
 ",
-        1,
-    )
-    .replacen(
-        "\t}\n}\n",
-        "\t\ttcp dport 22 counter packets 0 bytes 0 accept comment \"ssh\"
+            1,
+        )
+        .replacen(
+            "\t}\n}\n",
+            "\t\ttcp dport 22 counter packets 0 bytes 0 accept comment \"ssh\"
 		tcp dport 8443 accept
 	}
 
@@ -247,8 +247,9 @@ MAIL_DROP_LISTED
 	}
 }
 ",
-        1,
-    )}
+            1,
+        )
+}
 
 #[test]
 fn hand_made_additions_to_the_owned_table_are_removed() {
@@ -325,8 +326,7 @@ fn table_flags_and_comments_are_removed_too() {
 }
 
 /// An input chain at another priority, as `nft -n list` prints it.
-const PRIORITY_10_LISTED: &str =
-    "table inet mailctl {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t}\n}\n";
+const PRIORITY_10_LISTED: &str = "table inet mailctl {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t}\n}\n";
 
 #[test]
 fn another_base_chain_named_input_is_replaced() {
@@ -421,7 +421,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     assert!(
         matches!(
             &err,
-            Error::NftName {
+            FirewallError::NftName {
                 what: "rule name",
                 ..
             }
@@ -445,7 +445,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     assert!(
         matches!(
             &err,
-            Error::NftName {
+            FirewallError::NftName {
                 what: "table name",
                 ..
             }
@@ -454,7 +454,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     );
     assert!(matches!(
         driver.diff(&desired, &None),
-        Err(Error::NftName { .. })
+        Err(FirewallError::NftName { .. })
     ));
 }
 
@@ -463,14 +463,14 @@ fn lockout(
     admin: &[&str],
     policy: FirewallPolicy,
     rules: Vec<FirewallRule>,
-) -> Result<Vec<FirewallChange>, Error> {
+) -> Result<Vec<FirewallChange>, FirewallError> {
     FirewallDriver::new("nft", guard(admin)).diff(&firewall(policy, rules), &None)
 }
 
 /// The (port, source) pairs a refusal names.
-fn blocked(result: Result<Vec<FirewallChange>, Error>) -> Vec<(u16, String)> {
+fn blocked(result: Result<Vec<FirewallChange>, FirewallError>) -> Vec<(u16, String)> {
     match result {
-        Err(Error::Lockout { blocked, .. }) => blocked
+        Err(FirewallError::Lockout { blocked, .. }) => blocked
             .iter()
             .map(|b| (b.port, b.source.to_string()))
             .collect(),
@@ -813,12 +813,12 @@ fn fake_nft(dir: &std::path::Path, body: &str) -> PathBuf {
 
 /// Observes through `nft`, retrying while the just-written script is still
 /// busy (ETXTBSY: a process forked by another test held it open for writing).
-fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, Error> {
+fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, FirewallError> {
     let driver = FirewallDriver::new(nft, guard(&["192.0.2.0/24"]));
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
     for _ in 0..50 {
         match runtime().block_on(driver.observe(&desired)) {
-            Err(Error::NftSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
+            Err(FirewallError::NftSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
@@ -859,7 +859,7 @@ fn observe_lists_the_table_once_and_knows_a_missing_one() {
     );
     let err = observe_with(&nft).expect_err("a failure");
     assert!(
-        matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("Operation not permitted")),
+        matches!(&err, FirewallError::NftFailed { stderr, .. } if stderr.contains("Operation not permitted")),
         "{err}"
     );
 }
@@ -1001,7 +1001,9 @@ fn the_written_table_lists_as_the_fixtures_say() {
     assert_eq!(numeric, MAIL_DROP_LISTED);
     assert_eq!(listed_by_nft(&script, false), MAIL_DROP_LISTED_NAMES);
     assert_eq!(
-        driver().diff(&desired, &Some(listed(&numeric))).expect("plan"),
+        driver()
+            .diff(&desired, &Some(listed(&numeric)))
+            .expect("plan"),
         []
     );
 
@@ -1013,7 +1015,12 @@ fn the_written_table_lists_as_the_fixtures_say() {
                 "mixed",
                 Protocol::Udp,
                 &[53, 1000, 1001, 1002],
-                &["10.0.0.1/32", "192.0.2.0/25", "192.0.2.128/26", "2001:db8::/127"],
+                &[
+                    "10.0.0.1/32",
+                    "192.0.2.0/25",
+                    "192.0.2.128/26",
+                    "2001:db8::/127",
+                ],
                 RuleAction::Reject,
             ),
             rule("dns", Protocol::Udp, &[53], &[], RuleAction::Drop),
@@ -1022,7 +1029,9 @@ fn the_written_table_lists_as_the_fixtures_say() {
     let script = RuleSet::from_model(&desired).replace_script("mailctl");
     let numeric = listed_by_nft(&script, true);
     assert_eq!(
-        driver().diff(&desired, &Some(listed(&numeric))).expect("plan"),
+        driver()
+            .diff(&desired, &Some(listed(&numeric)))
+            .expect("plan"),
         [],
         "{numeric}"
     );

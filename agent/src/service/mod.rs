@@ -403,6 +403,7 @@ impl crate::driver::Driver for ServicesDriver {
     type Desired = Service;
     type Observed = ServiceStatus;
     type Change = ServiceChange;
+    type Error = ServiceError;
 
     fn resource(&self, desired: &Service) -> crate::driver::Resource {
         crate::driver::Resource::Service {
@@ -410,22 +411,22 @@ impl crate::driver::Driver for ServicesDriver {
         }
     }
 
-    async fn observe(&self, desired: &Service) -> Result<ServiceStatus, crate::Error> {
-        Ok(ServicesDriver::observe(self, desired).await?)
+    async fn observe(&self, desired: &Service) -> Result<ServiceStatus, ServiceError> {
+        ServicesDriver::observe(self, desired).await
     }
 
     fn diff(
         &self,
         desired: &Service,
         observed: &ServiceStatus,
-    ) -> Result<Vec<ServiceChange>, crate::Error> {
+    ) -> Result<Vec<ServiceChange>, ServiceError> {
         Ok(ServicesDriver::diff(self, desired, observed))
     }
 
     async fn apply(
         &self,
         changes: &[ServiceChange],
-    ) -> Result<Vec<crate::driver::Effect>, crate::Error> {
+    ) -> Result<Vec<crate::driver::Effect>, ServiceError> {
         ServicesDriver::apply(self, changes).await?;
         Ok(Vec::new())
     }

@@ -114,10 +114,12 @@ impl Converge for Recorder {
             refused
         };
         if refused {
-            return Err(Error::NoSuchInterface {
-                address: "192.0.2.25/24".parse().expect("cidr"),
-                interface: "eth9".into(),
-            });
+            return Err(Error::Address(
+                crate::address::AddressError::NoSuchInterface {
+                    address: "192.0.2.25/24".parse().expect("cidr"),
+                    interface: "eth9".into(),
+                },
+            ));
         }
         if failing {
             return Err(Error::NetlinkSocket(std::io::Error::other(format!(

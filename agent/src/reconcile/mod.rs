@@ -1,5 +1,12 @@
 //! Plan and apply a host manifest: every resource through the same
-//! observe -> diff (-> apply -> verify) path.
+//! observe -> diff (-> apply -> verify) path. The sum types over the
+//! drivers ([`Change`], [`Error`]) live here, above the drivers.
+
+mod change;
+mod error;
+
+pub use change::Change;
+pub use error::Error;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,8 +18,7 @@ use mailctl_schemas::model::{Handler, HostSpec, ManagedFile};
 
 use crate::address::AddressDriver;
 use crate::config::AgentConfig;
-use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
-use crate::error::Error;
+use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::files::FileDriver;
 use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
 use crate::service::ServicesDriver;
@@ -434,11 +440,12 @@ impl Outcome {
     }
 }
 
-async fn reconcile<D: Driver>(
-    driver: &D,
-    desired: &D::Desired,
-    mode: Mode,
-) -> Result<Outcome, Error> {
+async fn reconcile<D>(driver: &D, desired: &D::Desired, mode: Mode) -> Result<Outcome, Error>
+where
+    D: Driver,
+    Change: From<D::Change>,
+    Error: From<D::Error>,
+{
     let observed = driver.observe(desired).await?;
     let changes = driver.diff(desired, &observed)?;
     if mode == Mode::Plan || changes.is_empty() {
