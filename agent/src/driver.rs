@@ -91,6 +91,15 @@ pub enum Resource {
     Service { name: String },
 }
 
+impl Resource {
+    /// Addresses and the firewall: independent of each other (the owned
+    /// table matches sources and ports, never this host's own addresses),
+    /// so they converge together, before everything else.
+    pub fn is_network(&self) -> bool {
+        matches!(self, Resource::Addresses | Resource::Firewall { .. })
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -127,6 +127,7 @@ pub async fn run(
         scheduler,
         sync_jobs,
         events: events_tx,
+        unix_clock: unix_now,
     };
     agent.resume();
     agent.source_changed();
@@ -182,6 +183,9 @@ struct Agent {
     scheduler: Scheduler<Reconciler>,
     sync_jobs: sync::SyncJobs,
     events: mpsc::Sender<Event>,
+    /// Unix seconds by the wall clock, in which deadlines are persisted
+    /// ([`unix_now`]; a fixed one in tests).
+    unix_clock: fn() -> u64,
 }
 
 impl Agent {
@@ -338,7 +342,7 @@ impl Agent {
                 Some(pending) => pending.previous,
                 None => self.ledger.effective,
             };
-            let deadline = unix_now() + self.config.confirm_timeout_seconds;
+            let deadline = (self.unix_clock)() + self.config.confirm_timeout_seconds;
             self.ledger.awaiting_confirmation = Some(desired::Awaiting {
                 generation,
                 previous: last_good,
@@ -396,7 +400,7 @@ impl Agent {
     /// seconds) passes, converted once, now, to tokio's clock.
     fn arm_deadline(&self, generation: u64, deadline: u64) {
         let events = self.events.clone();
-        let at = deadline_instant(deadline, unix_now(), Instant::now());
+        let at = deadline_instant(deadline, (self.unix_clock)(), Instant::now());
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let _ = events.send(Event::Deadline { generation }).await;

@@ -127,10 +127,6 @@ impl Rounds {
     }
 }
 
-fn is_network(resource: &Resource) -> bool {
-    matches!(resource, Resource::Addresses | Resource::Firewall { .. })
-}
-
 /// The set of resource workers for the current desired state.
 pub struct Scheduler<C: Converge> {
     converge: Arc<C>,
@@ -211,7 +207,7 @@ impl<C: Converge> Scheduler<C> {
                     let worker = self.workers.get(name)?;
                     Some(Place {
                         name: name.clone(),
-                        network: is_network(resource),
+                        network: resource.is_network(),
                         turn: worker.turn.clone(),
                     })
                 })

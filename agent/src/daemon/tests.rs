@@ -59,7 +59,10 @@ async fn a_persisted_deadline_rolls_back_when_it_passes_and_not_before() {
     state
         .store(2, &empty_host("on probation"))
         .expect("store 2");
-    let deadline = unix_now() + 30;
+    // The wall clock of this agent stands still at NOW: the deadline falls
+    // exactly 30 s of tokio time after the start.
+    const NOW: u64 = 1_800_000_000;
+    let deadline = NOW + 30;
     state
         .save_ledger(&Ledger {
             generation: 2,
@@ -95,14 +98,14 @@ async fn a_persisted_deadline_rolls_back_when_it_passes_and_not_before() {
         board,
         desired_tx,
         events: events_tx,
+        unix_clock: || NOW,
     };
     let started = Instant::now();
     agent.resume();
     let in_force = || desired_rx.borrow().as_ref().map(|d| d.generation);
     assert_eq!(in_force(), Some(2));
 
-    // The wall clock may move on its own; tokio's stands still until told.
-    tokio::time::sleep(Duration::from_millis(29_900)).await;
+    tokio::time::sleep(Duration::from_millis(29_999)).await;
     assert!(events.try_recv().is_err(), "no deadline before 30 s");
     assert_eq!(agent.ledger.effective, 2);
 
@@ -114,13 +117,7 @@ async fn a_persisted_deadline_rolls_back_when_it_passes_and_not_before() {
         panic!("expected the deadline, got {event:?}");
     };
     assert_eq!(generation, 2);
-    // Whole seconds: the deadline is persisted in seconds, and up to one
-    // may have passed between writing it and resuming.
-    let waited = Instant::now() - started;
-    assert!(
-        waited > Duration::from_secs(29) && waited <= Duration::from_secs(30),
-        "{waited:?}"
-    );
+    assert_eq!(Instant::now() - started, Duration::from_secs(30));
     agent.deadline(generation);
     assert_eq!(agent.ledger.effective, 1);
     assert_eq!(agent.ledger.rolled_back, [2]);

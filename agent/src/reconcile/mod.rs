@@ -349,10 +349,7 @@ impl Reconciler {
     /// the firewall) together, then the others in order.
     async fn run(&self, spec: &HostSpec, mode: Mode) -> Vec<(Resource, Result<Outcome, Error>)> {
         let resources = self.resources(spec);
-        let network = resources
-            .iter()
-            .take_while(|r| matches!(r, Resource::Addresses | Resource::Firewall { .. }))
-            .count();
+        let network = resources.iter().take_while(|r| r.is_network()).count();
         let (network, rest) = resources.split_at(network);
         // Reported in resource order, whichever finishes first.
         let mut results: Vec<(Resource, Result<Outcome, Error>)> = network
