@@ -1056,6 +1056,21 @@ impl Imap {
         found
     }
 
+    /// The mailboxes a client lists, and those it has subscribed to.
+    fn folders(&self) -> (Vec<String>, Vec<String>) {
+        let said = self.session(&["LIST \"\" \"*\"".into(), "LSUB \"\" \"*\"".into()]);
+        let names = |kind: &str| {
+            let mut names: Vec<String> = said
+                .lines()
+                .filter(|l| l.starts_with(kind))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        (names("* LIST "), names("* LSUB "))
+    }
+
     /// Every mailbox, by name.
     fn all(&self) -> BTreeMap<&'static str, Mailbox> {
         IMAP_FOLDERS
@@ -1143,6 +1158,10 @@ fn dovecot_on_the_destination_shows_the_same_uids_and_flags_as_on_the_source() {
     assert!(first.verification.verified(), "{}", first.verification);
     let destination = Imap::new(dir.path(), "destination", &dst);
     assert_eq!(destination.all(), before, "after the first sync");
+    let folders = source.folders();
+    assert_eq!(folders.0, ["Archive", "Archive.2023", "INBOX", "Sent"]);
+    assert_eq!(folders.1, ["Archive.2023", "Sent"], "subscriptions");
+    assert_eq!(destination.folders(), folders);
     assert_eq!(
         source.all(),
         before,
