@@ -90,6 +90,15 @@ enum Command {
     Resume { migration: String },
     /// Show the steps a migration went through.
     History { migration: String },
+    /// Keep a generation that changed addresses or firewall before the agent rolls it back (exit 3: it was rolled back).
+    Confirm {
+        /// The host whose agent holds the generation.
+        host: String,
+        /// The generation to keep (default: the one awaiting confirmation).
+        generation: Option<u64>,
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
     /// Sync jobs.
     Sync {
         #[command(subcommand)]
@@ -143,6 +152,30 @@ enum SyncCommand {
         #[arg(long, default_value = "/etc/mailctl/tls")]
         tls_dir: PathBuf,
     },
+}
+
+/// How a verb reaches one host's agent.
+#[derive(Debug, clap::Args)]
+struct AgentFlags {
+    /// The agent's address, https://ADDRESS[:PORT] (default: the Migration in -f that lists HOST).
+    #[arg(long)]
+    agent: Option<String>,
+    /// A manifest file or folder whose Migration lists the host and its agent's address.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// A folder `mailctl certs init` wrote (ca.pem, ca.crl, and admin.pem/.key, else controller.pem/.key).
+    #[arg(long, default_value = "/etc/mailctl/tls")]
+    tls_dir: PathBuf,
+}
+
+impl AgentFlags {
+    fn args(&self) -> crate::remote::AgentArgs<'_> {
+        crate::remote::AgentArgs {
+            url: self.agent.as_deref(),
+            file: self.file.as_deref(),
+            tls_dir: &self.tls_dir,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,7 +266,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { state, state_dir } => {
-            crate::local::plan(&state.files, &state.selection(), &state_dir)
+            match crate::runbook::wanted(
+                &state.files,
+                state.host.as_deref(),
+                state.phase.as_deref(),
+            ) {
+                Some(set) => crate::runbook::print(&set, state.migration.as_deref()),
+                None => crate::local::plan(&state.files, &state.selection(), &state_dir),
+            }
         }
         Command::Apply {
             state,
@@ -284,11 +324,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::sync::run_remote(&crate::sync::Remote {
                 host,
                 job,
-                agent: agent.as_deref(),
-                file: file.as_deref(),
-                tls_dir: &tls_dir,
+                agent: crate::remote::AgentArgs {
+                    url: agent.as_deref(),
+                    file: file.as_deref(),
+                    tls_dir: &tls_dir,
+                },
             })
         }
+        Command::Confirm {
+            host,
+            generation,
+            agent,
+        } => crate::confirm::run(&host, generation, &agent.args()),
         other => not_built(&other),
     }
 }

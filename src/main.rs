@@ -4,7 +4,10 @@
 
 mod agent;
 mod cli;
+mod confirm;
 mod local;
+mod remote;
+mod runbook;
 mod sync;
 
 use std::process::ExitCode;

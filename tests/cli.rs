@@ -353,3 +353,61 @@ fn usage_errors_exit_1_and_a_closed_pipe_ends_quietly() {
         assert!(err.is_empty(), "{args:?} said: {err}");
     }
 }
+
+#[test]
+fn plan_of_a_migration_folder_prints_its_runbook_without_contacting_anyone() {
+    for example in ["askja", "arch-orion", "iwi", "vox-tech"] {
+        let dir = format!("manifests/examples/{example}");
+        let out = mailctl(&["plan", "-f", &dir]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with("migration "), "{example}: {text}");
+        assert!(text.contains("no agent contacted"), "{example}: {text}");
+        // Every phase, in order, with its acquire step.
+        let phases = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.contains('/') && l.contains(" from "))
+            .count();
+        assert!(phases >= 5, "{example}: {phases} phases\n{text}");
+        assert_eq!(
+            text.matches(". acquire").count(),
+            phases,
+            "{example}: {text}"
+        );
+        assert!(!text.contains("refused"), "{example}: {text}");
+    }
+    // askja's cutover: bob lets the service IP go before eve takes it, and
+    // the final syncs run in between.
+    let out = mailctl(&["plan", "-f", "manifests/examples/askja"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cutover = &text[text.find("\ncutover (3/5)").expect("cutover")..];
+    let cutover = &cutover[..cutover.find("\nlive (4/5)").expect("live")];
+    let released = cutover
+        .find("- address 192.0.2.25/24 from eth0")
+        .expect("released");
+    let synced = cutover.find("run sync job maildirs").expect("final sync");
+    let acquired = cutover
+        .find("+ address 192.0.2.25/24 on eth0")
+        .expect("acquired");
+    assert!(released < synced && synced < acquired, "{cutover}");
+    assert!(cutover.contains("POINT OF NO RETURN"), "{cutover}");
+    // --migration of another name: said, with the names there are.
+    let out = mailctl(&[
+        "plan",
+        "-f",
+        "manifests/examples/askja",
+        "--migration",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no migration \"nope\" here (migrations: bob-to-eve)"),
+        "{err}"
+    );
+}

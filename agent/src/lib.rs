@@ -27,7 +27,6 @@
 pub mod address;
 mod announce;
 pub mod api;
-pub mod client;
 mod command;
 pub mod config;
 pub mod daemon;
@@ -38,7 +37,7 @@ mod fsutil;
 mod intervals;
 pub mod pki;
 mod reconcile;
-pub mod roles;
+pub use mailctl_api::roles;
 pub mod service;
 pub mod sync;
 pub mod tasks;

@@ -49,12 +49,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::roles::{self, Role};
 
-/// The CA certificate, beside the CA key and in every folder.
-pub const CA_CERT: &str = "ca.pem";
+/// The CA certificate (beside the CA key and in every folder) and the
+/// revocation list (beside the CA and in every folder).
+pub use mailctl_api::tls::{CA_CERT, CRL, cert_and_key};
 /// The CA's private key: only in `DIR`, never copied to a host.
 pub const CA_KEY: &str = "ca.key";
-/// The revocation list, beside the CA and in every folder.
-pub const CRL: &str = "ca.crl";
 /// Where revoked folders are moved to.
 pub const REVOKED: &str = "revoked";
 /// How long the CA is valid.
@@ -97,15 +96,6 @@ pub fn folder(role: &Role) -> String {
         Role::Controller => "controller".into(),
         Role::Admin(name) => format!("admin-{name}"),
         Role::Agent(host) => format!("agent-{host}"),
-    }
-}
-
-/// The certificate and key file names in a role's folder.
-pub fn cert_and_key(role: &Role) -> (&'static str, &'static str) {
-    match role {
-        Role::Controller => ("controller.pem", "controller.key"),
-        Role::Admin(_) => ("admin.pem", "admin.key"),
-        Role::Agent(_) => ("agent.pem", "agent.key"),
     }
 }
 

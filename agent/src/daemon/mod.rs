@@ -45,7 +45,7 @@ pub enum Event {
     /// The controller confirms a generation that changed addresses or firewall.
     Confirm {
         generation: u64,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), mailctl_api::ApiError>>,
     },
     /// The confirmation deadline of a generation passed.
     Deadline { generation: u64 },
@@ -372,26 +372,45 @@ impl Agent {
         Ok(generation)
     }
 
-    fn confirm(&mut self, generation: u64) -> Result<(), String> {
+    fn confirm(&mut self, generation: u64) -> Result<(), mailctl_api::ApiError> {
+        use mailctl_api::{ApiError, ErrorKind};
         match self.ledger.awaiting_confirmation {
             Some(pending) if pending.generation == generation => {
                 self.ledger.awaiting_confirmation = None;
                 self.state
                     .save_ledger(&self.ledger)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
                 self.publish_generations(&self.current_host());
                 tracing::info!(generation, "confirmed");
                 Ok(())
             }
-            Some(pending) => Err(format!(
-                "generation {generation} is not awaiting confirmation (generation {} is)",
-                pending.generation
+            Some(pending) => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation (generation {} is)",
+                    pending.generation
+                ),
             )),
-            None if self.ledger.rolled_back.contains(&generation) => Err(format!(
-                "generation {generation} was already rolled back: its confirmation came too late"
+            None if self.ledger.rolled_back.contains(&generation) => Err(ApiError::new(
+                ErrorKind::RolledBack,
+                format!(
+                    "generation {generation} was already rolled back to generation {}: its confirmation came too late; send the state again to retry it",
+                    self.ledger.effective
+                ),
             )),
-            None => Err(format!(
-                "generation {generation} is not awaiting confirmation"
+            None if generation <= self.ledger.effective && generation > 0 => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation: it needed none or was confirmed already (generation {} is in force)",
+                    self.ledger.effective
+                ),
+            )),
+            None => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation (the newest is {})",
+                    self.ledger.generation
+                ),
             )),
         }
     }
@@ -434,10 +453,16 @@ impl Agent {
                 .addresses
                 .extend(undo_addresses(&rejected.spec, &previous.spec));
         }
+        let reason = format!(
+            "not confirmed within {}s of being accepted",
+            self.config.confirm_timeout_seconds
+        );
         tracing::warn!(
             generation,
             back_to = pending.previous,
-            "no confirmation in time: rolling back addresses and firewall"
+            "rolling back to generation {}, the last confirmed one, in full \
+             (addresses, firewall, files, services, tasks): {reason}",
+            pending.previous
         );
         self.ledger.awaiting_confirmation = None;
         self.ledger.rolled_back.push(generation);
@@ -445,6 +470,12 @@ impl Agent {
         if let Err(e) = self.state.save_ledger(&self.ledger) {
             tracing::error!("{e}");
         }
+        self.board.rolled_back(status::Rollback {
+            generation,
+            to: pending.previous,
+            at_unix: (self.unix_clock)(),
+            reason,
+        });
         self.activate(previous);
     }
 }

@@ -25,7 +25,7 @@ use crate::service::ServicesDriver;
 use crate::tasks::TaskDriver;
 
 /// The port the agent's API listens on unless configured otherwise.
-pub const DEFAULT_API_PORT: u16 = 7443;
+pub const DEFAULT_API_PORT: u16 = mailctl_api::DEFAULT_PORT;
 
 /// How the reconciler reaches the host, and what it protects.
 #[derive(Debug)]

@@ -37,10 +37,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
-use serde::{Deserialize, Serialize};
 
-pub use maildir::{Listing, Verification};
-pub use rsync::Stats;
+pub use mailctl_api::sync::{
+    JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary,
+};
+pub use maildir::Listing;
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -89,113 +90,6 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SyncError {
     move |source| SyncError::Io { what, source }
 }
 
-/// What a run is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Phase {
-    Listing,
-    Renaming,
-    Transferring,
-    Converting,
-    Verifying,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Listing => "listing",
-            Phase::Renaming => "renaming",
-            Phase::Transferring => "transferring",
-            Phase::Converting => "converting",
-            Phase::Verifying => "verifying",
-        })
-    }
-}
-
-/// Progress of a running job: files, bytes, rate and ETA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub phase: Phase,
-    pub files_done: u64,
-    /// Known or estimated; 0 when unknown.
-    pub files_total: u64,
-    pub bytes_done: u64,
-    /// rsync's estimate; 0 when unknown.
-    pub bytes_total: u64,
-    /// Bytes per second.
-    pub rate: u64,
-    pub eta_seconds: Option<u64>,
-}
-
-impl Progress {
-    fn phase(phase: Phase) -> Progress {
-        Progress {
-            phase,
-            files_done: 0,
-            files_total: 0,
-            bytes_done: 0,
-            bytes_total: 0,
-            rate: 0,
-            eta_seconds: None,
-        }
-    }
-}
-
-/// Where a job stands, as kept in `sync-JOB.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RunState {
-    Running,
-    /// Finished; see `verification` for whether the sides agree.
-    Finished,
-    Failed,
-}
-
-/// The state file of one job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    pub job: String,
-    /// Counts the runs of this job, from 1.
-    #[serde(default)]
-    pub run: u64,
-    pub state: RunState,
-    pub started_at_unix: u64,
-    pub finished_at_unix: Option<u64>,
-    pub progress: Option<Progress>,
-    pub stats: Option<Stats>,
-    pub renamed: usize,
-    pub duplicates_removed: usize,
-    pub verification: Option<Verification>,
-    pub error: Option<String>,
-    /// When a run last finished verified (the lag is now minus this).
-    pub last_verified_at_unix: Option<u64>,
-    /// The source's ssh host key: `pinned: TYPE SHA256:...` (the job's
-    /// `sshHostKey`), `accepted on first use: TYPE SHA256:...` (no pin: the
-    /// first key seen is kept), or absent (a local source, or ssh never got
-    /// that far).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_key: Option<String>,
-}
-
-impl JobStatus {
-    /// Finished, and both sides agree.
-    pub fn verified(&self) -> bool {
-        self.state == RunState::Finished
-            && self
-                .verification
-                .as_ref()
-                .is_some_and(Verification::verified)
-    }
-
-    /// Seconds since the last verified run.
-    pub fn lag_seconds(&self) -> Option<u64> {
-        self.last_verified_at_unix
-            .map(|at| unix_now().saturating_sub(at))
-    }
-}
-
 /// A run that has begun ([`SyncRunner::begin`]): it holds the job's lock
 /// until [`SyncRunner::finish`] is done with it (or it is dropped).
 #[derive(Debug)]
@@ -225,20 +119,7 @@ pub struct RunReport {
     pub verification: Verification,
     pub duration: Duration,
     /// Where the time went.
-    pub phases: Vec<(Phase, Duration)>,
-}
-
-/// What a run moved, in one line (`N files (B bytes) transferred, ...`):
-/// the agent's log, `mailctl sync run` and its `--local` form say it alike.
-pub fn summary(stats: &Stats, renamed: usize, duplicates_removed: usize) -> String {
-    format!(
-        "{} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
-        stats.files_transferred,
-        stats.transferred_file_size,
-        stats.wire_bytes(),
-        renamed,
-        duplicates_removed
-    )
+    pub phases: Vec<(SyncStep, Duration)>,
 }
 
 impl fmt::Display for RunReport {
@@ -477,15 +358,22 @@ impl SyncRunner {
     }
 
     /// The first half of [`run`](Self::run): takes the job's lock, refuses
-    /// a deleting run past the point of no return (recorded as a failed
-    /// run), and records the run as running under a new run number. The
+    /// a deleting run past the point of no return (not recorded: it is not
+    /// a run), and records the run as running under a new run number. The
     /// agent answers a request for a run with that number once this
     /// returned, so the caller can tell this run's outcome from an earlier one.
     pub fn begin(&self, job: &SyncJob) -> Result<Started, SyncError> {
         let lock = self.lock(&job.name)?;
         self.fail_interrupted(&job.name)?;
+        // A refusal is not a run: it takes no run number and leaves the
+        // last run's record as it was (run numbers never skip).
+        if job.delete && self.point_of_no_return_passed() {
+            return Err(SyncError::DeleteRefused {
+                job: job.name.clone(),
+            });
+        }
         let previous = self.status(&job.name)?;
-        let mut status = JobStatus {
+        let status = JobStatus {
             job: job.name.clone(),
             run: previous.as_ref().map_or(1, |p| p.run + 1),
             state: RunState::Running,
@@ -500,16 +388,6 @@ impl SyncRunner {
             last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
             host_key: previous.and_then(|p| p.host_key),
         };
-        if job.delete && self.point_of_no_return_passed() {
-            let refused = SyncError::DeleteRefused {
-                job: job.name.clone(),
-            };
-            status.state = RunState::Failed;
-            status.finished_at_unix = Some(unix_now());
-            status.error = Some(refused.to_string());
-            self.save(&status)?;
-            return Err(refused);
-        }
         self.save(&status)?;
         Ok(Started {
             _lock: lock,
@@ -624,7 +502,7 @@ impl SyncRunner {
             Some(transfer) => transfer,
             None => rsync::Transfer::start(&rsync::argv(endpoint, destination, &options))?,
         };
-        let mut progress = Progress::phase(Phase::Transferring);
+        let mut progress = Progress::starting(SyncStep::Transferring);
         progress.files_total = planned.to_send;
         on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
@@ -640,12 +518,12 @@ impl SyncRunner {
             report.renamed = work.applied.renamed;
             report.duplicates_removed = work.applied.duplicates_removed;
             report.deleted = work.deleted;
-            report.phases.push((Phase::Renaming, work.took));
+            report.phases.push((SyncStep::Renaming, work.took));
         }
         report.stats = stats?;
         report.stats.listing_bytes = listing_bytes;
-        clock.done(&mut report, Phase::Transferring);
-        on_progress(&Progress::phase(Phase::Verifying));
+        clock.done(&mut report, SyncStep::Transferring);
+        on_progress(&Progress::starting(SyncStep::Verifying));
         let verification = verify_run(
             job,
             endpoint,
@@ -655,7 +533,7 @@ impl SyncRunner {
             &mut report,
         )?;
         report.verification = verification.allowing_extra(!job.delete);
-        clock.done(&mut report, Phase::Verifying);
+        clock.done(&mut report, SyncStep::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
@@ -685,7 +563,7 @@ impl SyncRunner {
             fs::create_dir_all(&staging)
                 .map_err(io_error(format!("creating {}", staging.display())))?;
             let argv = rsync::argv(endpoint, &staging, &rsync::Options::default());
-            on_progress(&Progress::phase(Phase::Transferring));
+            on_progress(&Progress::starting(SyncStep::Transferring));
             stats = rsync::run(&argv, |_| {})?;
             let single = Path::new(&endpoint.path)
                 .file_name()
@@ -701,7 +579,7 @@ impl SyncRunner {
             }
         };
         let spools = mbox::spools(&spool_root).map_err(io_error("listing mbox spools"))?;
-        let mut progress = Progress::phase(Phase::Converting);
+        let mut progress = Progress::starting(SyncStep::Converting);
         progress.files_total = spools.len() as u64;
         on_progress(&progress);
         let mut total = mbox::Converted::default();
@@ -731,7 +609,7 @@ impl SyncRunner {
         for folder in expected.folders.values_mut() {
             folder.sort();
         }
-        on_progress(&Progress::phase(Phase::Verifying));
+        on_progress(&Progress::starting(SyncStep::Verifying));
         let mut actual = Listing::default();
         for user in expected.folders.keys() {
             let listing = list_local(&job.destination.join(user))?;
@@ -785,7 +663,7 @@ impl PhaseClock {
     }
 
     /// Records `phase` as ended now; the next one starts.
-    fn done(&mut self, report: &mut RunReport, phase: Phase) {
+    fn done(&mut self, report: &mut RunReport, phase: SyncStep) {
         report.phases.push((phase, self.started.elapsed()));
         self.started = Instant::now();
     }
@@ -835,11 +713,11 @@ fn plan_maildir_run(
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Planned, SyncError> {
     let destination = &job.destination;
-    on_progress(&Progress::phase(Phase::Listing));
+    on_progress(&Progress::starting(SyncStep::Listing));
     let (source, dest, mut transfer) = list_for_run(lister, endpoint, destination, listed_options)?;
     report.stats.listing_bytes += source.bytes;
     let source = source.listing;
-    clock.done(report, Phase::Listing);
+    clock.done(report, SyncStep::Listing);
     let steps = maildir::plan(&source, &dest);
     let gone = deletions(job, &source, &dest)?;
     let lacking = maildir::lacking(&source, &dest);
@@ -867,12 +745,12 @@ fn plan_maildir_run(
         }
         // rsync walks the whole tree: rename first, or it would bring a
         // renamed message again under its new name.
-        on_progress(&Progress::phase(Phase::Renaming));
+        on_progress(&Progress::starting(SyncStep::Renaming));
         let work = rename_and_remove(destination, &steps, &gone)?;
         report.renamed = work.applied.renamed;
         report.duplicates_removed = work.applied.duplicates_removed;
         report.deleted = work.deleted;
-        clock.done(report, Phase::Renaming);
+        clock.done(report, SyncStep::Renaming);
     }
     Ok(Planned {
         to_send,
@@ -1113,7 +991,7 @@ mod tests {
             state: RunState::Running,
             started_at_unix: 1,
             finished_at_unix: None,
-            progress: Some(Progress::phase(Phase::Transferring)),
+            progress: Some(Progress::starting(SyncStep::Transferring)),
             stats: None,
             renamed: 0,
             duplicates_removed: 0,
@@ -1226,10 +1104,12 @@ mod tests {
         let error = runner.run(&job, &mut |_| {}).expect_err("refused");
         assert!(matches!(error, SyncError::DeleteRefused { .. }));
         assert!(error.to_string().contains("sync job maildirs"));
-        let status = runner.status("maildirs").expect("status").expect("some");
-        assert_eq!(status.state, RunState::Failed);
+        // Not a run: no number taken, nothing recorded.
+        assert_eq!(runner.status("maildirs").expect("status"), None);
         assert!(!dir.path().join("dst").exists());
         runner.set_point_of_no_return(false).expect("clear");
         assert!(!runner.point_of_no_return_passed());
+        let started = runner.begin(&job).expect("begins");
+        assert_eq!(started.run(), 1, "the refusal took no run number");
     }
 }
