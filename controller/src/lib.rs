@@ -1,6 +1,11 @@
-//! The migration controller (DESIGN.md §6): the transition planner and the
-//! runbook so far; the step executor, its store and API follow. It reaches
+//! The migration controller (DESIGN.md §6): the transition planner, the
+//! step executor with its durable record, and the runbook. It reaches
 //! agents through `mailctl-api` only, never by linking the agent.
 
+pub mod agents;
+pub mod clock;
+pub mod execute;
 pub mod plan;
+pub mod record;
 pub mod runbook;
+pub mod store;
