@@ -539,6 +539,10 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
     use x509_parser::extensions::GeneralName;
     let dir = tempfile::tempdir().expect("tmp");
     let tls = dir.path().join("tls");
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "certificate dates are wall-clock time"
+    )]
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

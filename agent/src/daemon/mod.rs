@@ -15,15 +15,17 @@ mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::api;
 use crate::config::AgentConfig;
 use crate::driver::Resource;
+use crate::fsutil::unix_now;
 use crate::reconcile::{Config, Reconciler};
 use desired::{Desired, DesiredError, Ledger, StateDir};
 use scheduler::Scheduler;
@@ -58,7 +60,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Desired(#[from] DesiredError),
     #[error("cannot start the reconciler")]
-    Reconciler(#[source] crate::error::Error),
+    Reconciler(#[source] crate::reconcile::Error),
     #[error(transparent)]
     Tls(#[from] api::TlsError),
     #[error("cannot listen on {address}")]
@@ -162,13 +164,6 @@ fn check_own_certificate(config: &AgentConfig) -> Result<(), DaemonError> {
     }
 }
 
-fn epoch_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 /// Run the agent until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
@@ -219,6 +214,7 @@ pub async fn run(
         scheduler,
         sync_jobs,
         events: events_tx,
+        unix_clock: unix_now,
     };
     agent.resume();
     agent.source_changed();
@@ -274,6 +270,9 @@ struct Agent {
     scheduler: Scheduler<Reconciler>,
     sync_jobs: sync::SyncJobs,
     events: mpsc::Sender<Event>,
+    /// Unix seconds by the wall clock, in which deadlines are persisted
+    /// ([`unix_now`]; a fixed one in tests).
+    unix_clock: fn() -> u64,
 }
 
 impl Agent {
@@ -430,7 +429,7 @@ impl Agent {
                 Some(pending) => pending.previous,
                 None => self.ledger.effective,
             };
-            let deadline = epoch_seconds() + self.config.confirm_timeout_seconds;
+            let deadline = (self.unix_clock)() + self.config.confirm_timeout_seconds;
             self.ledger.awaiting_confirmation = Some(desired::Awaiting {
                 generation,
                 previous: last_good,
@@ -503,11 +502,13 @@ impl Agent {
         }
     }
 
+    /// Send [`Event::Deadline`] when the persisted `deadline` (unix
+    /// seconds) passes, converted once, now, to tokio's clock.
     fn arm_deadline(&self, generation: u64, deadline: u64) {
         let events = self.events.clone();
-        let wait = Duration::from_secs(deadline.saturating_sub(epoch_seconds()));
+        let at = deadline_instant(deadline, (self.unix_clock)(), Instant::now());
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(at).await;
             let _ = events.send(Event::Deadline { generation }).await;
         });
     }
@@ -559,11 +560,20 @@ impl Agent {
         self.board.rolled_back(status::Rollback {
             generation,
             to: pending.previous,
-            at_unix: epoch_seconds(),
+            at_unix: (self.unix_clock)(),
             reason,
         });
         self.activate(previous);
     }
+}
+
+/// When, on tokio's clock, a confirmation deadline persisted as unix seconds
+/// falls, seen at `now_unix` = `now`. The one place where wall-clock time
+/// meets the rollback: a deadline is converted once, when it is armed (at
+/// start-up for a persisted one), and from then on only tokio's clock counts.
+/// A deadline that passed while the agent was down falls at once.
+fn deadline_instant(deadline_unix: u64, now_unix: u64, now: Instant) -> Instant {
+    now + Duration::from_secs(deadline_unix.saturating_sub(now_unix))
 }
 
 /// Addresses present in `rejected` but not declared in `previous`, as absent.
@@ -679,28 +689,4 @@ fn spawn_ticker(every: Duration, events: mpsc::Sender<Event>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::only_read;
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
-
-    #[test]
-    fn reading_the_manifest_does_not_count_as_a_change() {
-        assert!(only_read(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Read)));
-        assert!(!only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(!only_read(&EventKind::Modify(ModifyKind::Data(
-            DataChange::Any
-        ))));
-        assert!(!only_read(&EventKind::Create(CreateKind::File)));
-        assert!(!only_read(&EventKind::Remove(RemoveKind::File)));
-        assert!(!only_read(&EventKind::Any));
-    }
-}
+mod tests;

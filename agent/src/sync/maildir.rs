@@ -775,18 +775,6 @@ fn push_example(list: &mut Vec<String>, example: String) {
     }
 }
 
-/// Creates `cur/`, `new/` and `tmp/` of every folder the listing has, so
-/// a destination folder is a valid maildir even before mail arrives.
-pub fn ensure_folders(root: &Path, listing: &Listing) -> io::Result<()> {
-    let mut tree = Tree::open(root)?;
-    for folder in listing.folders.keys() {
-        for sub in ["cur", "new", "tmp"] {
-            tree.create_dir(&join(folder, sub))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

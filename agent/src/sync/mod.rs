@@ -32,7 +32,9 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
@@ -151,11 +153,7 @@ impl fmt::Display for RunReport {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::fsutil::unix_now;
 
 const POINT_OF_NO_RETURN: &str = "sync-point-of-no-return";
 
@@ -293,11 +291,9 @@ impl SyncRunner {
                 Ok(true) => recovery.interrupted.push(job.to_owned()),
                 Ok(false) => {}
                 Err(e) => {
-                    let file = self.status_file(job);
-                    let mut aside = file.as_os_str().to_owned();
-                    aside.push(format!(".damaged-{}", unix_now()));
-                    let moved = match fs::rename(&file, &aside) {
-                        Ok(()) => format!("moved aside to {}", PathBuf::from(aside).display()),
+                    let moved = match crate::fsutil::set_aside(&self.status_file(job)) {
+                        Ok(Some(aside)) => format!("moved aside to {}", aside.display()),
+                        Ok(None) => "it is gone".to_owned(),
                         Err(rename) => format!("could not move it aside: {rename}"),
                     };
                     recovery
@@ -463,6 +459,8 @@ impl SyncRunner {
     }
 
     /// A run in plain or maildir mode (not mbox).
+    /// A maildir (or plain) job: list, plan, transfer while renaming,
+    /// verify; each phase a step of its own.
     fn run_maildirs(
         &self,
         job: &SyncJob,
@@ -484,122 +482,37 @@ impl SyncRunner {
             duration: Duration::ZERO,
             phases: Vec::new(),
         };
-        let mut phase_started = Instant::now();
-        let mut phase_done = |report: &mut RunReport, phase: SyncStep| {
-            report.phases.push((phase, phase_started.elapsed()));
-            phase_started = Instant::now();
-        };
+        let mut clock = PhaseClock::start();
         let lister = source::Lister::new(endpoint, &self.state_dir, &job.name, self.limits);
-        let options = rsync::Options {
-            delete: job.delete,
-            with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
-            include: job.include.clone(),
-            exclude: job.exclude.clone(),
-            extra_args: Vec::new(),
-            files_from_list: false,
-            rsync_path: None,
+        let (options, listed_options) = maildir_options(job);
+        let planned = if job.maildir {
+            plan_maildir_run(
+                job,
+                endpoint,
+                &lister,
+                &listed_options,
+                &mut report,
+                &mut clock,
+                on_progress,
+            )?
+        } else {
+            Planned::default()
         };
-        // rsync with only the paths it is handed (maildir mode).
-        let listed_options = rsync::Options {
-            files_from_list: true,
-            ..options.clone()
-        };
-        let mut to_send = 0;
-        let mut listed = None;
-        let mut local_work = None;
-        let mut transfer = None;
-        if job.maildir {
-            on_progress(&Progress::starting(SyncStep::Listing));
-            let (source, dest, early) =
-                list_for_run(&lister, endpoint, destination, &listed_options)?;
-            transfer = early;
-            report.stats.listing_bytes += source.bytes;
-            let source = source.listing;
-            phase_done(&mut report, SyncStep::Listing);
-            let steps = maildir::plan(&source, &dest);
-            let mut gone = Vec::new();
-            if job.delete {
-                // An empty source is far likelier a wrong path or an
-                // unmounted disk than a host whose users deleted all mail.
-                if source.message_count() == 0 && dest.message_count() > 0 {
-                    return Err(SyncError::Other(format!(
-                        "sync job {}: the source lists no messages at all; refusing to delete the {} messages on the destination (check the source path; run without delete: true to copy only)",
-                        job.name,
-                        dest.message_count()
-                    )));
-                }
-                gone = maildir::only_on_destination(&source, &dest);
-            }
-            let lacking = maildir::lacking(&source, &dest);
-            to_send = lacking.len() as u64;
-            // Only what the destination lacks goes to rsync: not the names
-            // of every message, which on a big maildir would cost more than
-            // the new mail itself. When most of it is missing (a first run),
-            // rsync's own walk of the tree is the cheaper way.
-            if to_send.saturating_mul(2) <= source.message_count() as u64 {
-                let mut started = match transfer.take() {
-                    Some(started) => started,
-                    None => rsync::Transfer::start(&rsync::argv(
-                        endpoint,
-                        destination,
-                        &listed_options,
-                    ))?,
-                };
-                started.send_list(maildir::to_send(&source, &dest, lacking));
-                transfer = Some(started);
-                // rsync only touches messages the destination lacks, the
-                // renames and removals only those it has: both at once.
-                local_work = Some((steps, gone));
-            } else {
-                // No list after all: the early rsync ends with nothing to do.
-                if let Some(mut unused) = transfer.take() {
-                    unused.send_list(Vec::new());
-                    unused.finish(|_| {})?;
-                }
-                // rsync walks the whole tree: rename first, or it would
-                // bring a renamed message again under its new name.
-                on_progress(&Progress::starting(SyncStep::Renaming));
-                let work = rename_and_remove(destination, &steps, &gone)?;
-                report.renamed = work.applied.renamed;
-                report.duplicates_removed = work.applied.duplicates_removed;
-                report.deleted = work.deleted;
-                phase_done(&mut report, SyncStep::Renaming);
-            }
-            listed = Some(source);
-        }
-        let transfer = match transfer {
+        let transfer = match planned.transfer {
             Some(transfer) => transfer,
             None => rsync::Transfer::start(&rsync::argv(endpoint, destination, &options))?,
         };
         let mut progress = Progress::starting(SyncStep::Transferring);
-        progress.files_total = to_send;
+        progress.files_total = planned.to_send;
         on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
-        let (stats, local) = std::thread::scope(|scope| {
-            let local = local_work.map(|(steps, gone)| {
-                scope.spawn(move || rename_and_remove(destination, &steps, &gone))
-            });
-            let stats = transfer.finish(|event| {
-                if let rsync::Event::Progress(p) = event {
-                    progress.files_done = p.files;
-                    progress.files_total = progress.files_total.max(p.files);
-                    progress.bytes_done = p.bytes;
-                    if p.percent > 0 {
-                        progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
-                    }
-                    progress.rate = p.rate;
-                    progress.eta_seconds =
-                        (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
-                    on_progress(&progress);
-                }
-            });
-            let local = local.map(|thread| {
-                thread.join().unwrap_or_else(|_| {
-                    Err(SyncError::Other("the renaming thread panicked".into()))
-                })
-            });
-            (stats, local)
-        });
+        let (stats, local) = transfer_while_renaming(
+            transfer,
+            destination,
+            planned.local_work,
+            progress,
+            on_progress,
+        );
         if let Some(work) = local {
             let work = work?;
             report.renamed = work.applied.renamed;
@@ -609,38 +522,18 @@ impl SyncRunner {
         }
         report.stats = stats?;
         report.stats.listing_bytes = listing_bytes;
-        phase_done(&mut report, SyncStep::Transferring);
+        clock.done(&mut report, SyncStep::Transferring);
         on_progress(&Progress::starting(SyncStep::Verifying));
-        // The destination is observed again. In maildir mode it is held
-        // against the source as listed at the start of this run: a message
-        // that arrived or changed flags on a live source since then belongs
-        // to the next run (the final one runs with the writers stopped).
-        let (source, dest) = match listed {
-            Some(source) => (source, list_local(destination)?),
-            None => {
-                let (source, dest) = list_both(&lister, destination)?;
-                report.stats.listing_bytes += source.bytes;
-                (source.listing, dest)
-            }
-        };
-        let mut verification = maildir::verify(&source, &dest);
-        // Stale copies are among the differing ones: rarely any.
-        let stale = if job.maildir && verification.differing > 0 {
-            maildir::stale(&source, &dest)
-        } else {
-            Vec::new()
-        };
-        if !stale.is_empty() {
-            // The same name with another date or size: sent again, and
-            // the destination observed once more.
-            let mut again =
-                rsync::Transfer::start(&rsync::argv(endpoint, destination, &listed_options))?;
-            again.send_list(stale);
-            report.stats.absorb(&again.finish(|_| {})?);
-            verification = maildir::verify(&source, &list_local(destination)?);
-        }
+        let verification = verify_run(
+            job,
+            endpoint,
+            &lister,
+            planned.listed,
+            &listed_options,
+            &mut report,
+        )?;
         report.verification = verification.allowing_extra(!job.delete);
-        phase_done(&mut report, SyncStep::Verifying);
+        clock.done(&mut report, SyncStep::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
@@ -755,6 +648,212 @@ impl SyncRunner {
 
 fn list_local(root: &Path) -> Result<Listing, SyncError> {
     Listing::read_local(root).map_err(io_error(format!("listing {}", root.display())))
+}
+
+/// Times the phases of a run, one after the other.
+struct PhaseClock {
+    started: Instant,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        PhaseClock {
+            started: Instant::now(),
+        }
+    }
+
+    /// Records `phase` as ended now; the next one starts.
+    fn done(&mut self, report: &mut RunReport, phase: SyncStep) {
+        report.phases.push((phase, self.started.elapsed()));
+        self.started = Instant::now();
+    }
+}
+
+/// The rsync options of a job: for rsync's own walk of the tree, and for
+/// rsync with only the paths it is handed (maildir mode).
+fn maildir_options(job: &SyncJob) -> (rsync::Options, rsync::Options) {
+    let options = rsync::Options {
+        delete: job.delete,
+        with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
+        include: job.include.clone(),
+        exclude: job.exclude.clone(),
+        extra_args: Vec::new(),
+        files_from_list: false,
+        rsync_path: None,
+    };
+    let listed = rsync::Options {
+        files_from_list: true,
+        ..options.clone()
+    };
+    (options, listed)
+}
+
+/// What the listing phase of a maildir run decided.
+#[derive(Default)]
+struct Planned {
+    /// How many messages the destination lacks.
+    to_send: u64,
+    /// The source as listed at the start of the run.
+    listed: Option<Listing>,
+    /// Renames and removals to make on the destination while rsync runs.
+    local_work: Option<(Vec<maildir::Step>, Vec<String>)>,
+    /// rsync, started already (during the listing, or with its list).
+    transfer: Option<rsync::Transfer>,
+}
+
+/// The listing phase of a maildir run: list both sides, plan the renames
+/// and removals, and choose how rsync learns what to send.
+fn plan_maildir_run(
+    job: &SyncJob,
+    endpoint: &rsync::Endpoint,
+    lister: &source::Lister<'_>,
+    listed_options: &rsync::Options,
+    report: &mut RunReport,
+    clock: &mut PhaseClock,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Planned, SyncError> {
+    let destination = &job.destination;
+    on_progress(&Progress::starting(SyncStep::Listing));
+    let (source, dest, mut transfer) = list_for_run(lister, endpoint, destination, listed_options)?;
+    report.stats.listing_bytes += source.bytes;
+    let source = source.listing;
+    clock.done(report, SyncStep::Listing);
+    let steps = maildir::plan(&source, &dest);
+    let gone = deletions(job, &source, &dest)?;
+    let lacking = maildir::lacking(&source, &dest);
+    let to_send = lacking.len() as u64;
+    let mut local_work = None;
+    // Only what the destination lacks goes to rsync: not the names of
+    // every message, which on a big maildir would cost more than the new
+    // mail itself. When most of it is missing (a first run), rsync's own
+    // walk of the tree is the cheaper way.
+    if to_send.saturating_mul(2) <= source.message_count() as u64 {
+        let mut started = match transfer.take() {
+            Some(started) => started,
+            None => rsync::Transfer::start(&rsync::argv(endpoint, destination, listed_options))?,
+        };
+        started.send_list(maildir::to_send(&source, &dest, lacking));
+        transfer = Some(started);
+        // rsync only touches messages the destination lacks, the renames
+        // and removals only those it has: both at once.
+        local_work = Some((steps, gone));
+    } else {
+        // No list after all: the early rsync ends with nothing to do.
+        if let Some(mut unused) = transfer.take() {
+            unused.send_list(Vec::new());
+            unused.finish(|_| {})?;
+        }
+        // rsync walks the whole tree: rename first, or it would bring a
+        // renamed message again under its new name.
+        on_progress(&Progress::starting(SyncStep::Renaming));
+        let work = rename_and_remove(destination, &steps, &gone)?;
+        report.renamed = work.applied.renamed;
+        report.duplicates_removed = work.applied.duplicates_removed;
+        report.deleted = work.deleted;
+        clock.done(report, SyncStep::Renaming);
+    }
+    Ok(Planned {
+        to_send,
+        listed: Some(source),
+        local_work,
+        transfer,
+    })
+}
+
+/// The messages `delete: true` removes from the destination: those the
+/// source no longer has. Nothing without `delete`.
+fn deletions(job: &SyncJob, source: &Listing, dest: &Listing) -> Result<Vec<String>, SyncError> {
+    if !job.delete {
+        return Ok(Vec::new());
+    }
+    // An empty source is far likelier a wrong path or an unmounted disk
+    // than a host whose users deleted all mail.
+    if source.message_count() == 0 && dest.message_count() > 0 {
+        return Err(SyncError::Other(format!(
+            "sync job {}: the source lists no messages at all; refusing to delete the {} messages on the destination (check the source path; run without delete: true to copy only)",
+            job.name,
+            dest.message_count()
+        )));
+    }
+    Ok(maildir::only_on_destination(source, dest))
+}
+
+/// The transfer phase: rsync runs, reporting progress, while the renames
+/// and removals (if any are left) are made on a thread of their own.
+fn transfer_while_renaming(
+    transfer: rsync::Transfer,
+    destination: &Path,
+    local_work: Option<(Vec<maildir::Step>, Vec<String>)>,
+    mut progress: Progress,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> (
+    Result<Stats, SyncError>,
+    Option<Result<LocalWork, SyncError>>,
+) {
+    std::thread::scope(|scope| {
+        let local = local_work.map(|(steps, gone)| {
+            scope.spawn(move || rename_and_remove(destination, &steps, &gone))
+        });
+        let stats = transfer.finish(|event| {
+            if let rsync::Event::Progress(p) = event {
+                progress.files_done = p.files;
+                progress.files_total = progress.files_total.max(p.files);
+                progress.bytes_done = p.bytes;
+                if p.percent > 0 {
+                    progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+                }
+                progress.rate = p.rate;
+                progress.eta_seconds =
+                    (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
+                on_progress(&progress);
+            }
+        });
+        let local = local.map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(SyncError::Other("the renaming thread panicked".into())))
+        });
+        (stats, local)
+    })
+}
+
+/// The verify phase: the destination is observed again. In maildir mode it
+/// is held against the source as listed at the start of the run (`listed`):
+/// a message that arrived or changed flags on a live source since then
+/// belongs to the next run (the final one runs with the writers stopped).
+/// Stale copies (the same name with another date or size) are sent again,
+/// and the destination observed once more.
+fn verify_run(
+    job: &SyncJob,
+    endpoint: &rsync::Endpoint,
+    lister: &source::Lister<'_>,
+    listed: Option<Listing>,
+    listed_options: &rsync::Options,
+    report: &mut RunReport,
+) -> Result<Verification, SyncError> {
+    let destination = &job.destination;
+    let (source, dest) = match listed {
+        Some(source) => (source, list_local(destination)?),
+        None => {
+            let (source, dest) = list_both(lister, destination)?;
+            report.stats.listing_bytes += source.bytes;
+            (source.listing, dest)
+        }
+    };
+    let verification = maildir::verify(&source, &dest);
+    // Stale copies are among the differing ones: rarely any.
+    let stale = if job.maildir && verification.differing > 0 {
+        maildir::stale(&source, &dest)
+    } else {
+        Vec::new()
+    };
+    if stale.is_empty() {
+        return Ok(verification);
+    }
+    let mut again = rsync::Transfer::start(&rsync::argv(endpoint, destination, listed_options))?;
+    again.send_list(stale);
+    report.stats.absorb(&again.finish(|_| {})?);
+    Ok(maildir::verify(&source, &list_local(destination)?))
 }
 
 /// What the renames and removals on the destination did.

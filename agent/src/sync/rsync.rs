@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 use mailctl_schemas::ssh::{self, HostKey};
