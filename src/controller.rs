@@ -44,11 +44,16 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// The controller answers admins only: an admin's folder is needed.
     fn client(&self) -> Result<ControllerClient> {
-        Ok(ControllerClient::new(
-            self.url,
-            &client_files(self.tls_dir),
-        )?)
+        let files = client_files(self.tls_dir);
+        if !files.cert.ends_with("admin.pem") {
+            bail!(
+                "no admin certificate in {} (admin.pem and admin.key): the controller answers admins only; give --tls-dir the admin-NAME folder `mailctl certs init` or `certs add admin NAME` wrote",
+                self.tls_dir.display()
+            );
+        }
+        Ok(ControllerClient::new(self.url, &files)?)
     }
 }
 

@@ -194,6 +194,9 @@ fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
         "pause",
         "resume",
         "history",
+        "retry",
+        "fence",
+        "confirm",
         "sync",
         "certs",
         "agent",
@@ -206,9 +209,24 @@ fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
             "{verb} in --help"
         );
     }
-    let out = mailctl(&["approve", "bob-to-eve"]);
+    let out = mailctl(&["rollback", "bob-to-eve"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    // A controller that cannot be reached: said, with where it was looked for.
+    let out = mailctl(&[
+        "approve",
+        "bob-to-eve",
+        "--controller",
+        "https://127.0.0.1:9",
+        "--tls-dir",
+        "/nonexistent",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no admin certificate in /nonexistent (admin.pem and admin.key)"),
+        "{err}"
+    );
 }
 
 #[test]

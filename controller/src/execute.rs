@@ -597,7 +597,8 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             r.log(
                 clock::unix_now(),
                 format!(
-                    "gate {name} (run {run}): {outcome:?}{}",
+                    "gate {name} (run {run}): {}{}",
+                    outcome_word(outcome),
                     if reason.is_empty() {
                         String::new()
                     } else {
@@ -777,6 +778,14 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             }
             poll = (poll * 2).min(LAST_POLL);
         }
+    }
+}
+
+fn outcome_word(outcome: GateOutcome) -> &'static str {
+    match outcome {
+        GateOutcome::Passed => "passed",
+        GateOutcome::Failed => "failed",
+        GateOutcome::Inconclusive => "inconclusive",
     }
 }
 
