@@ -247,7 +247,10 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     for pair in transfer.windows(2) {
         assert!(pair[1].bytes_total >= pair[0].bytes_total, "{seen:?}");
     }
-    assert!(transfer.iter().all(|p| p.bytes_done <= p.bytes_total), "{seen:?}");
+    assert!(
+        transfer.iter().all(|p| p.bytes_done <= p.bytes_total),
+        "{seen:?}"
+    );
     assert_eq!(second.verification.messages, 315);
     assert_eq!(second.renamed, 70, "{second}");
     assert_eq!(second.duplicates_removed, 1, "{second}");

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
 pub use mailctl_api::sync::{
-    JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary,
+    JobStatus, Progress, RunDetails, RunState, Stats, SyncStep, Verification, summary,
 };
 pub use maildir::Listing;
 
@@ -120,6 +120,8 @@ pub struct RunReport {
     pub duration: Duration,
     /// Where the time went.
     pub phases: Vec<(SyncStep, Duration)>,
+    /// Which messages were sent and renamed (maildir mode).
+    pub details: RunDetails,
 }
 
 impl fmt::Display for RunReport {
@@ -387,6 +389,7 @@ impl SyncRunner {
             error: None,
             last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
             host_key: previous.and_then(|p| p.host_key),
+            details: None,
         };
         self.save(&status)?;
         Ok(Started {
@@ -426,6 +429,7 @@ impl SyncRunner {
             Ok(report) => {
                 status.state = RunState::Finished;
                 status.stats = Some(report.stats);
+                status.details = Some(report.details.clone());
                 status.renamed = report.renamed;
                 status.duplicates_removed = report.duplicates_removed;
                 status.verification = Some(report.verification.clone());
@@ -481,6 +485,7 @@ impl SyncRunner {
             verification: Verification::default(),
             duration: Duration::ZERO,
             phases: Vec::new(),
+            details: RunDetails::default(),
         };
         let mut clock = PhaseClock::start();
         let lister = source::Lister::new(endpoint, &self.state_dir, &job.name, self.limits);
@@ -643,6 +648,7 @@ impl SyncRunner {
             verification: maildir::verify(&expected, &actual),
             duration: started.elapsed(),
             phases: Vec::new(),
+            details: RunDetails::default(),
         })
     }
 }
@@ -733,6 +739,21 @@ fn plan_maildir_run(
     let lacking = maildir::lacking(&source, &dest);
     let to_send = lacking.len() as u64;
     let bytes_to_send = maildir::bytes_lacking(&source, &dest);
+    let (sent, more_sent) = RunDetails::capped(lacking.iter().cloned());
+    let (renamed, more_renamed) = RunDetails::capped(steps.iter().filter_map(|step| match step {
+        maildir::Step::Rename { folder, from, to } => Some(if folder.is_empty() {
+            format!("{from} -> {to}")
+        } else {
+            format!("{folder}/{from} -> {to}")
+        }),
+        maildir::Step::RemoveDuplicate { .. } => None,
+    }));
+    report.details = RunDetails {
+        sent,
+        more_sent,
+        renamed,
+        more_renamed,
+    };
     let mut local_work = None;
     // Only what the destination lacks goes to rsync: not the names of
     // every message, which on a big maildir would cost more than the new
@@ -1017,6 +1038,7 @@ mod tests {
             error: None,
             last_verified_at_unix: Some(1),
             host_key: None,
+            details: None,
         };
         runner.save(&status).expect("save");
         // Held lock: the run is alive, leave it.
@@ -1053,6 +1075,7 @@ mod tests {
             error: None,
             last_verified_at_unix: None,
             host_key: None,
+            details: None,
         }
     }
 
