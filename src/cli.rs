@@ -93,8 +93,12 @@ enum Command {
         #[command(flatten)]
         controller: ControllerFlags,
     },
-    /// Walk a migration back to its previous phase.
-    Rollback { migration: String },
+    /// Walk a migration back to its previous phase (refused past the point of no return).
+    Rollback {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Stop a migration where it stands.
     Pause {
         migration: String,
@@ -394,6 +398,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             migration,
             controller,
         } => crate::controller::intent(&controller.target(), &migration, "retry", ""),
+        Command::Rollback {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "rollback", ""),
         Command::Fence {
             migration,
             host,

@@ -209,7 +209,7 @@ fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
             "{verb} in --help"
         );
     }
-    let out = mailctl(&["rollback", "bob-to-eve"]);
+    let out = mailctl(&["get", "migrations"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
     // A controller that cannot be reached: said, with where it was looked for.

@@ -375,6 +375,32 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
         "{status}"
     );
 
+    // The admin changes their mind: rollback, break-before-make too — eve
+    // lets the service IP go before bob takes it back (the watcher runs).
+    let rolled = mailctl(&["rollback", "bob-to-eve"]);
+    assert!(rolled.status.success(), "{}", text(&rolled));
+    assert!(
+        wait_for(Duration::from_secs(60), || status_text()
+            .contains("reached prepare")),
+        "{}\n{}",
+        status_text(),
+        logs()
+    );
+    assert!(Host::holds(&bob.ns, SERVICE_IP) && !Host::holds(&eve.ns, SERVICE_IP));
+    assert_eq!(
+        fs::read_to_string(w.join("bob/main.cf")).expect("bob"),
+        "relay\n"
+    );
+    // Applying the manifests again sets the target back to live.
+    let applied = mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(
+        wait_for(Duration::from_secs(60), || status_text()
+            .contains("waiting for approval of cutover")),
+        "{}\n{}",
+        status_text(),
+        logs()
+    );
     let approved = mailctl(&["approve", "bob-to-eve"]);
     assert!(approved.status.success(), "{}", text(&approved));
     // Approving again waits for nothing: said, nothing changes.
@@ -405,6 +431,7 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
         "moving from the hosts as they are to prepare",
         "reached prepare",
         "cutover: release done",
+        "admin rolled back bob-to-eve from cutover to prepare",
         "admin approved cutover",
         "point of no return: live (agents told)",
         "gate settle (run 1): passed: soaked 2s",

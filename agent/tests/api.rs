@@ -558,11 +558,13 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
     )
     .expect("init");
     pki::add(&tls, &[Subject::Admin("bob".into())], 7).expect("add");
-    for (role, days, server) in [
-        (Role::Controller, 30, false),
-        (Role::Admin("alice".into()), 30, false),
-        (Role::Agent("eve".into()), 30, true),
-        (Role::Admin("bob".into()), 7, false),
+    // (role, days, serves, is a client): the controller is both (a client
+    // of the agents, the server of the admins' API); an agent only serves.
+    for (role, days, server, client) in [
+        (Role::Controller, 30, true, true),
+        (Role::Admin("alice".into()), 30, false, true),
+        (Role::Agent("eve".into()), 30, true, false),
+        (Role::Admin("bob".into()), 7, false, true),
     ] {
         let pem = std::fs::read(files(&tls, &role).cert).expect("cert");
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).expect("pem");
@@ -581,7 +583,7 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
         let usage = cert.extended_key_usage().expect("eku").expect("eku").value;
         assert_eq!(
             (usage.server_auth, usage.client_auth),
-            (server, !server),
+            (server, client),
             "{role}"
         );
         let uris: Vec<&str> = cert

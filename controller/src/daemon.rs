@@ -607,10 +607,17 @@ async fn intent(
                 });
             }
         }
+        "rollback" => {
+            if let Err(why) = crate::execute::roll_back_intent(&shared, &set, migration, &admin) {
+                return error(ErrorKind::Conflict, format!("{why}; nothing was changed"));
+            }
+        }
         other => {
             return error(
                 ErrorKind::NotFound,
-                format!("no intent {other} (intents: approve, pause, resume, retry, fence)"),
+                format!(
+                    "no intent {other} (intents: approve, pause, resume, retry, rollback, fence)"
+                ),
             );
         }
     }

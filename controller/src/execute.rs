@@ -369,6 +369,11 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             self.save()?;
         }
         for (index, step) in plan.steps.iter().enumerate().skip(transition.step) {
+            match self.interrupted(&transition) {
+                None => {}
+                Some(StepResult::Stop(outcome)) => return Ok(Some(outcome)),
+                Some(_) => return Ok(None),
+            }
             self.shared.with(|r| {
                 if let Some(t) = &mut r.transition {
                     if t.step != index {
@@ -391,6 +396,11 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                 }
             }
             self.log(format!("{}: {} done", transition.to, step.kind()));
+        }
+        match self.interrupted(&transition) {
+            None => {}
+            Some(StepResult::Stop(outcome)) => return Ok(Some(outcome)),
+            Some(_) => return Ok(None),
         }
         // Reached.
         let reason = self.shared.with(|r| {
@@ -419,7 +429,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
         step: &Step,
     ) -> Result<StepResult, ExecuteError> {
         match step {
-            Step::Release { hosts } => self.put_and_observe(hosts, true).await,
+            Step::Release { hosts } => self.put_and_observe(transition, hosts, true).await,
             Step::Acquire { hosts } => {
                 if self.migration.point_of_no_return.as_deref() == Some(transition.to.as_str())
                     && !transition.rollback
@@ -440,7 +450,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                         transition.to
                     ));
                 }
-                self.put_and_observe(hosts, false).await
+                self.put_and_observe(transition, hosts, false).await
             }
             Step::FinalSyncs { syncs } => {
                 for sync in syncs {
@@ -489,8 +499,10 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                         _ => self.start_gate(&gate.name),
                     };
                     self.save()?;
-                    let (outcome, reason) =
-                        self.run_gate(&transition.to, &gate.check, started).await;
+                    let (outcome, reason) = self.run_gate(transition, &gate.check, started).await;
+                    if let Some(stop) = self.interrupted(transition) {
+                        return Ok(stop);
+                    }
                     self.finish_gate(&gate.name, run, outcome, &reason);
                     self.save()?;
                     match outcome {
@@ -516,6 +528,22 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                 Ok(StepResult::Done)
             }
         }
+    }
+
+    /// Whether the drive must stop what it does: paused, or the transition
+    /// it runs replaced (an admin's rollback).
+    fn interrupted(&self, transition: &Transition) -> Option<StepResult> {
+        let record = self.shared.snapshot();
+        if let Some(paused) = record.paused {
+            return Some(StepResult::Stop(Outcome::Paused(format!(
+                "paused by {}: {}",
+                paused.by, paused.reason
+            ))));
+        }
+        let same = record.transition.as_ref().is_some_and(|t| {
+            t.to == transition.to && t.from == transition.from && t.rollback == transition.rollback
+        });
+        (!same).then_some(StepResult::Continue)
     }
 
     fn is_fenced(&self, host: &str) -> bool {
@@ -613,13 +641,17 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
     /// a restart waits only for what is left).
     async fn run_gate(
         &self,
-        phase: &str,
+        transition: &Transition,
         check: &GateCheck,
         started: u64,
     ) -> (GateOutcome, String) {
+        let phase = transition.to.as_str();
         match check {
             GateCheck::Approval => loop {
                 let notified = self.shared.changed.notified();
+                if self.interrupted(transition).is_some() {
+                    return (GateOutcome::Inconclusive, "interrupted".into());
+                }
                 let approved = self.shared.with(|r| r.approvals.remove(phase));
                 if let Some(approval) = approved {
                     return (GateOutcome::Passed, format!("approved by {}", approval.by));
@@ -630,7 +662,18 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             GateCheck::Soak { duration } => {
                 let spent = Duration::from_secs(clock::unix_now().saturating_sub(started));
                 self.set_waiting(Some(format!("soaking for {duration}")));
-                tokio::time::sleep(duration.0.saturating_sub(spent)).await;
+                let sleep = tokio::time::sleep(duration.0.saturating_sub(spent));
+                tokio::pin!(sleep);
+                loop {
+                    let notified = self.shared.changed.notified();
+                    if self.interrupted(transition).is_some() {
+                        return (GateOutcome::Inconclusive, "interrupted".into());
+                    }
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        () = notified => {}
+                    }
+                }
                 (GateOutcome::Passed, format!("soaked {duration}"))
             }
             _ => (
@@ -653,6 +696,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
     /// confirming each.
     async fn put_and_observe(
         &self,
+        transition: &Transition,
         hosts: &BTreeMap<String, HostSpec>,
         release: bool,
     ) -> Result<StepResult, ExecuteError> {
@@ -666,11 +710,8 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
         let mut unreachable_since: BTreeMap<String, u64> = BTreeMap::new();
         let mut poll = FIRST_POLL;
         loop {
-            if let Some(paused) = self.shared.snapshot().paused {
-                return Ok(StepResult::Stop(Outcome::Paused(format!(
-                    "paused by {}: {}",
-                    paused.by, paused.reason
-                ))));
+            if let Some(stop) = self.interrupted(transition) {
+                return Ok(stop);
             }
             let mut waiting = Vec::new();
             for (host, generation) in pending.clone() {
@@ -825,4 +866,128 @@ pub fn hash(plan: &TransitionPlan) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// The states of `phase` (`None`: before the first phase, nothing known).
+fn phase_states(set: &ManifestSet, migration: &Migration, phase: Option<&str>) -> Current {
+    let phase = phase.and_then(|p| set.phases_of(migration).find(|q| q.name == p));
+    migration
+        .hosts
+        .keys()
+        .map(|h| (h.clone(), phase.and_then(|p| p.hosts.get(h).cloned())))
+        .collect()
+}
+
+/// An admin's `mailctl rollback`: back to the phase before the one in
+/// force — or, with a transition in flight, to the phase it left — with the
+/// same planner, break-before-make. Refused past the point of no return
+/// (new mail may be on the new host; going back needs a reverse sync, which
+/// this migration cannot run), before the first phase, and while a rollback
+/// is already under way. The answer says what was done.
+pub fn roll_back_intent(
+    shared: &Shared,
+    set: &ManifestSet,
+    migration: &Migration,
+    by: &str,
+) -> Result<String, String> {
+    let record = shared.snapshot();
+    let index = |name: &str| migration.phases.iter().position(|p| p == name);
+    let past_return = |phase: &str| {
+        migration
+            .point_of_no_return
+            .as_deref()
+            .is_some_and(|pnr| index(pnr) <= index(phase))
+    };
+    let refuse_past = |phase: &str| {
+        format!(
+            "rolling back {} is refused: {phase} is at or past the point of no return ({}); new mail may be on the new host, and going back needs a reverse sync that copies it back, which this migration does not declare",
+            migration.name,
+            migration.point_of_no_return.as_deref().unwrap_or_default()
+        )
+    };
+    let (base, back) = match &record.transition {
+        Some(t) if t.rollback => {
+            return Err(format!(
+                "{} is already rolling back to {}",
+                migration.name, t.to
+            ));
+        }
+        Some(t) => {
+            let Some(back) = t.from.clone() else {
+                return Err(format!(
+                    "{} is moving to its first phase ({}): there is no earlier phase to roll back to; pause it instead",
+                    migration.name, t.to
+                ));
+            };
+            if past_return(&t.to) {
+                return Err(refuse_past(&t.to));
+            }
+            // Planned from the states the hosts may hold: the phase left
+            // when its acquire has not started, else the phase being
+            // reached.
+            let to = set
+                .phases_of(migration)
+                .find(|p| p.name == t.to)
+                .ok_or_else(|| format!("phase {} has no Phase document", t.to))?;
+            let plan = plan_transition(migration, &phase_states(set, migration, Some(&back)), to)
+                .map_err(|e| e.to_string())?;
+            let acquire = plan
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::Acquire { .. }))
+                .unwrap_or(0);
+            let base = if t.step >= acquire {
+                t.to.clone()
+            } else {
+                back.clone()
+            };
+            (base, back)
+        }
+        None => {
+            let Some(phase) = record.phase.clone() else {
+                return Err(format!(
+                    "{} has reached no phase yet: nothing to roll back",
+                    migration.name
+                ));
+            };
+            let at = index(&phase).unwrap_or(0);
+            if at == 0 {
+                return Err(format!(
+                    "{} is at its first phase ({phase}): there is no earlier phase to roll back to",
+                    migration.name
+                ));
+            }
+            if past_return(&phase) {
+                return Err(refuse_past(&phase));
+            }
+            (phase, migration.phases[at - 1].clone())
+        }
+    };
+    let to = set
+        .phases_of(migration)
+        .find(|p| p.name == back)
+        .ok_or_else(|| format!("phase {back} has no Phase document"))?;
+    let plan = plan_transition(migration, &phase_states(set, migration, Some(&base)), to)
+        .map_err(|e| format!("rolling back to {back} cannot be planned: {e}"))?;
+    let said = format!("{by} rolled back {} from {base} to {back}", migration.name);
+    shared.with(|r| {
+        r.phase = Some(base.clone());
+        r.target = back.clone();
+        r.paused = None;
+        r.rollback_reason = Some(format!("{by} asked for it"));
+        r.transition = Some(Transition {
+            from: Some(base.clone()),
+            to: back.clone(),
+            rollback: true,
+            plan_hash: hash(&plan),
+            step: 0,
+            step_started_unix: clock::unix_now(),
+            sent: BTreeMap::new(),
+            gates: Vec::new(),
+            waiting: None,
+        });
+        r.log(clock::unix_now(), said.clone());
+    });
+    shared.changed.notify_waiters();
+    Ok(said)
 }

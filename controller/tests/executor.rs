@@ -547,3 +547,72 @@ async fn a_controller_stopped_at_any_moment_resumes_and_ends_like_an_uninterrupt
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admins_rollback_goes_back_one_phase_and_is_refused_past_the_point_of_no_return() {
+    let run = Run::new();
+    let store = DirStore::open(run.dir.path()).expect("store");
+    let mut set = run.set.clone();
+    set.migrations[0].point_of_no_return = Some("live".into());
+    let migration = &set.migrations[0];
+    let shared = Shared::new(MigrationRecord::new(&migration.name, "live"));
+    let executor = Executor {
+        agents: run.agents.as_ref(),
+        store: &store,
+        set: &set,
+        migration,
+        shared: shared.clone(),
+    };
+    let drive = executor.drive();
+    tokio::pin!(drive);
+    tokio::select! {
+        outcome = &mut drive => panic!("ended before approval: {outcome:?}"),
+        () = until("waits for approval of live", || waiting(&shared).contains("waiting for approval of live")) => {}
+    }
+    let ip: IpNet = SERVICE_IP.parse().expect("ip");
+    assert!(run.agents.holders()["eve"].contains(&ip));
+    // live is the point of no return: going back from it is refused.
+    let refused = mailctl_controller::execute::roll_back_intent(&shared, &set, migration, "alice")
+        .expect_err("past the point of no return");
+    assert!(
+        refused.contains("at or past the point of no return (live)"),
+        "{refused}"
+    );
+    assert!(waiting(&shared).contains("waiting for approval of live"));
+
+    // Without a point of no return, the same rollback goes back to cutover's
+    // phase before: the transition to live is abandoned, then cutover ->
+    // prepare puts the service IP back on bob, after eve let it go.
+    let mut set2 = set.clone();
+    set2.migrations[0].point_of_no_return = None;
+    let said =
+        mailctl_controller::execute::roll_back_intent(&shared, &set2, &set2.migrations[0], "alice")
+            .expect("rollback");
+    assert_eq!(said, "alice rolled back bob-to-eve from live to cutover");
+    let outcome = drive.await.expect("drive");
+    assert_eq!(
+        outcome,
+        Outcome::RolledBack {
+            to: Some("cutover".into()),
+            reason: "alice asked for it".into()
+        }
+    );
+    let record = run.stored(&store).expect("stored");
+    assert_eq!(record.phase.as_deref(), Some("cutover"));
+    assert_eq!(record.target, "cutover");
+    assert!(run.agents.violations.lock().expect("lock").is_empty());
+    // cutover's states: eve holds the service IP, bob does not.
+    assert!(run.agents.holders()["eve"].contains(&ip));
+    assert!(!run.agents.holders()["bob"].contains(&ip));
+    let history: Vec<String> = record.history.into_iter().map(|e| e.what).collect();
+    assert!(
+        history
+            .iter()
+            .any(|h| h == "alice rolled back bob-to-eve from live to cutover"),
+        "{history:#?}"
+    );
+    assert!(
+        history.iter().any(|h| h == "reached cutover"),
+        "{history:#?}"
+    );
+}
