@@ -141,7 +141,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn migration(dir: &Path, bob: &Host, eve: &Host) -> String {
+fn migration(dir: &Path, bob: &Host, eve: &Host, approval: bool) -> String {
     let file = |host: &str| dir.join(host).join("main.cf").display().to_string();
     let address = format!("{{address: {SERVICE_IP}/24, interface: eth0, exclusive: true}}");
     format!(
@@ -177,8 +177,7 @@ spec:
     eve:
       addresses: [{address}]
       files: [{{path: {eve_file}, content: "accepting\n", mode: "0644"}}]
-  gates:
-    - {{name: go-ahead, approval: {{}}}}
+{gates}
 ---
 apiVersion: mailctl/v1alpha1
 kind: Phase
@@ -195,6 +194,11 @@ spec:
         eve_addr = eve.address,
         bob_file = file("bob"),
         eve_file = file("eve"),
+        gates = if approval {
+            "  gates:\n    - {name: go-ahead, approval: {}}"
+        } else {
+            ""
+        },
     )
 }
 
@@ -337,7 +341,11 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
 
     let manifests = w.join("manifests");
     fs::create_dir_all(&manifests).expect("dir");
-    fs::write(manifests.join("migration.yaml"), migration(w, &bob, &eve)).expect("manifests");
+    fs::write(
+        manifests.join("migration.yaml"),
+        migration(w, &bob, &eve, true),
+    )
+    .expect("manifests");
     let applied = mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
     assert!(applied.status.success(), "{}\n{}", text(&applied), logs());
     assert!(
@@ -454,4 +462,224 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
     );
     drop(controller);
     drop(agents);
+}
+
+/// Two hosts with their agents, certificates, and a controller's
+/// configuration, in `work`: one migration lab.
+struct Lab {
+    work: tempfile::TempDir,
+    bob: Host,
+    eve: Host,
+    _agents: Vec<Killed>,
+    port: u16,
+}
+
+impl Lab {
+    fn new(tag: &str, subnet: u8) -> Lab {
+        require_root();
+        let work = tempfile::tempdir().expect("tmp");
+        let w = work.path();
+        let bob = Host::new(&format!("{tag}b"), subnet);
+        let eve = Host::new(&format!("{tag}e"), subnet + 1);
+        let tls = w.join("tls");
+        let certs = Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(["certs", "init", "--out"])
+            .arg(&tls)
+            .args(["--agent", &format!("bob={}", bob.address)])
+            .args(["--agent", &format!("eve={}", eve.address)])
+            .output()
+            .expect("certs");
+        assert!(certs.status.success(), "{}", text(&certs));
+        let mut agents = Vec::new();
+        for (name, host) in [("bob", &bob), ("eve", &eve)] {
+            let d = w.join(name);
+            fs::create_dir_all(&d).expect("dir");
+            fs::write(
+                d.join("desired.yaml"),
+                format!("apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: {name}}}\nspec: {{}}\n"),
+            )
+            .expect("desired");
+            let folder = tls.join(format!("agent-{name}"));
+            fs::write(
+                d.join("agent.toml"),
+                format!(
+                    "listen = \"{}:7443\"\nhost = \"{name}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = 60\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    host.address,
+                    d.join("desired.yaml").display(),
+                    d.join("state").display(),
+                    folder.join("ca.pem").display(),
+                    folder.join("agent.pem").display(),
+                    folder.join("agent.key").display(),
+                ),
+            )
+            .expect("config");
+            agents.push(Killed(host.spawn(
+                &[
+                    "agent",
+                    "--config",
+                    d.join("agent.toml").to_str().expect("utf-8"),
+                ],
+                &d.join("agent.log"),
+            )));
+        }
+        let port = free_port();
+        let cdir = tls.join("controller");
+        fs::write(
+            w.join("controller.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                w.join("controller-state").display(),
+                cdir.join("ca.pem").display(),
+                cdir.join("controller.pem").display(),
+                cdir.join("controller.key").display(),
+            ),
+        )
+        .expect("controller config");
+        let manifests = w.join("manifests");
+        fs::create_dir_all(&manifests).expect("dir");
+        fs::write(
+            manifests.join("migration.yaml"),
+            migration(w, &bob, &eve, false),
+        )
+        .expect("manifests");
+        Lab {
+            work,
+            bob,
+            eve,
+            _agents: agents,
+            port,
+        }
+    }
+
+    fn controller(&self) -> Killed {
+        let w = self.work.path();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(w.join("controller.log"))
+            .expect("log");
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_mailctl"))
+                .args(["controller", "--config"])
+                .arg(w.join("controller.toml"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("controller"),
+        )
+    }
+
+    fn mailctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(args)
+            .args([
+                "--controller",
+                &format!("https://127.0.0.1:{}", self.port),
+                "--tls-dir",
+            ])
+            .arg(self.work.path().join("tls/admin-admin"))
+            .output()
+            .expect("mailctl")
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.mailctl(&["status", "bob-to-eve", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+            .map(|v| v[0].clone())
+    }
+
+    fn history_len(&self) -> Option<usize> {
+        let out = self.mailctl(&["history", "bob-to-eve", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+            .and_then(|v| v.as_array().map(Vec::len))
+    }
+
+    fn reached_live(&self) -> bool {
+        self.status()
+            .is_some_and(|s| s["phase"] == "live" && s.get("transition").is_none())
+    }
+
+    /// What a finished migration leaves: where the service IP is, the files.
+    fn outcome(&self) -> (bool, bool, String, String) {
+        let w = self.work.path();
+        (
+            Host::holds(&self.bob.ns, SERVICE_IP),
+            Host::holds(&self.eve.ns, SERVICE_IP),
+            fs::read_to_string(w.join("bob/main.cf")).unwrap_or_default(),
+            fs::read_to_string(w.join("eve/main.cf")).unwrap_or_default(),
+        )
+    }
+
+    fn logs(&self) -> String {
+        ["bob/agent.log", "eve/agent.log", "controller.log"]
+            .iter()
+            .map(|l| {
+                format!(
+                    "--- {l}\n{}",
+                    fs::read_to_string(self.work.path().join(l)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    fn apply(&self) {
+        let manifests = self.work.path().join("manifests");
+        let out = self.mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}\n{}", text(&out), self.logs());
+    }
+}
+
+#[test]
+fn a_controller_killed_at_every_step_boundary_ends_like_an_uninterrupted_run() {
+    // The uninterrupted run: its outcome, and how many history lines (one
+    // per step boundary, roughly) it writes.
+    let lab = Lab::new("u", 11);
+    let controller = lab.controller();
+    assert!(wait_for(Duration::from_secs(20), || lab.status().is_some()
+        || lab.mailctl(&["status"]).status.success()));
+    lab.apply();
+    assert!(
+        wait_for(Duration::from_secs(60), || lab.reached_live()),
+        "{:?}\n{}",
+        lab.status(),
+        lab.logs()
+    );
+    let expected = lab.outcome();
+    assert_eq!((expected.0, expected.1), (false, true), "{}", lab.logs());
+    let boundaries = lab.history_len().expect("history");
+    drop(controller);
+    drop(lab);
+
+    for cut in 1..boundaries {
+        let lab = Lab::new("k", 13);
+        let first = lab.controller();
+        assert!(wait_for(Duration::from_secs(20), || lab
+            .mailctl(&["status"])
+            .status
+            .success()));
+        lab.apply();
+        // Killed (SIGKILL) as soon as the history has `cut` lines.
+        assert!(
+            wait_for(Duration::from_secs(60), || lab
+                .history_len()
+                .is_some_and(|n| n >= cut)),
+            "cut {cut}: {}",
+            lab.logs()
+        );
+        drop(first);
+        let _second = lab.controller();
+        assert!(
+            wait_for(Duration::from_secs(60), || lab.reached_live()),
+            "cut {cut}: {:?}\n{}",
+            lab.status(),
+            lab.logs()
+        );
+        assert_eq!(lab.outcome(), expected, "cut {cut}\n{}", lab.logs());
+    }
 }
