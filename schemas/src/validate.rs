@@ -448,7 +448,18 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some(argv.to_vec())
+        // A plain number or boolean word is taken as written (`0600`).
+        let words = argv
+            .iter()
+            .enumerate()
+            .map(
+                |(i, word)| match self.map.scalar_text(&join_index(field, i)) {
+                    Some(written) => written.to_owned(),
+                    None => word.clone(),
+                },
+            )
+            .collect();
+        Some(words)
     }
 
     fn host_spec(&mut self, path: &str, spec: &raw::HostSpec) -> model::HostSpec {

@@ -33,6 +33,9 @@ struct Node {
     value: Position,
     /// Where the key naming this node was written (mapping values only).
     key: Option<Position>,
+    /// How a plain integer, float or boolean was written (`0600`, `1.10`),
+    /// for fields that take such a scalar as text (argv words).
+    text: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +104,7 @@ impl SourceMap {
             path_len,
             value,
             key,
+            text: None,
         });
         index
     }
@@ -217,6 +221,12 @@ impl SourceMap {
                 None => return self.value_at("").unwrap_or_default(),
             }
         }
+    }
+
+    /// How the plain integer, float or boolean at `path` was written in the
+    /// file (`0600` for what JSON holds as 600); `None` for other values.
+    pub fn scalar_text<'a>(&'a self, path: &'a str) -> Option<&'a str> {
+        self.nodes_at(path).next().and_then(|n| n.text.as_deref())
     }
 
     /// Position of the key naming the field at `path` (for unknown fields),
@@ -376,6 +386,7 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
         errors: Vec::new(),
         omitted: 0,
     };
+    let text = Text::new(text);
     for node in loader.into_documents() {
         if matches!(node.data, YamlData::Value(Scalar::Null)) {
             // An empty document, e.g. after a trailing `---`.
@@ -383,7 +394,7 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
         }
         let mut map = SourceMap::default();
         let root = map.push(0, Segment::Root, position(&node), None);
-        let value = convert(&node, root, &mut map, &mut parsed);
+        let value = convert(&node, root, &mut map, &mut parsed, &text);
         parsed.documents.push(Document { value, map });
     }
     Ok(parsed)
@@ -544,8 +555,59 @@ fn problem(parsed: &mut Parsed, error: impl FnOnce() -> YamlError) {
     }
 }
 
+/// The file's text, to recover how a scalar was written from its span
+/// (saphyr's markers count characters, not bytes).
+struct Text<'t> {
+    text: &'t str,
+    /// Byte offset of each character, built once for a file that is not
+    /// ASCII (there a character index is not a byte index).
+    offsets: OnceLock<Vec<usize>>,
+}
+
+impl<'t> Text<'t> {
+    fn new(text: &'t str) -> Self {
+        Text {
+            text,
+            offsets: OnceLock::new(),
+        }
+    }
+
+    fn byte(&self, char_index: usize) -> Option<usize> {
+        if self.text.is_ascii() {
+            return (char_index <= self.text.len()).then_some(char_index);
+        }
+        let offsets = self.offsets.get_or_init(|| {
+            let mut offsets: Vec<usize> = self.text.char_indices().map(|(at, _)| at).collect();
+            offsets.push(self.text.len());
+            offsets
+        });
+        offsets.get(char_index).copied()
+    }
+
+    /// What `node` spans, when that is how `scalar` is written: a node
+    /// reached through an alias spans the alias (`*port`), which is not.
+    fn scalar(&self, node: &MarkedYaml, scalar: &Scalar) -> Option<Box<str>> {
+        let from = self.byte(node.span.start.index())?;
+        let to = self.byte(node.span.end.index())?;
+        let mut written = self.text.get(from..to)?.trim_end();
+        // An anchored scalar's span starts at its anchor (`&wait 05`).
+        if let Some(anchored) = written.strip_prefix('&') {
+            written = anchored
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, rest)| rest.trim_start());
+        }
+        (Scalar::parse_from_cow(written.into()) == *scalar).then(|| written.into())
+    }
+}
+
 /// Converts `node`, recorded in `map` as `here`.
-fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parsed) -> Value {
+fn convert(
+    node: &MarkedYaml,
+    here: u32,
+    map: &mut SourceMap,
+    parsed: &mut Parsed,
+    text: &Text,
+) -> Value {
     let at = position(node);
     let fail = |parsed: &mut Parsed, map: &SourceMap, message: String| {
         problem(parsed, || YamlError {
@@ -556,6 +618,15 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
         });
         Value::Null
     };
+    if let YamlData::Value(
+        scalar @ (Scalar::Boolean(_) | Scalar::Integer(_) | Scalar::FloatingPoint(_)),
+    ) = &node.data
+    {
+        let written = text.scalar(node, scalar);
+        if let Some(recorded) = map.nodes.get_mut(here as usize) {
+            recorded.text = written;
+        }
+    }
     match &node.data {
         YamlData::Value(scalar) => match scalar {
             Scalar::Null => Value::Null,
@@ -576,7 +647,7 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
             let mut array = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let child = map.push(here, Segment::Index(i), position(item), None);
-                array.push(convert(item, child, map, parsed));
+                array.push(convert(item, child, map, parsed, text));
             }
             Value::Array(array)
         }
@@ -603,7 +674,7 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
                     position(v),
                     Some(position(k)),
                 );
-                let value = convert(v, child, map, parsed);
+                let value = convert(v, child, map, parsed, text);
                 object.insert(key, value);
             }
             Value::Object(object)
