@@ -371,6 +371,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
 fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
     match load::load_paths(paths) {
         Ok(set) => {
+            print_warnings(&set);
             let mut out = std::io::stdout().lock();
             match output {
                 Some(Output::Yaml) => write!(out, "{}", render::to_yaml(&set))?,
@@ -395,6 +396,13 @@ fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
             writeln!(err, "{} problem(s) found; nothing was changed", diags.len())?;
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Warnings go to stderr and never change the exit code.
+pub fn print_warnings(set: &mailctl_schemas::model::ManifestSet) {
+    for warning in &set.warnings {
+        eprintln!("{}", mailctl_schemas::Warning(warning));
     }
 }
 

@@ -28,6 +28,7 @@ pub fn host_spec(files: &[PathBuf], selection: &Selection<'_>) -> Result<(String
             shown(files)
         ),
     };
+    crate::cli::print_warnings(&set);
     let selected = select::host_state(&set, selection)
         .with_context(|| format!("{}: nothing was changed", shown(files)))?;
     Ok((selected.host, selected.spec))

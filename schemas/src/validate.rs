@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::budget::{Budget, Limit};
-use crate::diag::{Diagnostic, Diagnostics, Origin, file_origin};
+use crate::diag::{Diagnostic, Diagnostics, Origin, closest, file_origin, suggest};
 use crate::model::{self, ManifestDuration};
 use crate::raw::{self, API_VERSION};
 use crate::schema::{Kind, ShapeError, check_shape, shape_ok};
@@ -53,7 +53,14 @@ pub fn validate(
             return Err(diags.sorted());
         }
     }
-    let set = cross_check(&docs, &mut diags);
+    let mut set = cross_check(&docs, &mut diags);
+    set.warnings.sort_by(|a, b| {
+        (&a.origin.file, a.origin.position, &a.field).cmp(&(
+            &b.origin.file,
+            b.origin.position,
+            &b.field,
+        ))
+    });
     if diags.is_empty() {
         Ok(set)
     } else {
@@ -77,6 +84,68 @@ enum Object {
     Host(model::Host),
     Migration(model::Migration),
     Phase(model::Phase),
+    /// A document whose YAML or shape is broken (already reported), as far
+    /// as it names itself: references to it are not reported as missing.
+    Named(Named),
+}
+
+/// What a broken document says it is.
+struct Named {
+    kind: Kind,
+    name: String,
+    /// The migration of a Phase.
+    migration: String,
+}
+
+impl Named {
+    /// `kind`, `metadata.name` and `metadata.migration` of a document, when
+    /// it has at least a kind and a name.
+    fn of(value: &Value) -> Option<Named> {
+        let kind = Kind::from_name(value.get("kind")?.as_str()?)?;
+        let metadata = value.get("metadata")?;
+        let text = |field: &str| {
+            metadata
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Named {
+            kind,
+            name: text("name")?,
+            migration: text("migration").unwrap_or_default(),
+        })
+    }
+}
+
+/// The documents of a file with a YAML syntax error at `line`, as far as
+/// they name themselves: those before the error, and the broken one up to
+/// the line of the error (or only the part before its `spec:`).
+fn names_before(text: &str, line: usize) -> Vec<Named> {
+    let mut chunks = vec![String::new()];
+    for (i, row) in text.lines().enumerate() {
+        if i + 1 >= line {
+            break;
+        }
+        if row == "---" || row.starts_with("--- ") {
+            chunks.push(String::new());
+        } else if let Some(chunk) = chunks.last_mut() {
+            chunk.push_str(row);
+            chunk.push('\n');
+        }
+    }
+    let named = |text: &str| {
+        let parsed = yaml::parse(text, &mut Budget::default()).ok()?;
+        Named::of(&parsed.documents.first()?.value)
+    };
+    chunks
+        .iter()
+        .filter_map(|chunk| {
+            named(chunk).or_else(|| {
+                let header = chunk.split("\nspec:").next().unwrap_or_default();
+                named(header)
+            })
+        })
+        .collect()
 }
 
 /// The load's budget is spent: nothing more is read.
@@ -116,6 +185,14 @@ fn parse_file(
             };
         }
         Err(e) => {
+            for named in names_before(&source.text, e.position.line) {
+                docs.push(Checked {
+                    file: file.clone(),
+                    map: SourceMap::default(),
+                    object: Object::Named(named),
+                    clean: false,
+                });
+            }
             let hint = if e.message.contains("alias") || e.message.contains("recursion") {
                 "the document nests or expands too deeply to be a manifest"
             } else if e.message.contains("duplicate") {
@@ -152,8 +229,9 @@ fn parse_file(
             content,
         };
         let before = check.diags.len();
-        if let Some(object) = check.document(&document.value) {
-            let clean = diags.len() == before;
+        let checked = check.document(&document.value);
+        let clean = checked.is_some() && diags.len() == before;
+        if let Some(object) = checked.or_else(|| Named::of(&document.value).map(Object::Named)) {
             docs.push(Checked {
                 file: file.clone(),
                 map: document.map,
@@ -670,7 +748,12 @@ impl Checker<'_> {
                     self.error_hint(
                         &field,
                         format!("\"{file}\" is not a managed file of this host"),
-                        "declare it under files:, or remove it from reloadOn",
+                        match closest(file, managed.iter().copied()) {
+                            Some(close) => format!("did you mean \"{close}\"?"),
+                            None => {
+                                "declare it under files:, or remove it from reloadOn".to_owned()
+                            }
+                        },
                     );
                 }
             }
@@ -877,7 +960,10 @@ impl Checker<'_> {
             self.error_hint(
                 field,
                 format!("unknown service \"{name}\""),
-                "declare it under services: of this host",
+                match closest(name, services.iter().copied()) {
+                    Some(close) => format!("did you mean \"{close}\"?"),
+                    None => "declare it under services: of this host".to_owned(),
+                },
             );
         }
         known
@@ -1015,7 +1101,7 @@ impl Checker<'_> {
                 self.error_hint(
                     field,
                     format!("phase \"{name}\" is not in spec.phases"),
-                    format!("phases are: {}", spec.phases.join(", ")),
+                    suggest(name, "phases are", spec.phases.iter().map(String::as_str)),
                 );
             }
         }
@@ -1085,7 +1171,10 @@ impl Checker<'_> {
                 self.error_hint(
                     &join_key(at, "host"),
                     format!("host \"{host}\" has no spec in this phase"),
-                    "the sync job runs on the destination host, which must be under spec.hosts",
+                    match closest(host, hosts.keys().map(String::as_str)) {
+                        Some(close) => format!("did you mean \"{close}\"?"),
+                        None => "the sync job runs on the destination host, which must be under spec.hosts".to_owned(),
+                    },
                 );
                 false
             }
@@ -1093,7 +1182,10 @@ impl Checker<'_> {
                 self.error_hint(
                     &join_key(at, "job"),
                     format!("host \"{host}\" has no sync job \"{job}\" in this phase"),
-                    "declare it under that host's syncJobs",
+                    match closest(job, spec.sync_jobs.iter().map(|j| j.name.as_str())) {
+                        Some(close) => format!("did you mean \"{close}\"?"),
+                        None => "declare it under that host's syncJobs".to_owned(),
+                    },
                 );
                 false
             }
@@ -1246,11 +1338,14 @@ impl Checker<'_> {
     ) -> bool {
         let known = hosts.contains_key(host);
         if !known {
-            let names: Vec<&str> = hosts.keys().map(String::as_str).collect();
             self.error_hint(
                 field,
                 format!("host \"{host}\" has no spec in this phase"),
-                format!("hosts of this phase: {}", names.join(", ")),
+                suggest(
+                    host,
+                    "hosts of this phase",
+                    hosts.keys().map(String::as_str),
+                ),
             );
         }
         known
@@ -1448,6 +1543,8 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
             Object::Host(h) => (Kind::Host, String::new(), h.name.clone()),
             Object::Migration(m) => (Kind::Migration, String::new(), m.name.clone()),
             Object::Phase(p) => (Kind::Phase, p.migration.clone(), p.name.clone()),
+            // Its own errors are reported; where it sits may not be known.
+            Object::Named(_) => continue,
         };
         if let Some(first) = seen.get(&key) {
             report(
@@ -1469,40 +1566,74 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
             _ => None,
         })
         .collect();
+    // Broken documents count as there: what refers to them is not reported
+    // as missing on top of their own errors.
+    let broken = |kind: Kind, migration: &str, name: &str| {
+        docs.iter().any(|d| {
+            matches!(&d.object, Object::Named(n)
+                if n.kind == kind && n.name == name && (kind != Kind::Phase || n.migration == migration))
+        })
+    };
+    let phase_names = |migration: &str| -> Vec<&str> {
+        docs.iter()
+            .filter_map(|d| match &d.object {
+                Object::Phase(p) if p.migration == migration => Some(p.name.as_str()),
+                _ => None,
+            })
+            .collect()
+    };
 
     for doc in docs {
         match &doc.object {
             Object::Host(h) => set.hosts.push(h.clone()),
             Object::Migration(m) => {
                 for (i, name) in m.phases.iter().enumerate() {
-                    let declared = docs.iter().any(|d| matches!(&d.object, Object::Phase(p) if p.migration == m.name && &p.name == name));
+                    let declared = docs.iter().any(|d| matches!(&d.object, Object::Phase(p) if p.migration == m.name && &p.name == name))
+                        || broken(Kind::Phase, &m.name, name);
                     if !declared {
+                        let unlisted = phase_names(&m.name)
+                            .into_iter()
+                            .filter(|p| !m.phases.iter().any(|l| l == p));
+                        let hint = match closest(name, unlisted) {
+                            Some(close) => format!(
+                                "did you mean \"{close}\"? (a Phase document of migration {} has that name)",
+                                m.name
+                            ),
+                            None => format!(
+                                "add a document with kind: Phase, metadata: {{name: {name}, migration: {}}}",
+                                m.name
+                            ),
+                        };
                         report(
                             diags,
                             doc,
                             &join_index("spec.phases", i),
                             format!("phase \"{name}\" has no Phase document"),
-                            Some(format!(
-                                "add a document with kind: Phase, metadata: {{name: {name}, migration: {}}}",
-                                m.name
-                            )),
+                            Some(hint),
                         );
                     }
                 }
                 set.migrations.push(m.clone());
             }
+            Object::Named(_) => {}
             Object::Phase(p) => {
                 set.phases.push(p.clone());
                 let Some((_, m)) = migrations.get(p.migration.as_str()) else {
-                    let hint = if migrations.is_empty() {
-                        "validate the Phase together with its Migration (e.g. the whole folder)"
-                            .to_owned()
-                    } else {
-                        format!(
-                            "known migrations: {}",
-                            migrations.keys().copied().collect::<Vec<_>>().join(", ")
-                        )
-                    };
+                    if broken(Kind::Migration, "", &p.migration) {
+                        continue;
+                    }
+                    let hint =
+                        if let Some(close) = closest(&p.migration, migrations.keys().copied()) {
+                            format!("did you mean \"{close}\"?")
+                        } else if migrations.is_empty() {
+                            "validate the Phase together with its Migration (e.g. the whole folder)"
+                                .to_owned()
+                        } else {
+                            format!(
+                                "known migrations: {}",
+                                migrations.keys().copied().collect::<Vec<_>>().join(", ")
+                            )
+                        };
                     report(
                         diags,
                         doc,
@@ -1521,10 +1652,18 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                             "phase \"{}\" is not listed in migration \"{}\"",
                             p.name, m.name
                         ),
-                        Some(format!(
-                            "add it to spec.phases of the migration (now: {})",
-                            m.phases.join(", ")
-                        )),
+                        Some(
+                            match closest(&p.name, m.phases.iter().map(String::as_str)) {
+                                Some(close) => format!(
+                                    "did you mean \"{close}\"? (or add \"{}\" to spec.phases of the migration)",
+                                    p.name
+                                ),
+                                None => format!(
+                                    "add it to spec.phases of the migration (now: {})",
+                                    m.phases.join(", ")
+                                ),
+                            },
+                        ),
                     );
                     continue;
                 };
@@ -1535,13 +1674,15 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                             doc,
                             &join_key("spec.hosts", host),
                             format!("host \"{host}\" is not a host of migration \"{}\"", m.name),
-                            Some(format!(
-                                "hosts are: {}",
-                                m.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+                            Some(suggest(
+                                host,
+                                "hosts are",
+                                m.hosts.keys().map(String::as_str),
                             )),
                         );
                     }
                 }
+                warn_unknown_sources(&mut set.warnings, doc, p, m);
                 if !doc.clean {
                     continue;
                 }
@@ -1575,6 +1716,65 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
     set
 }
 
+/// A sync source `HOST:PATH` names a host by how ssh reaches it, which is
+/// usually a host of the migration; a name that is none (`eev:`) would
+/// fail only on the night, so it gets a warning (it may be a real name).
+fn warn_unknown_sources(
+    warnings: &mut Vec<Diagnostic>,
+    doc: &Checked,
+    phase: &model::Phase,
+    migration: &model::Migration,
+) {
+    for (host, spec) in &phase.hosts {
+        for (i, job) in spec.sync_jobs.iter().enumerate() {
+            let model::SyncSource::Remote { host: source, .. } = &job.source else {
+                continue;
+            };
+            let name = source.rsplit_once('@').map_or(source.as_str(), |(_, h)| h);
+            let literal = name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok();
+            // `eve.example.org` is eve; `mx.example.org`, far from every
+            // host's name, is some other machine ssh knows.
+            let (label, qualified) = name
+                .split_once('.')
+                .map_or((name, false), |(l, _)| (l, true));
+            if literal || migration.hosts.contains_key(label) {
+                continue;
+            }
+            let close = closest(label, migration.hosts.keys().map(String::as_str));
+            let hint = match close {
+                Some(close) => format!("did you mean \"{close}\"?"),
+                None if qualified => continue,
+                None => format!(
+                    "hosts of migration {} are: {}; ignore this if ssh reaches the source as \"{name}\"",
+                    migration.name,
+                    migration
+                        .hosts
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let field = format!("spec.hosts.{host}.syncJobs[{i}].source");
+            warnings.push(
+                Diagnostic::new(
+                    origin(doc, &field, false),
+                    field,
+                    format!(
+                        "source host \"{name}\" is not a host of migration \"{}\"",
+                        migration.name
+                    ),
+                )
+                .with_hint(hint),
+            );
+        }
+    }
+}
+
 /// An exclusive (service) address may be present on only one host per phase.
 fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase) {
     let mut holders: HashMap<IpAddr, (&str, usize)> = HashMap::new();
@@ -1603,7 +1803,7 @@ fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase)
                         phase.name
                     ),
                     Some(format!(
-                        "a service IP lives on one host at a time: set state: absent on \"{first}\" or remove it from \"{host}\""
+                        "a service IP lives on one host at a time: \"{first}\" must release it in this phase (state: absent on \"{first}\"), or remove it from \"{host}\""
                     )),
                 ),
                 Some(_) => {}
