@@ -91,13 +91,23 @@ enum Object {
 
 /// What a broken document says it is.
 struct Named {
-    kind: Kind,
+    /// `None`: the document is too broken to tell (a syntax error before
+    /// its name), so it may be anything a reference looks for.
+    kind: Option<Kind>,
     name: String,
     /// The migration of a Phase.
     migration: String,
 }
 
 impl Named {
+    fn anonymous() -> Named {
+        Named {
+            kind: None,
+            name: String::new(),
+            migration: String::new(),
+        }
+    }
+
     /// `kind`, `metadata.name` and `metadata.migration` of a document, when
     /// it has at least a kind and a name.
     fn of(value: &Value) -> Option<Named> {
@@ -110,7 +120,7 @@ impl Named {
                 .map(str::to_owned)
         };
         Some(Named {
-            kind,
+            kind: Some(kind),
             name: text("name")?,
             migration: text("migration").unwrap_or_default(),
         })
@@ -118,20 +128,35 @@ impl Named {
 }
 
 /// The documents of a file with a YAML syntax error at `line`, as far as
-/// they name themselves: those before the error, and the broken one up to
-/// the line of the error (or only the part before its `spec:`).
-fn names_before(text: &str, line: usize) -> Vec<Named> {
-    let mut chunks = vec![String::new()];
+/// they name themselves (the file is not checked further): each document
+/// read alone, the broken one up to the line of the error, or only the part
+/// before its `spec:`. A broken document that names nothing is
+/// [`Named::anonymous`]: what is missing may be in it.
+fn names_in_broken_file(text: &str, line: usize) -> Vec<Named> {
+    // Each document's text, and whether the error is in it.
+    let mut chunks: Vec<(String, bool)> = vec![(String::new(), false)];
     for (i, row) in text.lines().enumerate() {
-        if i + 1 >= line {
-            break;
-        }
         if row == "---" || row.starts_with("--- ") {
-            chunks.push(String::new());
-        } else if let Some(chunk) = chunks.last_mut() {
+            chunks.push((String::new(), false));
+            continue;
+        }
+        let Some((chunk, broken)) = chunks.last_mut() else {
+            continue;
+        };
+        if i + 1 == line {
+            *broken = true;
+        }
+        // The broken document is read up to the error.
+        if !*broken {
             chunk.push_str(row);
             chunk.push('\n');
         }
+    }
+    // An error found at the end of the text (an unclosed quote) is in the last document.
+    if !chunks.iter().any(|(_, broken)| *broken)
+        && let Some((_, broken)) = chunks.last_mut()
+    {
+        *broken = true;
     }
     let named = |text: &str| {
         let parsed = yaml::parse(text, &mut Budget::default()).ok()?;
@@ -139,11 +164,15 @@ fn names_before(text: &str, line: usize) -> Vec<Named> {
     };
     chunks
         .iter()
-        .filter_map(|chunk| {
-            named(chunk).or_else(|| {
+        .filter_map(|(chunk, broken)| {
+            let found = named(chunk).or_else(|| {
                 let header = chunk.split("\nspec:").next().unwrap_or_default();
                 named(header)
-            })
+            });
+            match found {
+                None if *broken => Some(Named::anonymous()),
+                found => found,
+            }
         })
         .collect()
 }
@@ -185,7 +214,7 @@ fn parse_file(
             };
         }
         Err(e) => {
-            for named in names_before(&source.text, e.position.line) {
+            for named in names_in_broken_file(&source.text, e.position.line) {
                 docs.push(Checked {
                     file: file.clone(),
                     map: SourceMap::default(),
@@ -1569,9 +1598,14 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
     // Broken documents count as there: what refers to them is not reported
     // as missing on top of their own errors.
     let broken = |kind: Kind, migration: &str, name: &str| {
-        docs.iter().any(|d| {
-            matches!(&d.object, Object::Named(n)
-                if n.kind == kind && n.name == name && (kind != Kind::Phase || n.migration == migration))
+        docs.iter().any(|d| match &d.object {
+            Object::Named(n) => match n.kind {
+                None => true,
+                Some(k) => {
+                    k == kind && n.name == name && (kind != Kind::Phase || n.migration == migration)
+                }
+            },
+            _ => false,
         })
     };
     let phase_names = |migration: &str| -> Vec<&str> {

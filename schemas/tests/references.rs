@@ -47,10 +47,25 @@ fn a_broken_phase_is_reported_once_not_also_as_missing() {
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].starts_with("cutover.yaml:"), "{errors:#?}");
     }
-    // A document before the syntax error in the same file names itself too.
-    let two = format!("{PREPARE}---\n{yaml_error}");
-    let errors = load(&[("m.yaml", MIGRATION), ("phases.yaml", &two)]).expect_err("broken");
+    // The other documents of a file with a syntax error name themselves too,
+    // before the error or after it.
+    for two in [
+        format!("{PREPARE}---\n{yaml_error}"),
+        format!("{yaml_error}---\n{PREPARE}"),
+    ] {
+        let errors = load(&[("m.yaml", MIGRATION), ("phases.yaml", &two)]).expect_err("broken");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+    }
+    // A syntax error in the name itself: the document might be any phase.
+    let nameless = yaml_error.replace("name: cutover,", "name: [cutover:");
+    let errors = load(&[
+        ("m.yaml", MIGRATION),
+        ("prepare.yaml", PREPARE),
+        ("cutover.yaml", &nameless),
+    ])
+    .expect_err("broken");
     assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("cutover.yaml:3:"), "{errors:#?}");
     // A broken Migration leaves its phases alone ("unknown migration" would follow).
     let broken_migration = MIGRATION.replace("phases: [prepare, cutover]", "phases: {prepare: 1}");
     let errors =
