@@ -177,7 +177,7 @@ impl fmt::Display for HandlerOutcome {
             Handler::Restart(name) => ("restart", name),
         };
         match &self.result {
-            HandlerResult::Ran => write!(f, "ran {verb} of service {service}"),
+            HandlerResult::Ran => write!(f, "{verb}ed service {service}"),
             HandlerResult::Service(change) => write!(
                 f,
                 "{verb}ed service {} ({})",

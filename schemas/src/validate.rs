@@ -560,7 +560,7 @@ impl Checker<'_> {
             .iter()
             .enumerate()
             .map(
-                |(i, word)| match self.map.scalar_text(&join_index(field, i)) {
+                |(i, word)| match self.map.scalar_text(&join_index(field, i), word) {
                     Some(written) => written.to_owned(),
                     None => word.clone(),
                 },

@@ -53,9 +53,10 @@ enum Segment {
 /// Paths are not stored: a node holds its parent, its own key or index and
 /// the length of its path, so the map grows with the number of nodes, not
 /// with the length of their paths (a long key over a long list once made
-/// every item cost a copy of the key). Only reports look positions up, so
-/// the lookup index (path hashes) is built on the first lookup: a valid
-/// manifest never pays for it.
+/// every item cost a copy of the key). Only reports, and argv words
+/// written as plain numbers or booleans, look positions up, so the lookup
+/// index (path hashes) is built on the first lookup: most valid manifests
+/// never pay for it.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     /// Every value node, in document order (parents before children).
@@ -63,6 +64,8 @@ pub struct SourceMap {
     /// `(path hash, node)` sorted, built on the first lookup: a hash finds
     /// the nodes of a path without spelling every path out.
     sorted: OnceLock<Vec<(u64, u32)>>,
+    /// Whether any node records how it was written ([`Node::text`]).
+    any_text: bool,
 }
 
 /// Path hashes are polynomial over the path's bytes modulo a Mersenne prime,
@@ -225,7 +228,14 @@ impl SourceMap {
 
     /// How the plain integer, float or boolean at `path` was written in the
     /// file (`0600` for what JSON holds as 600); `None` for other values.
-    pub fn scalar_text<'a>(&'a self, path: &'a str) -> Option<&'a str> {
+    /// `as_text` is the value as serde turned it into text: only one that
+    /// reads as a number or boolean may have been written otherwise, so
+    /// only then is the position index needed.
+    pub fn scalar_text<'a>(&'a self, path: &'a str, as_text: &str) -> Option<&'a str> {
+        let plain = !matches!(Scalar::parse_from_cow(as_text.into()), Scalar::String(_));
+        if !self.any_text || !plain {
+            return None;
+        }
         self.nodes_at(path).next().and_then(|n| n.text.as_deref())
     }
 
@@ -623,6 +633,7 @@ fn convert(
     ) = &node.data
     {
         let written = text.scalar(node, scalar);
+        map.any_text |= written.is_some();
         if let Some(recorded) = map.nodes.get_mut(here as usize) {
             recorded.text = written;
         }
