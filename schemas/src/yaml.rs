@@ -569,6 +569,9 @@ fn problem(parsed: &mut Parsed, error: impl FnOnce() -> YamlError) {
 /// (saphyr's markers count characters, not bytes).
 struct Text<'t> {
     text: &'t str,
+    /// Then a character index is a byte index (checked once: a file may
+    /// hold a hundred thousand numbers).
+    ascii: bool,
     /// Byte offset of each character, built once for a file that is not
     /// ASCII (there a character index is not a byte index).
     offsets: OnceLock<Vec<usize>>,
@@ -578,12 +581,13 @@ impl<'t> Text<'t> {
     fn new(text: &'t str) -> Self {
         Text {
             text,
+            ascii: text.is_ascii(),
             offsets: OnceLock::new(),
         }
     }
 
     fn byte(&self, char_index: usize) -> Option<usize> {
-        if self.text.is_ascii() {
+        if self.ascii {
             return (char_index <= self.text.len()).then_some(char_index);
         }
         let offsets = self.offsets.get_or_init(|| {
