@@ -122,8 +122,8 @@ enum Command {
     /// Run the host agent daemon.
     Agent {
         /// The agent's settings (agent.toml; an example is dist/agent.toml, the
-        /// unit file passes /etc/mailctl/agent.toml). Without it: built-in
-        /// defaults, then MAILCTL_* environment variables.
+        /// unit file passes /etc/mailctl/agent.toml). Without it: the built-in
+        /// defaults. MAILCTL_* environment variables override both.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
