@@ -1720,7 +1720,22 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                 if !doc.clean {
                     continue;
                 }
-                check_exclusive(diags, doc, p);
+                // Who held a service IP before this phase is who must let it go.
+                let previous =
+                    index
+                        .checked_sub(1)
+                        .and_then(|i| m.phases.get(i))
+                        .and_then(|name| {
+                            docs.iter().find_map(|d| match &d.object {
+                                Object::Phase(before)
+                                    if before.migration == m.name && &before.name == name =>
+                                {
+                                    Some(before)
+                                }
+                                _ => None,
+                            })
+                        });
+                check_exclusive(diags, doc, p, previous);
                 let past_no_return = m
                     .point_of_no_return
                     .as_ref()
@@ -1810,7 +1825,21 @@ fn warn_unknown_sources(
 }
 
 /// An exclusive (service) address may be present on only one host per phase.
-fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase) {
+fn check_exclusive(
+    diags: &mut Diagnostics,
+    doc: &Checked,
+    phase: &model::Phase,
+    previous: Option<&model::Phase>,
+) {
+    let held_before = |host: &str, ip: IpAddr| {
+        previous
+            .and_then(|p| p.hosts.get(host))
+            .is_some_and(|spec| {
+                spec.addresses
+                    .iter()
+                    .any(|a| a.state == model::Presence::Present && a.address.addr() == ip)
+            })
+    };
     let mut holders: HashMap<IpAddr, (&str, usize)> = HashMap::new();
     for (host, spec) in &phase.hosts {
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -1828,18 +1857,33 @@ fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase)
                 continue;
             }
             match holders.get(&ip) {
-                Some((first, _)) if *first != host.as_str() => report(
-                    diags,
-                    doc,
-                    &format!("spec.hosts.{host}.addresses[{i}].address"),
-                    format!(
-                        "exclusive address {ip} is present on \"{first}\" and \"{host}\" in phase \"{}\"",
-                        phase.name
-                    ),
-                    Some(format!(
-                        "a service IP lives on one host at a time: \"{first}\" must release it in this phase (state: absent on \"{first}\"), or remove it from \"{host}\""
-                    )),
-                ),
+                Some((first, _)) if *first != host.as_str() => {
+                    // The host that held it in the phase before releases
+                    // it; when that does not tell, the first one named.
+                    let (holder, taker) = if held_before(host, ip) && !held_before(first, ip) {
+                        (host.as_str(), *first)
+                    } else {
+                        (*first, host.as_str())
+                    };
+                    let since = match previous {
+                        Some(before) if held_before(holder, ip) => {
+                            format!(" (it held it in phase \"{}\")", before.name)
+                        }
+                        _ => String::new(),
+                    };
+                    report(
+                        diags,
+                        doc,
+                        &format!("spec.hosts.{host}.addresses[{i}].address"),
+                        format!(
+                            "exclusive address {ip} is present on \"{first}\" and \"{host}\" in phase \"{}\"",
+                            phase.name
+                        ),
+                        Some(format!(
+                            "a service IP lives on one host at a time: \"{holder}\" must release it in this phase{since}: set state: absent on \"{holder}\", or remove it from \"{taker}\""
+                        )),
+                    )
+                }
                 Some(_) => {}
                 None => {
                     holders.insert(ip, (host.as_str(), i));

@@ -139,13 +139,24 @@ fn the_exclusive_address_hint_names_the_host_that_must_release_it() {
     ])
     .expect_err("two holders");
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(
-        errors[0].contains(
-            "hint: a service IP lives on one host at a time: \"bob\" must release it in this phase"
-        ),
-        "{}",
-        errors[0]
+    let hint = "hint: a service IP lives on one host at a time: \"bob\" must release it in this phase: \
+        set state: absent on \"bob\", or remove it from \"eve\"";
+    assert!(errors[0].contains(hint), "{}", errors[0]);
+    // Moving the IP from eve to bob: eve held it, eve lets it go.
+    let prepare = PREPARE.replace(
+        "eve: {}",
+        "eve: {addresses: [{address: 192.0.2.25/24, interface: eth0, exclusive: true}]}",
     );
+    let errors = load(&[
+        ("m.yaml", MIGRATION),
+        ("prepare.yaml", &prepare),
+        ("cutover.yaml", cutover),
+    ])
+    .expect_err("two holders");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let hint = "hint: a service IP lives on one host at a time: \"eve\" must release it in this phase \
+        (it held it in phase \"prepare\"): set state: absent on \"eve\", or remove it from \"bob\"";
+    assert!(errors[0].contains(hint), "{}", errors[0]);
 }
 
 #[test]
