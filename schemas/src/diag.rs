@@ -210,10 +210,7 @@ pub(crate) fn file_origin(file: &Path) -> Origin {
 
 /// The name among `names` closest to `wanted`, when it is close enough to be
 /// a slip of the fingers (at most two edits, and not the whole word).
-pub fn closest<'a>(
-    wanted: &str,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn closest<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     names
         .into_iter()
         .filter(|n| *n != wanted)
