@@ -21,6 +21,11 @@
 //! Needs root (network namespaces, nftables). Every namespace and process it
 //! creates is removed on the way out, also when a benchmark fails.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real elapsed time, against the reference tool in the same run"
+)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::Ipv4Addr;

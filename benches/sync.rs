@@ -17,6 +17,11 @@
 //! alternating order. After every run both destinations must hold exactly
 //! the source's messages, names and mtimes.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real elapsed time, against the reference tool in the same run"
+)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

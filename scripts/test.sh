@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). Installs what the tests
 # drive for real — iproute2 and nftables for the network-namespace tests, curl
-# for the agent API, Postfix for the exec service driver, debootstrap for the
-# systemd root the systemd driver is tested against — then runs every test of
+# for the agent API, Postfix for the exec service driver, Dovecot's IMAP server
+# for what mail clients see after a maildir sync, debootstrap for the systemd
+# root the systemd driver is tested against — then runs every test of
 # the workspace. Run as root: the tests create network namespaces, nftables
 # tables and a booted systemd, and fail loudly when they cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables iputils-arping curl postfix debootstrap rsync openssh-server openssh-client)
+packages=(iproute2 nftables iputils-arping curl postfix dovecot-imapd debootstrap rsync openssh-server openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

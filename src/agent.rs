@@ -29,7 +29,7 @@ pub fn run(config_file: Option<&Path>) -> Result<ExitCode> {
 }
 
 /// SIGTERM (systemd stopping the unit) or SIGINT.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

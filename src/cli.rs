@@ -52,10 +52,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Show what applying a host state would change on this host (exit 2: changes pending).
+    /// Show what applying a host state would change on this host (exit 2: changes pending), or a migration's runbook.
+    ///
+    /// With --host or --phase, or a Host document: this host's plan.
     ///
     /// Exit status: 0 nothing to change, 2 changes pending, 1 an error (a
     /// resource that cannot be planned, an invalid manifest, a usage error).
+    ///
+    /// With a Migration and neither --host nor --phase: its runbook, planned
+    /// from the manifests alone (exit 0, or 1 when a phase is refused).
     Plan {
         #[command(flatten)]
         state: HostStateArgs,
@@ -64,15 +69,15 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
     },
-    /// Converge this host to a manifest (--local); handing it to the controller is not built yet.
+    /// Apply a manifest: converge this host (--local) or hand a migration to the controller.
     ///
-    /// Exit status: 0 converged and verified, 1 a resource failed, the manifest
-    /// is invalid, or a usage error.
+    /// Exit status with --local: 0 converged and verified, 1 a resource failed,
+    /// the manifest is invalid, or a usage error.
     Apply {
         #[command(flatten)]
         state: HostStateArgs,
         /// Converge this host now, directly, by the agent's reconciler (without
-        /// --local, apply would hand the manifest to the controller: not built yet).
+        /// --local, the manifests go to the controller).
         #[arg(long)]
         local: bool,
         /// Apply --local even though a mailctl agent manages this host (it
@@ -83,12 +88,19 @@ enum Command {
         /// the agent's state_dir, so both know what ran.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
+        /// Follow the migration until it reaches its target (exit 1: paused; 3: rolled back).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        controller: ControllerFlags,
     },
-    /// Show migrations and where each one stands (not built yet).
+    /// Show migrations and where each one stands: phase, step, what it waits for.
     Status {
         migration: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        #[command(flatten)]
+        controller: ControllerFlags,
     },
     /// List objects known to the controller (not built yet).
     Get {
@@ -99,16 +111,62 @@ enum Command {
     },
     /// Show one object in detail, with its recent events (not built yet).
     Describe { kind: String, name: String },
-    /// Approve the pending approval gate of a migration (not built yet).
-    Approve { migration: String },
+    /// Approve the pending approval gate of a migration.
+    Approve {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Walk a migration back to its previous phase (not built yet).
     Rollback { migration: String },
-    /// Stop a migration where it stands (not built yet).
-    Pause { migration: String },
-    /// Let a paused migration go on (not built yet).
-    Resume { migration: String },
-    /// Show the steps a migration went through (not built yet).
-    History { migration: String },
+    /// Stop a migration where it stands.
+    Pause {
+        migration: String,
+        /// Why (kept in the history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Let a paused migration go on.
+    Resume {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Go on after a failed or inconclusive gate: its gates get a fresh run.
+    Retry {
+        migration: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Declare a host down, so a transition goes on without it (recorded in the history).
+    Fence {
+        migration: String,
+        host: String,
+        /// Your statement of why the host is down.
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Show the steps a migration went through, with times.
+    History {
+        migration: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
+    /// Keep a generation that changed addresses or firewall before the agent rolls it back (exit 3: it was rolled back).
+    Confirm {
+        /// The host whose agent holds the generation.
+        host: String,
+        /// The generation to keep (default: the one awaiting confirmation).
+        generation: Option<u64>,
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
     /// Sync jobs.
     Sync {
         #[command(subcommand)]
@@ -127,10 +185,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Run the migration controller (not built yet).
+    /// Run the migration controller (its configuration: dist/controller.toml).
     Controller {
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[arg(long, default_value = "/etc/mailctl/controller.toml")]
+        config: PathBuf,
     },
     /// A two-host lab with real Postfix and Dovecot on this machine (not built yet).
     Lab {
@@ -170,6 +228,58 @@ enum SyncCommand {
     },
 }
 
+/// How an admin's verb reaches the controller.
+#[derive(Debug, clap::Args)]
+struct ControllerFlags {
+    /// The controller's API, https://ADDRESS[:PORT].
+    #[arg(long = "controller", default_value = "https://127.0.0.1:7444")]
+    url: String,
+    /// A folder `mailctl certs init` wrote for an admin (ca.pem, ca.crl, admin.pem, admin.key).
+    #[arg(long = "tls-dir", default_value = "/etc/mailctl/tls")]
+    tls_dir: PathBuf,
+}
+
+impl ControllerFlags {
+    fn target(&self) -> crate::controller::Target<'_> {
+        crate::controller::Target {
+            url: &self.url,
+            tls_dir: &self.tls_dir,
+        }
+    }
+}
+
+fn format(output: Output) -> crate::controller::Format {
+    match output {
+        Output::Table => crate::controller::Format::Table,
+        Output::Yaml => crate::controller::Format::Yaml,
+        Output::Json => crate::controller::Format::Json,
+    }
+}
+
+/// How a verb reaches one host's agent.
+#[derive(Debug, clap::Args)]
+struct AgentFlags {
+    /// The agent's address, https://ADDRESS[:PORT] (default: the Migration in -f that lists HOST).
+    #[arg(long)]
+    agent: Option<String>,
+    /// A manifest file or folder whose Migration lists the host and its agent's address.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// A folder `mailctl certs init` wrote (ca.pem, ca.crl, and admin.pem/.key, else controller.pem/.key).
+    #[arg(long, default_value = "/etc/mailctl/tls")]
+    tls_dir: PathBuf,
+}
+
+impl AgentFlags {
+    fn args(&self) -> crate::remote::AgentArgs<'_> {
+        crate::remote::AgentArgs {
+            url: self.agent.as_deref(),
+            file: self.file.as_deref(),
+            tls_dir: &self.tls_dir,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
     /// Create a CA, a revocation list, and certificates for the controller, one admin and each agent.
@@ -183,6 +293,9 @@ enum CertsCommand {
         /// The admin's name (a person who runs `mailctl sync run`).
         #[arg(long, default_value = "admin")]
         admin: String,
+        /// Addresses or DNS names admins dial for the controller's API.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        controller: Vec<String>,
         /// Days the certificates are valid, from now.
         #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
         days: u32,
@@ -276,21 +389,63 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { state, state_dir } => {
-            crate::local::plan(&state.files, &state.selection(), &state_dir)
+            match crate::runbook::wanted(
+                &state.files,
+                state.host.as_deref(),
+                state.phase.as_deref(),
+            ) {
+                Some(set) => crate::runbook::print(&set, state.migration.as_deref()),
+                None => crate::local::plan(&state.files, &state.selection(), &state_dir),
+            }
         }
         Command::Apply {
             state,
             local: true,
             force,
             state_dir,
+            ..
         } => crate::local::apply(&state.files, &state.selection(), &state_dir, force),
-        Command::Apply { local: false, .. } => {
-            eprintln!(
-                "mailctl apply: handing a manifest to the controller is not built yet; \
-                 use `mailctl apply --local -f FILE` to converge this host"
-            );
-            Ok(ExitCode::from(1))
-        }
+        Command::Apply {
+            state,
+            local: false,
+            wait,
+            controller,
+            ..
+        } => crate::controller::apply(&controller.target(), &state.files, wait),
+        Command::Controller { config } => crate::controller::run_daemon(&config),
+        Command::Status {
+            migration,
+            output,
+            controller,
+        } => crate::controller::status(&controller.target(), migration.as_deref(), format(output)),
+        Command::History {
+            migration,
+            output,
+            controller,
+        } => crate::controller::history(&controller.target(), &migration, format(output)),
+        Command::Approve {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "approve", ""),
+        Command::Pause {
+            migration,
+            reason,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "pause", &reason),
+        Command::Resume {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "resume", ""),
+        Command::Retry {
+            migration,
+            controller,
+        } => crate::controller::intent(&controller.target(), &migration, "retry", ""),
+        Command::Fence {
+            migration,
+            host,
+            reason,
+            controller,
+        } => crate::controller::fence(&controller.target(), &migration, &host, &reason),
         Command::Agent { config } => crate::agent::run(config.as_deref()),
         Command::Certs { command } => certs(command),
         Command::Sync {
@@ -328,11 +483,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::sync::run_remote(&crate::sync::Remote {
                 host,
                 job,
-                agent: agent.as_deref(),
-                file: file.as_deref(),
-                tls_dir: &tls_dir,
+                agent: crate::remote::AgentArgs {
+                    url: agent.as_deref(),
+                    file: file.as_deref(),
+                    tls_dir: &tls_dir,
+                },
             })
         }
+        Command::Confirm {
+            host,
+            generation,
+            agent,
+        } => crate::confirm::run(&host, generation, &agent.args()),
         other => not_built(&other),
     }
 }
@@ -343,9 +505,10 @@ fn certs(command: CertsCommand) -> Result<ExitCode> {
             out,
             agents,
             admin,
+            controller,
             days,
         } => {
-            let mut subjects = vec![Subject::Controller, Subject::Admin(admin)];
+            let mut subjects = vec![Subject::Controller(controller), Subject::Admin(admin)];
             subjects.extend(agents.into_iter().map(Subject::Agent));
             print_written(&out, &pki::init(&out, &subjects, days)?);
         }
@@ -407,7 +570,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
         .unwrap_or_default()
         .to_lowercase();
     eprintln!(
-        "mailctl {verb}: not built yet in this version of mailctl (working: validate, schema, plan, apply --local, agent, certs, sync run, completions)"
+        "mailctl {verb}: not built yet in this version of mailctl (`mailctl --help` marks every verb not built yet)"
     );
     Ok(ExitCode::from(1))
 }

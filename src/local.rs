@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use mailctl_agent::address::AddressError;
 use mailctl_agent::{ApplyReport, Config, Effect, Error, Reconciler, ResourcePlan, error_chain};
 use mailctl_schemas::load;
 use mailctl_schemas::model::HostSpec;
@@ -49,10 +50,12 @@ pub fn plan(files: &[PathBuf], selection: &Selection<'_>, state_dir: &Path) -> R
         let reconciler = Reconciler::connect(Config::default().state_dir(state_dir))
             .context("connecting to the kernel")?;
         let mut plans = reconciler.plan(&spec).await;
-        if let Some(at) = plans
-            .iter()
-            .position(|p| matches!(p.changes, Err(Error::NoSuchInterface { .. })))
-        {
+        if let Some(at) = plans.iter().position(|p| {
+            matches!(
+                p.changes,
+                Err(Error::Address(AddressError::NoSuchInterface { .. }))
+            )
+        }) {
             let addresses = plan_addresses_around_missing_interfaces(&reconciler, &spec).await;
             plans.splice(at..=at, addresses);
         }
@@ -99,7 +102,7 @@ async fn plan_addresses_around_missing_interfaces(
             return plans;
         };
         match &addresses.changes {
-            Err(Error::NoSuchInterface { interface, .. }) => {
+            Err(Error::Address(AddressError::NoSuchInterface { interface, .. })) => {
                 let missing = interface.clone();
                 remaining.addresses.retain(|a| a.interface != missing);
                 plans.push(addresses);
@@ -113,10 +116,23 @@ async fn plan_addresses_around_missing_interfaces(
 }
 
 /// Signs that a mailctl agent converges this host, which would undo what
-/// `apply --local` changes at its next resync: generations in the state
-/// directory (the agent's and apply's by default), or its unit enabled.
+/// `apply --local` changes at its next resync: an agent running with this
+/// state directory (the agent's and apply's by default), its generations
+/// there, or its unit enabled.
 fn agent_signs(state_dir: &Path) -> Vec<String> {
     let mut signs = Vec::new();
+    // A running agent holds an exclusive lock on this file, which names its pid.
+    let lock = state_dir.join("agent.lock");
+    if let Ok(file) = fs::File::open(&lock)
+        && let Err(fs::TryLockError::WouldBlock) = file.try_lock_shared()
+    {
+        let pid = fs::read_to_string(&lock).unwrap_or_default();
+        signs.push(format!(
+            "a mailctl agent (pid {}) runs with the state directory {}",
+            pid.trim(),
+            state_dir.display()
+        ));
+    }
     let generations = fs::read_dir(state_dir.join("desired")).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)

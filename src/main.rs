@@ -4,7 +4,11 @@
 
 mod agent;
 mod cli;
+mod confirm;
+mod controller;
 mod local;
+mod remote;
+mod runbook;
 mod sync;
 
 use std::process::ExitCode;

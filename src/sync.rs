@@ -6,13 +6,15 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
-use mailctl_agent::client::{AgentClient, Method, client_files};
-use mailctl_agent::sync::{JobStatus, Phase, Progress, RunState, SyncRunner};
-use mailctl_schemas::load;
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+use mailctl_agent::sync::SyncRunner;
+use mailctl_api::client::{AgentClient, ClientError, SyncFollowError};
+use mailctl_api::{ErrorKind, JobStatus, Progress, SyncStep};
 
 /// How often the job's status is read while it runs.
 const POLL: Duration = Duration::from_millis(500);
@@ -20,144 +22,53 @@ const POLL: Duration = Duration::from_millis(500);
 /// Where `mailctl sync run HOST JOB` finds the agent and its credentials.
 #[derive(Debug)]
 pub struct Remote<'a> {
-    pub host: &'a str,
     pub job: &'a str,
-    /// `--agent URL`, else looked up in the Migrations under `file`.
-    pub agent: Option<&'a str>,
-    pub file: Option<&'a Path>,
-    /// A folder `mailctl certs init` wrote: an admin's or the controller's
-    /// ([`mailctl_agent::client::client_files`]).
-    pub tls_dir: &'a Path,
-}
-
-/// The agent's address: `--agent`, or `spec.hosts.HOST.agent` of a
-/// Migration in `file`.
-fn agent_url(remote: &Remote<'_>) -> Result<String> {
-    if let Some(url) = remote.agent {
-        return Ok(url.to_owned());
-    }
-    let Some(file) = remote.file else {
-        bail!(
-            "where does host {}'s agent listen? Give --agent https://ADDRESS:7443, or -f a file or folder whose Migration lists host {}",
-            remote.host,
-            remote.host
-        );
-    };
-    let set = match load::load_paths(&[file]) {
-        Ok(set) => set,
-        Err(diags) => bail!("{} is not valid\n{diags}", file.display()),
-    };
-    let mut urls: Vec<&str> = set
-        .migrations
-        .iter()
-        .filter_map(|m| m.hosts.get(remote.host).map(|h| h.agent.as_str()))
-        .collect();
-    urls.sort_unstable();
-    urls.dedup();
-    match urls.as_slice() {
-        [url] => Ok((*url).to_owned()),
-        [] => bail!(
-            "no Migration in {} lists host {} (give --agent https://ADDRESS:7443)",
-            file.display(),
-            remote.host
-        ),
-        _ => bail!(
-            "the Migrations in {} give host {} different agent addresses ({}); pick one with --agent",
-            file.display(),
-            remote.host,
-            urls.join(", ")
-        ),
-    }
+    pub host: &'a str,
+    pub agent: crate::remote::AgentArgs<'a>,
 }
 
 /// Runs the job through the agent; exit 0 only when the run finished and
 /// both sides agree.
 pub fn run_remote(remote: &Remote<'_>) -> Result<ExitCode> {
-    let url = agent_url(remote)?;
-    let client = AgentClient::new(&url, &client_files(remote.tls_dir))?.expect_agent(remote.host);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(follow(remote, &client))
+    let client = remote.agent.client(remote.host)?;
+    crate::remote::runtime()?.block_on(follow(remote, &client))
 }
 
 async fn follow(remote: &Remote<'_>, client: &AgentClient) -> Result<ExitCode> {
-    let path = format!("/v1/sync/{}", remote.job);
-    let answer = client.request(Method::POST, &path).await?;
-    let run = match answer.status.as_u16() {
-        202 => serde_json::from_str::<serde_json::Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["run"].as_u64())
-            .with_context(|| {
-                format!(
-                    "the agent at {} started the job but sent no run number: {}",
-                    client.url(),
-                    answer.body.trim()
-                )
-            })?,
-        404 => bail!(
-            "host {}'s agent ({}) has no sync job {}: {}",
-            remote.host,
-            client.url(),
-            remote.job,
-            answer.body.trim()
-        ),
-        409 => bail!("host {}: {}", remote.host, answer.body.trim()),
-        _ => bail!(
-            "host {}'s agent ({}) answered {}: {}",
-            remote.host,
-            client.url(),
-            answer.status,
-            answer.body.trim()
-        ),
-    };
-    println!(
-        "sync {} on {}: run {run} started by the agent at {}",
-        remote.job,
-        remote.host,
-        client.url()
-    );
     let mut display = Display::new(std::io::stderr().is_terminal());
-    let mut ticks = tokio::time::interval(POLL);
-    let status = loop {
-        ticks.tick().await;
-        let answer = client.request(Method::GET, &path).await?;
-        if !answer.status.is_success() {
-            display.finish();
-            bail!(
-                "reading the status of sync {} on {}: {} {}",
-                remote.job,
-                remote.host,
-                answer.status,
-                answer.body.trim()
-            );
-        }
-        let status: JobStatus = serde_json::from_str(&answer.body).with_context(|| {
-            format!(
-                "the agent at {} sent a status mailctl cannot read",
-                client.url()
-            )
-        })?;
-        // A run newer than ours means ours finished and another began.
-        if status.run > run || (status.run == run && status.state != RunState::Running) {
-            break status;
-        }
-        if let Some(progress) = &status.progress {
-            display.update(progress);
-        }
-    };
-    display.finish();
-    if status.run != run {
-        bail!(
-            "sync {} on {}: run {run} finished, but run {} began before its outcome was read; see `GET /v1/sync/{}` or the agent's log",
+    let outcome = client
+        .sync_run(
             remote.job,
-            remote.host,
-            status.run,
-            remote.job
-        );
+            POLL,
+            |run| {
+                println!(
+                    "sync {} on {}: run {run} started by the agent at {}",
+                    remote.job,
+                    remote.host,
+                    client.url()
+                );
+            },
+            |progress| display.update(progress),
+        )
+        .await;
+    display.finish();
+    match outcome {
+        Ok(status) => Ok(report_status(remote, &status)),
+        Err(SyncFollowError::Client(e)) if e.kind() == Some(ErrorKind::NotFound) => {
+            // The agent's message names the jobs the host does declare.
+            let message = match &e {
+                ClientError::Api { error, .. } => error.message.clone(),
+                other => other.to_string(),
+            };
+            bail!("host {} ({}): {message}", remote.host, client.url())
+        }
+        Err(SyncFollowError::Client(ClientError::Api { error, .. }))
+            if error.kind == ErrorKind::Conflict =>
+        {
+            bail!("host {}: {}", remote.host, error.message)
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(report_status(remote, &status))
 }
 
 /// Prints a finished run; exit 0 only when it verified.
@@ -174,7 +85,7 @@ fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
             "sync {} on {}: {}",
             remote.job,
             remote.host,
-            mailctl_agent::sync::summary(stats, status.renamed, status.duplicates_removed)
+            mailctl_api::sync::summary(stats, status.renamed, status.duplicates_removed)
         );
     }
     match &status.verification {
@@ -240,69 +151,71 @@ pub fn run_local(
 }
 
 /// Progress bars on a terminal, a plain line every few seconds otherwise.
+/// Totals are shown only when known: the agent sends 0 for "unknown", and a
+/// bar with a guessed length (1 byte, then a wandering estimate) says
+/// nothing true.
 struct Display {
     bar: Option<ProgressBar>,
     terminal: bool,
-    phase: Option<Phase>,
+    step: Option<SyncStep>,
+    /// Whether the bar has a length (a known byte total).
+    sized: bool,
     last_line: Option<Instant>,
 }
+
+const BAR: &str = "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}";
+const SPINNER: &str = "{spinner} {msg:12} {prefix}";
 
 impl Display {
     fn new(terminal: bool) -> Display {
         Display {
             bar: None,
             terminal,
-            phase: None,
+            step: None,
+            sized: false,
             last_line: None,
         }
     }
 
     fn update(&mut self, progress: &Progress) {
-        let new_phase = self.phase != Some(progress.phase);
-        self.phase = Some(progress.phase);
+        let new_step = self.step != Some(progress.step);
+        self.step = Some(progress.step);
         if self.terminal {
-            if new_phase {
+            if new_step {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let bar = ProgressBar::new(progress.bytes_total.max(1));
-                let template = match progress.phase {
-                    Phase::Transferring => {
-                        "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}"
-                    }
-                    _ => "{spinner} {msg} {prefix}",
-                };
-                if let Ok(style) = ProgressStyle::with_template(template) {
-                    bar.set_style(style.progress_chars("=> "));
-                }
-                bar.set_message(progress.phase.to_string());
+                let bar = ProgressBar::no_length();
+                bar.set_style(style(SPINNER));
+                bar.set_message(progress.step.to_string());
                 bar.enable_steady_tick(Duration::from_millis(200));
                 self.bar = Some(bar);
+                self.sized = false;
             }
             if let Some(bar) = &self.bar {
                 if progress.bytes_total > 0 {
-                    bar.set_length(progress.bytes_total);
+                    if !self.sized {
+                        bar.set_style(style(BAR));
+                        self.sized = true;
+                    }
+                    bar.set_length(progress.bytes_total.max(progress.bytes_done));
                 }
                 bar.set_position(progress.bytes_done);
-                bar.set_prefix(files(progress));
+                bar.set_prefix(details(progress));
             }
             return;
         }
         let due = self
             .last_line
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
-        if new_phase || due {
+        if new_step || due {
             self.last_line = Some(Instant::now());
-            let mut line = format!("{}: {}", progress.phase, files(progress));
-            if progress.bytes_done > 0 {
-                line.push_str(&format!(", {} bytes", progress.bytes_done));
-                if progress.rate > 0 {
-                    line.push_str(&format!(", {} B/s", progress.rate));
-                }
-                if let Some(eta) = progress.eta_seconds {
-                    line.push_str(&format!(", ETA {eta}s"));
-                }
-            }
+            let details = details(progress);
+            let line = if details.is_empty() {
+                progress.step.to_string()
+            } else {
+                format!("{}: {details}", progress.step)
+            };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
         }
@@ -315,10 +228,79 @@ impl Display {
     }
 }
 
-fn files(progress: &Progress) -> String {
-    if progress.files_total > 0 {
-        format!("{}/{} files", progress.files_done, progress.files_total)
+fn style(template: &str) -> ProgressStyle {
+    match ProgressStyle::with_template(template) {
+        Ok(style) => style.progress_chars("=> "),
+        Err(_) => ProgressStyle::default_spinner(),
+    }
+}
+
+/// `3/6 files, 1.14 MiB of 3.81 MiB, 32.23 MiB/s, ETA 2 seconds`: only what is known.
+fn details(progress: &Progress) -> String {
+    let mut parts = Vec::new();
+    match (progress.files_done, progress.files_total) {
+        (0, 0) => {}
+        (done, 0) => parts.push(count(done, "file")),
+        (done, total) => parts.push(format!("{done}/{}", count(total, "file"))),
+    }
+    if progress.bytes_done > 0 || progress.bytes_total > 0 {
+        parts.push(if progress.bytes_total > 0 {
+            format!(
+                "{} of {}",
+                HumanBytes(progress.bytes_done),
+                HumanBytes(progress.bytes_total)
+            )
+        } else {
+            HumanBytes(progress.bytes_done).to_string()
+        });
+    }
+    if progress.rate > 0 {
+        parts.push(format!("{}/s", HumanBytes(progress.rate)));
+    }
+    if let Some(eta) = progress.eta_seconds.filter(|_| progress.bytes_total > 0) {
+        parts.push(format!("ETA {}", HumanDuration(Duration::from_secs(eta))));
+    }
+    parts.join(", ")
+}
+
+/// `1 file`, `6 files`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
     } else {
-        format!("{} files", progress.files_done)
+        format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(step: SyncStep) -> Progress {
+        Progress::starting(step)
+    }
+
+    #[test]
+    fn progress_says_only_what_is_known_in_human_units() {
+        assert_eq!(details(&progress(SyncStep::Listing)), "");
+        let mut p = progress(SyncStep::Listing);
+        p.files_done = 6;
+        assert_eq!(details(&p), "6 files");
+        p.files_done = 1;
+        assert_eq!(details(&p), "1 file");
+        let mut p = progress(SyncStep::Transferring);
+        p.files_done = 3;
+        p.files_total = 6;
+        p.bytes_done = 1_200_000;
+        p.rate = 33_800_000;
+        p.eta_seconds = Some(64);
+        // No total known: neither a total nor an ETA made from it.
+        assert_eq!(details(&p), "3/6 files, 1.14 MiB, 32.23 MiB/s");
+        p.bytes_total = 4_000_000;
+        p.eta_seconds = Some(2);
+        assert_eq!(
+            details(&p),
+            "3/6 files, 1.14 MiB of 3.81 MiB, 32.23 MiB/s, ETA 2 seconds"
+        );
     }
 }

@@ -194,6 +194,9 @@ fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
         "pause",
         "resume",
         "history",
+        "retry",
+        "fence",
+        "confirm",
         "sync",
         "certs",
         "agent",
@@ -206,9 +209,24 @@ fn every_designed_verb_is_in_help_and_unbuilt_ones_say_so() {
             "{verb} in --help"
         );
     }
-    let out = mailctl(&["approve", "bob-to-eve"]);
+    let out = mailctl(&["rollback", "bob-to-eve"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    // A controller that cannot be reached: said, with where it was looked for.
+    let out = mailctl(&[
+        "approve",
+        "bob-to-eve",
+        "--controller",
+        "https://127.0.0.1:9",
+        "--tls-dir",
+        "/nonexistent",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no admin certificate in /nonexistent (admin.pem and admin.key)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -354,6 +372,64 @@ fn usage_errors_exit_1_and_a_closed_pipe_ends_quietly() {
     }
 }
 
+#[test]
+fn plan_of_a_migration_folder_prints_its_runbook_without_contacting_anyone() {
+    for example in ["askja", "arch-orion", "iwi", "vox-tech"] {
+        let dir = format!("manifests/examples/{example}");
+        let out = mailctl(&["plan", "-f", &dir]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with("migration "), "{example}: {text}");
+        assert!(text.contains("no agent contacted"), "{example}: {text}");
+        // Every phase, in order, with its acquire step.
+        let phases = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.contains('/') && l.contains(" from "))
+            .count();
+        assert!(phases >= 5, "{example}: {phases} phases\n{text}");
+        assert_eq!(
+            text.matches(". acquire").count(),
+            phases,
+            "{example}: {text}"
+        );
+        assert!(!text.contains("refused"), "{example}: {text}");
+    }
+    // askja's cutover: bob lets the service IP go before eve takes it, and
+    // the final syncs run in between.
+    let out = mailctl(&["plan", "-f", "manifests/examples/askja"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cutover = &text[text.find("\ncutover (3/5)").expect("cutover")..];
+    let cutover = &cutover[..cutover.find("\nlive (4/5)").expect("live")];
+    let released = cutover
+        .find("- address 192.0.2.25/24 from eth0")
+        .expect("released");
+    let synced = cutover.find("run sync job maildirs").expect("final sync");
+    let acquired = cutover
+        .find("+ address 192.0.2.25/24 on eth0")
+        .expect("acquired");
+    assert!(released < synced && synced < acquired, "{cutover}");
+    assert!(cutover.contains("POINT OF NO RETURN"), "{cutover}");
+    // --migration of another name: said, with the names there are.
+    let out = mailctl(&[
+        "plan",
+        "-f",
+        "manifests/examples/askja",
+        "--migration",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no migration \"nope\" here (migrations: bob-to-eve)"),
+        "{err}"
+    );
+}
+
 /// A Host whose resources live in `dir`: one managed file with a handler
 /// that needs shell quoting and a reload of each of two exec services, one
 /// running and one stopped.
@@ -406,7 +482,7 @@ fn plan_exits_2_with_changes_pending_and_usage_errors_never_do() {
     }
     let help = String::from_utf8(mailctl(&["plan", "--help"]).stdout).expect("utf-8");
     assert!(
-        help.contains("Exit status: 0 nothing to change, 2 changes pending, 1 an error"),
+        help.contains("status: 0 nothing to change, 2 changes pending, 1 an error"),
         "{help}"
     );
 }
@@ -470,6 +546,20 @@ fn apply_local_refuses_a_host_an_agent_manages_unless_forced() {
         !dir.path().join("demo.conf").exists(),
         "nothing was changed"
     );
+    // A running agent holds STATE_DIR/agent.lock, naming its pid.
+    let running = tempfile::tempdir().expect("temp dir");
+    let lock = fs::File::create(running.path().join("agent.lock")).expect("lock file");
+    fs::write(running.path().join("agent.lock"), "4242\n").expect("pid");
+    lock.lock().expect("held as the agent holds it");
+    let r = running.path().to_str().expect("utf-8");
+    let out = mailctl(&["apply", "--local", "-f", m, "--state-dir", r]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a mailctl agent (pid 4242) runs with the state directory"),
+        "{err}"
+    );
+    drop(lock);
     let out = mailctl(&["apply", "--local", "--force", "-f", m, "--state-dir", s]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
@@ -530,25 +620,24 @@ fn schema_prints_one_json_document() {
 fn help_describes_the_options_and_marks_what_is_not_built() {
     let help = |args: &[&str]| String::from_utf8(mailctl(args).stdout).expect("utf-8");
     let top = help(&["--help"]);
-    for verb in [
-        "status",
-        "get",
-        "describe",
-        "approve",
-        "rollback",
-        "pause",
-        "resume",
-        "history",
-        "controller",
-        "lab",
-    ] {
+    for verb in ["get", "describe", "rollback", "lab"] {
         let line = top
             .lines()
             .find(|l| l.trim_start().starts_with(verb))
             .expect("listed");
         assert!(line.contains("(not built yet)"), "{line}");
     }
-    for verb in ["validate", "plan", "agent", "sync", "certs"] {
+    for verb in [
+        "validate",
+        "plan",
+        "apply",
+        "agent",
+        "sync",
+        "certs",
+        "status",
+        "controller",
+        "approve",
+    ] {
         let line = top
             .lines()
             .find(|l| l.trim_start().starts_with(verb))

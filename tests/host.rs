@@ -8,7 +8,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 
@@ -458,6 +460,25 @@ impl AgentSetup {
         serde_json::from_str(&self.curl(ns, "GET", "/v1/status")).expect("status JSON")
     }
 
+    /// Polls the agent's status until `until` holds or `limit` passes;
+    /// returns the status that satisfied it.
+    fn wait_for_status(
+        &self,
+        ns: &Netns,
+        limit: Duration,
+        mut until: impl FnMut(&Value) -> bool,
+    ) -> Option<Value> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let status = self.status(ns);
+            if until(&status) {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(self.path("agent.log")).unwrap_or_default()
     }
@@ -538,59 +559,144 @@ fn the_running_agent_repairs_a_deleted_address_from_the_kernel_event() {
     );
 }
 
+/// One address and one managed file (world-readable, so its diff may be shown).
+fn address_and_file_host(address: &str, file: &Path, content: &str) -> String {
+    one_address_host(&[address])
+        + &format!(
+            "  files:\n    - {{path: {}, content: \"{content}\", mode: \"0644\"}}\n",
+            file.display()
+        )
+}
+
 #[test]
 fn a_new_address_state_is_rolled_back_unless_confirmed_and_kept_when_confirmed() {
     let ns = Netns::new();
-    let agent = AgentSetup::new(&one_address_host(&["10.77.3.25/24"]), 2);
+    let work = tempfile::tempdir().expect("tmp");
+    let file = work.path().join("main.cf");
+    let agent = AgentSetup::new(&address_and_file_host("10.77.3.25/24", &file, "one"), 2);
     let process = agent.start(&ns);
     let has = |a: &str| ns.addresses().contains(&a.to_owned());
+    let content = || fs::read_to_string(&file).unwrap_or_default();
     assert!(
-        wait_for(Duration::from_secs(20), || has("10.77.3.25/24")).is_some(),
+        wait_for(Duration::from_secs(20), || has("10.77.3.25/24")
+            && content() == "one")
+        .is_some(),
         "{}",
         agent.log()
     );
+    let agent_url = format!("https://127.0.0.1:{}", agent.port);
+    let admin_tls = agent.path("tls/admin-admin");
+    let confirm = |args: &[&str]| {
+        let mut argv = vec!["confirm", "eve"];
+        argv.extend_from_slice(args);
+        argv.extend([
+            "--agent",
+            &agent_url,
+            "--tls-dir",
+            admin_tls.to_str().expect("utf-8"),
+        ]);
+        let out = ns.mailctl(&argv);
+        (out.status.code(), text(&out))
+    };
 
-    // Generation 2 moves the service IP and is never confirmed: rolled back.
+    // Generation 2 moves the service IP and edits the file, and is never
+    // confirmed: rolled back in full, the file too (README, "Magic rollback").
     fs::write(
         agent.path("desired.yaml"),
-        one_address_host(&["10.77.3.26/24"]),
+        address_and_file_host("10.77.3.26/24", &file, "two"),
     )
     .expect("write");
     assert!(
-        wait_for(Duration::from_secs(10), || has("10.77.3.26/24")).is_some(),
+        wait_for(Duration::from_secs(10), || has("10.77.3.26/24")
+            && content() == "two")
+        .is_some(),
         "{}",
         agent.log()
     );
     let back = wait_for(Duration::from_secs(10), || {
-        has("10.77.3.25/24") && !has("10.77.3.26/24")
+        has("10.77.3.25/24") && !has("10.77.3.26/24") && content() == "one"
     });
     assert!(
         back.is_some(),
         "rolled back after the deadline; log:\n{}",
         agent.log()
     );
-    let status: Value = serde_json::from_str(&agent.curl(&ns, "GET", "/v1/status")).expect("json");
+    let status = agent.wait_for_status(&ns, Duration::from_secs(10), |status| {
+        status["effectiveGeneration"] == 1
+    });
+    let status = status.unwrap_or_else(|| panic!("status never said generation 1 is in force"));
     assert_eq!(status["rolledBack"], serde_json::json!([2]), "{status}");
-    assert_eq!(status["effectiveGeneration"], 1, "{status}");
+    assert_eq!(status["awaitingConfirmation"], Value::Null, "{status}");
+    assert_eq!(status["rollback"]["generation"], 2, "{status}");
+    assert_eq!(status["rollback"]["to"], 1, "{status}");
+    let metrics = agent.curl(&ns, "GET", "/metrics");
+    assert!(
+        metrics.contains("mailctl_agent_rollbacks_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mailctl_agent_rolled_back 1"), "{metrics}");
+    // Too late to keep it: exit 3, never a success, and nothing changes.
+    let (code, said) = confirm(&["2"]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains("generation 2 was already rolled back to generation 1"),
+        "{said}"
+    );
+    let (code, said) = confirm(&[]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains("generation 2 was rolled back to generation 1"),
+        "{said}"
+    );
+    assert!(has("10.77.3.25/24") && content() == "one");
 
-    // Generation 3, confirmed in time, stays — also across an agent restart.
+    // Generation 3, confirmed in time by an admin with `mailctl confirm`,
+    // stays — also across an agent restart.
     // (Moving an IP means declaring the old one absent: mailctl leaves undeclared addresses alone.)
     let moved = one_address_host(&["10.77.3.27/24"])
-        + "    - {address: \"10.77.3.25/24\", interface: eth0, state: absent}\n";
+        + "    - {address: \"10.77.3.25/24\", interface: eth0, state: absent}\n"
+        + &format!(
+            "  files:\n    - {{path: {}, content: \"three\", mode: \"0644\"}}\n",
+            file.display()
+        );
     fs::write(agent.path("desired.yaml"), moved).expect("write");
     assert!(
-        wait_for(Duration::from_secs(10), || has("10.77.3.27/24")).is_some(),
+        wait_for(Duration::from_secs(10), || has("10.77.3.27/24")
+            && agent.status(&ns)["awaitingConfirmation"] == 3)
+        .is_some(),
         "{}",
         agent.log()
     );
-    agent.curl(&ns, "POST", "/v1/confirm/3");
-    let deadline_passed = wait_for(Duration::from_secs(10), || {
+    let (code, said) = confirm(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("generation 3 confirmed"), "{said}");
+    // Until the agent has handled generation 3's deadline (2 s after it was
+    // accepted; the log says when), every status it answers shows the
+    // confirmed generation in force and nothing more rolled back.
+    let kept = agent.wait_for_status(&ns, Duration::from_secs(10), |status| {
+        assert_eq!(status["effectiveGeneration"], 3, "{status}");
+        assert_eq!(status["awaitingConfirmation"], Value::Null, "{status}");
+        assert_eq!(status["rolledBack"], serde_json::json!([2]), "{status}");
         agent.log().contains("confirmation deadline passed")
     });
-    assert!(deadline_passed.is_some(), "{}", agent.log());
     assert!(
-        has("10.77.3.27/24") && !has("10.77.3.25/24"),
+        kept.is_some(),
+        "the deadline never passed; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        has("10.77.3.27/24") && !has("10.77.3.25/24") && content() == "three",
         "confirmed state kept"
+    );
+    let status = agent.status(&ns);
+    assert!(status.get("rollback").is_none(), "{status}");
+    let metrics = agent.curl(&ns, "GET", "/metrics");
+    assert!(metrics.contains("mailctl_agent_rolled_back 0"), "{metrics}");
+    let (code, said) = confirm(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("nothing awaits confirmation (generation 3 is in force)"),
+        "{said}"
     );
     drop(process);
     ns.ip(&["addr", "del", "10.77.3.27/24", "dev", "eth0"]);
@@ -834,7 +940,12 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
     let cli = sync_run("nosuch", tls_dir);
     let said = String::from_utf8_lossy(&cli.stderr).into_owned();
     assert_eq!(cli.status.code(), Some(1), "{said}");
-    assert!(said.contains("has no sync job nosuch"), "{said}");
+    // Said once, with the jobs the host does declare.
+    assert!(
+        said.contains("declares no sync job nosuch (it declares final, regular)"),
+        "{said}"
+    );
+    assert_eq!(said.matches("nosuch").count(), 1, "{said}");
     let stranger = tempfile::tempdir().expect("tmp");
     let certs = ns.mailctl(&[
         "certs",

@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 const MAILCTL: &str = env!("CARGO_BIN_EXE_mailctl");
 /// The agent's TLS handshake timeout (`mailctl_agent::api::HANDSHAKE_TIMEOUT`).

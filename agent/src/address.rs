@@ -16,6 +16,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -30,7 +31,6 @@ use rtnetlink::{AddressMessageBuilder, Handle};
 
 use crate::announce::{self, Announcer};
 use crate::driver::{Announcement, Driver, Effect, Resource, ResourceChange};
-use crate::error::{Error, NetlinkTarget};
 
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
@@ -186,7 +186,7 @@ fn wanted_label(declared: &ServiceAddress) -> Option<String> {
 fn diff(
     desired: &[ServiceAddress],
     observed: &ObservedAddresses,
-) -> Result<Vec<AddressChange>, Error> {
+) -> Result<Vec<AddressChange>, AddressError> {
     // The observed addresses by interface and IP, each key's in the order
     // the kernel listed them.
     let mut by_ip: HashMap<(&str, IpAddr), Vec<&ObservedAddress>> =
@@ -205,7 +205,7 @@ fn diff(
         match declared.state {
             Presence::Present => {
                 if !observed.links.contains_key(&declared.interface) {
-                    return Err(Error::NoSuchInterface {
+                    return Err(AddressError::NoSuchInterface {
                         address: declared.address,
                         interface: declared.interface.clone(),
                     });
@@ -254,7 +254,7 @@ fn diff(
 fn refuse_collateral_removals(
     changes: &[AddressChange],
     observed: &ObservedAddresses,
-) -> Result<(), Error> {
+) -> Result<(), AddressError> {
     let removed: Vec<(&str, IpNet)> = changes
         .iter()
         .filter_map(|change| match change {
@@ -301,7 +301,7 @@ fn refuse_collateral_removals(
             .filter(|other| !removed_set.contains(&(interface, *other)))
             .collect();
         if !taken.is_empty() {
-            return Err(Error::WouldRemoveSecondaries {
+            return Err(AddressError::WouldRemoveSecondaries {
                 address,
                 interface: interface.to_owned(),
                 secondaries: taken,
@@ -315,12 +315,13 @@ impl Driver for AddressDriver {
     type Desired = [ServiceAddress];
     type Observed = ObservedAddresses;
     type Change = AddressChange;
+    type Error = AddressError;
 
     fn resource(&self, _desired: &Self::Desired) -> Resource {
         Resource::Addresses
     }
 
-    async fn observe(&self, desired: &Self::Desired) -> Result<ObservedAddresses, Error> {
+    async fn observe(&self, desired: &Self::Desired) -> Result<ObservedAddresses, AddressError> {
         let names: BTreeSet<&str> = desired.iter().map(|a| a.interface.as_str()).collect();
         let links = self.links(&names).await?;
         let addresses = self.addresses(&links).await?;
@@ -331,11 +332,11 @@ impl Driver for AddressDriver {
         &self,
         desired: &Self::Desired,
         observed: &ObservedAddresses,
-    ) -> Result<Vec<AddressChange>, Error> {
+    ) -> Result<Vec<AddressChange>, AddressError> {
         diff(desired, observed)
     }
 
-    async fn apply(&self, changes: &[AddressChange]) -> Result<Vec<Effect>, Error> {
+    async fn apply(&self, changes: &[AddressChange]) -> Result<Vec<Effect>, AddressError> {
         let names: BTreeSet<&str> = changes
             .iter()
             .map(|change| match change {
@@ -346,10 +347,12 @@ impl Driver for AddressDriver {
             .collect();
         let links = self.links(&names).await?;
         let link = |interface: &str, address: IpNet| {
-            links.get(interface).ok_or_else(|| Error::NoSuchInterface {
-                address,
-                interface: interface.to_owned(),
-            })
+            links
+                .get(interface)
+                .ok_or_else(|| AddressError::NoSuchInterface {
+                    address,
+                    interface: interface.to_owned(),
+                })
         };
 
         // Break before make: removals first, so a replaced address is never
@@ -409,7 +412,7 @@ impl Driver for AddressDriver {
 
 impl AddressDriver {
     /// The named interfaces that exist, by name.
-    async fn links(&self, names: &BTreeSet<&str>) -> Result<BTreeMap<String, Link>, Error> {
+    async fn links(&self, names: &BTreeSet<&str>) -> Result<BTreeMap<String, Link>, AddressError> {
         let messages: Vec<LinkMessage> = self
             .handle
             .link()
@@ -417,7 +420,7 @@ impl AddressDriver {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| Error::Netlink {
+            .map_err(|source| AddressError::Netlink {
                 what: NetlinkTarget::Links,
                 source,
             })?;
@@ -440,7 +443,7 @@ impl AddressDriver {
     async fn addresses(
         &self,
         links: &BTreeMap<String, Link>,
-    ) -> Result<Vec<ObservedAddress>, Error> {
+    ) -> Result<Vec<ObservedAddress>, AddressError> {
         if links.is_empty() {
             return Ok(Vec::new());
         }
@@ -455,7 +458,7 @@ impl AddressDriver {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| Error::Netlink {
+            .map_err(|source| AddressError::Netlink {
                 what: NetlinkTarget::Addresses {
                     interfaces: links.keys().cloned().collect(),
                 },
@@ -476,7 +479,7 @@ impl AddressDriver {
         interface: &str,
         address: IpNet,
         label: Option<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), AddressError> {
         let mut request =
             self.handle
                 .address()
@@ -490,7 +493,7 @@ impl AddressDriver {
         match request.execute().await {
             // Someone added it since we looked: verify decides whether it is right.
             Err(err) if errno(&err) == Some(EEXIST) => Ok(()),
-            result => result.map_err(|source| Error::Netlink {
+            result => result.map_err(|source| AddressError::Netlink {
                 what: NetlinkTarget::Add {
                     address,
                     interface: interface.to_owned(),
@@ -500,7 +503,12 @@ impl AddressDriver {
         }
     }
 
-    async fn remove(&self, link: &Link, interface: &str, address: IpNet) -> Result<(), Error> {
+    async fn remove(
+        &self,
+        link: &Link,
+        interface: &str,
+        address: IpNet,
+    ) -> Result<(), AddressError> {
         let message = match address {
             IpNet::V4(net) => AddressMessageBuilder::<Ipv4Addr>::new()
                 .index(link.index)
@@ -514,7 +522,7 @@ impl AddressDriver {
         match self.handle.address().del(message).execute().await {
             // Already gone (for example with the primary it was secondary to).
             Err(err) if errno(&err) == Some(EADDRNOTAVAIL) => Ok(()),
-            result => result.map_err(|source| Error::Netlink {
+            result => result.map_err(|source| AddressError::Netlink {
                 what: NetlinkTarget::Remove {
                     address,
                     interface: interface.to_owned(),
@@ -532,7 +540,7 @@ impl AddressDriver {
         announcer: &mut Announcer,
         links: &BTreeMap<String, Link>,
         added: &[(&str, IpNet)],
-    ) -> Result<Vec<Effect>, Error> {
+    ) -> Result<Vec<Effect>, AddressError> {
         let settled = tokio::time::timeout(self.dad_timeout, async {
             loop {
                 let now = self.addresses(links).await?;
@@ -545,7 +553,7 @@ impl AddressDriver {
                     })
                 });
                 if !unsettled {
-                    return Ok::<_, Error>(now);
+                    return Ok::<_, AddressError>(now);
                 }
                 tokio::time::sleep(DAD_POLL).await;
             }
@@ -563,16 +571,19 @@ impl AddressDriver {
             });
             match state {
                 Some(o) if o.dad_failed => {
-                    return Err(Error::DuplicateAddress {
+                    return Err(AddressError::DuplicateAddress {
                         address,
                         interface: interface.to_owned(),
                     });
                 }
                 Some(_) => {
-                    let link = links.get(interface).ok_or_else(|| Error::NoSuchInterface {
-                        address,
-                        interface: interface.to_owned(),
-                    })?;
+                    let link =
+                        links
+                            .get(interface)
+                            .ok_or_else(|| AddressError::NoSuchInterface {
+                                address,
+                                interface: interface.to_owned(),
+                            })?;
                     effects.push(announce_on(announcer, link, interface, address.addr())?);
                 }
                 None => effects.push(Effect::NotAnnounced {
@@ -598,7 +609,7 @@ fn announce_on(
     link: &Link,
     interface: &str,
     address: IpAddr,
-) -> Result<Effect, Error> {
+) -> Result<Effect, AddressError> {
     let skip = |reason: &str| {
         Ok(Effect::NotAnnounced {
             address,
@@ -627,7 +638,7 @@ fn announce_on(
     };
     announcer
         .send(link.index, interface, &frame)
-        .map_err(|source| Error::Announce {
+        .map_err(|source| AddressError::Announce {
             address,
             interface: interface.to_owned(),
             source,
@@ -717,4 +728,96 @@ fn observed_address(message: &AddressMessage, interface: &str) -> Option<Observe
         tentative: flags.contains(AddressFlags::Tentative),
         dad_failed: flags.contains(AddressFlags::Dadfailed),
     })
+}
+
+/// What can go wrong converging addresses. Every message names the address
+/// and the interface and, where there is one, the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error(
+        "address {address} on {interface}: no interface {interface} on this host; create it or fix `interface` in the manifest"
+    )]
+    NoSuchInterface { address: IpNet, interface: String },
+    #[error("{what}: netlink request failed")]
+    Netlink {
+        what: NetlinkTarget,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error(
+        "address {address} on {interface}: removing it would also remove the secondary addresses {} (net.ipv4.conf.{interface}.promote_secondaries is off); set it to 1 or declare those addresses absent too",
+        list(secondaries)
+    )]
+    WouldRemoveSecondaries {
+        address: IpNet,
+        interface: String,
+        secondaries: Vec<IpNet>,
+    },
+    #[error(
+        "address {address} on {interface}: duplicate address detection failed, another host on the link holds it; remove it there, the next reconcile adds it again"
+    )]
+    DuplicateAddress { address: IpNet, interface: String },
+    #[error("address {address} on {interface}: cannot send the announcement")]
+    Announce {
+        address: IpAddr,
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl AddressError {
+    /// Whether trying again, with the host as it is, can help: a missing
+    /// interface or a removal that would take secondaries along fails the
+    /// same way until someone changes the host or the manifest.
+    pub fn retry_can_help(&self) -> bool {
+        !matches!(
+            self,
+            AddressError::NoSuchInterface { .. } | AddressError::WouldRemoveSecondaries { .. }
+        )
+    }
+}
+
+/// What a netlink request was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetlinkTarget {
+    /// Listing interfaces.
+    Links,
+    /// Listing the addresses of these interfaces.
+    Addresses { interfaces: Vec<String> },
+    /// Adding an address.
+    Add { address: IpNet, interface: String },
+    /// Removing an address.
+    Remove { address: IpNet, interface: String },
+}
+
+impl fmt::Display for NetlinkTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetlinkTarget::Links => f.write_str("listing interfaces"),
+            NetlinkTarget::Addresses { interfaces } => {
+                write!(f, "listing addresses on {}", interfaces.join(", "))
+            }
+            NetlinkTarget::Add { address, interface } => {
+                write!(f, "adding address {address} on {interface}")
+            }
+            NetlinkTarget::Remove { address, interface } => {
+                write!(f, "removing address {address} on {interface}")
+            }
+        }
+    }
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|item| {
+            item.to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

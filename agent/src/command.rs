@@ -2,14 +2,14 @@
 //! services): argv directly, never through a shell, no input, a time limit,
 //! and the tail of stderr kept for the error message.
 
+use std::fmt;
 use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use mailctl_schemas::model::Handler;
 use tokio::io::AsyncReadExt;
-
-use crate::error::CommandFailure;
 
 /// A failed command's error carries at most this many of its last stderr
 /// lines, from at most this many of its last stderr bytes.
@@ -109,4 +109,64 @@ pub(crate) fn argv_text(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Why a command the agent ran (an `onChange` handler, a task) did not
+/// succeed.
+#[derive(Debug)]
+pub enum CommandFailure {
+    /// It could not be started: no such program, not executable.
+    Spawn(io::Error),
+    /// It exited unsuccessfully; `stderr` holds the last lines it wrote there.
+    Exit { status: ExitStatus, stderr: String },
+    /// It was still running when its time was up, and was killed.
+    Timeout(Duration),
+}
+
+impl fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            CommandFailure::Spawn(error) => write!(
+                f,
+                "could not be started ({error}); check that the program exists and is executable"
+            ),
+            CommandFailure::Exit { status, stderr } => {
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => write!(f, "failed (exit code {code})")?,
+                    (None, Some(signal)) => write!(f, "failed (killed by signal {signal})")?,
+                    (None, None) => write!(f, "failed ({status})")?,
+                }
+                match stderr.lines().count() {
+                    0 => f.write_str(" and wrote nothing to stderr"),
+                    1 => write!(f, ": {stderr}"),
+                    _ => {
+                        f.write_str(", last lines of stderr:")?;
+                        for line in stderr.lines() {
+                            write!(f, "\n    {line}")?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            CommandFailure::Timeout(limit) => write!(
+                f,
+                "did not finish within {}s and was killed",
+                limit.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// `run postmap /etc/postfix/virtual; reload postfix`
+pub(crate) fn describe_handlers(handlers: &[Handler]) -> String {
+    handlers
+        .iter()
+        .map(|handler| match handler {
+            Handler::Run(argv) => format!("run {}", argv_text(argv)),
+            Handler::Reload(service) => format!("reload {service}"),
+            Handler::Restart(service) => format!("restart {service}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

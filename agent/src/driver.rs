@@ -6,6 +6,10 @@
 //! resync all look the same, which keeps drift repair and intentional change
 //! on one path. `plan` is `observe + diff` of that same path, so what a plan
 //! shows is what an apply does.
+//!
+//! The contract knows no driver: each driver owns its change and error
+//! types, and the sum types over all of them ([`Change`](crate::Change),
+//! [`Error`](crate::Error)) live above the drivers, with the reconciler.
 
 use std::fmt;
 use std::future::Future;
@@ -13,13 +17,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use mailctl_schemas::model::Handler;
-
-use crate::address::AddressChange;
-use crate::error::Error;
-use crate::files::FileChange;
-use crate::firewall::FirewallChange;
-use crate::service::ServiceChange;
-use crate::tasks::TaskChange;
 
 /// One resource kind's way of converging the host to its desired state.
 pub trait Driver: Sync {
@@ -29,6 +26,8 @@ pub trait Driver: Sync {
     type Observed: Send;
     /// One step from the observed towards the desired state.
     type Change: ResourceChange;
+    /// What can go wrong, in this kind's words.
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// The resource the desired state describes, as plans and errors name it.
     fn resource(&self, desired: &Self::Desired) -> Resource;
@@ -37,7 +36,7 @@ pub trait Driver: Sync {
     fn observe(
         &self,
         desired: &Self::Desired,
-    ) -> impl Future<Output = Result<Self::Observed, Error>> + Send;
+    ) -> impl Future<Output = Result<Self::Observed, Self::Error>> + Send;
 
     /// The changes that turn `observed` into `desired`; empty when converged.
     /// Refuses (with an error, before anything happens) a desired state that
@@ -46,21 +45,21 @@ pub trait Driver: Sync {
         &self,
         desired: &Self::Desired,
         observed: &Self::Observed,
-    ) -> Result<Vec<Self::Change>, Error>;
+    ) -> Result<Vec<Self::Change>, Self::Error>;
 
     /// Makes the changes, in order, and reports side effects such as
     /// announcements.
     fn apply(
         &self,
         changes: &[Self::Change],
-    ) -> impl Future<Output = Result<Vec<Effect>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Effect>, Self::Error>> + Send;
 
     /// Reads the host again and returns what is still pending. A change
     /// counts as made only when this no longer lists its subject.
     fn verify(
         &self,
         desired: &Self::Desired,
-    ) -> impl Future<Output = Result<Vec<Self::Change>, Error>> + Send {
+    ) -> impl Future<Output = Result<Vec<Self::Change>, Self::Error>> + Send {
         async move {
             let observed = self.observe(desired).await?;
             self.diff(desired, &observed)
@@ -69,7 +68,7 @@ pub trait Driver: Sync {
 }
 
 /// A change one driver plans.
-pub trait ResourceChange: fmt::Display + fmt::Debug + Clone + Send + Sync + Into<Change> {
+pub trait ResourceChange: fmt::Display + fmt::Debug + Clone + Send + Sync {
     /// What the change is about (an address on an interface, a table). After
     /// apply, a change is verified when no pending change has its subject.
     type Subject: PartialEq;
@@ -92,6 +91,15 @@ pub enum Resource {
     Service { name: String },
 }
 
+impl Resource {
+    /// Addresses and the firewall: independent of each other (the owned
+    /// table matches sources and ports, never this host's own addresses),
+    /// so they converge together, before everything else.
+    pub fn is_network(&self) -> bool {
+        matches!(self, Resource::Addresses | Resource::Firewall { .. })
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -101,59 +109,6 @@ impl fmt::Display for Resource {
             Resource::Task { name } => write!(f, "task {name}"),
             Resource::Service { name } => write!(f, "service {name}"),
         }
-    }
-}
-
-/// A planned change of any resource kind. Its `Display` is one `plan` line
-/// (`+` add, `-` remove, `~` modify), possibly followed by indented details.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Address(AddressChange),
-    Firewall(FirewallChange),
-    File(FileChange),
-    Task(TaskChange),
-    Service(ServiceChange),
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::Address(change) => change.fmt(f),
-            Change::Firewall(change) => change.fmt(f),
-            Change::File(change) => change.fmt(f),
-            Change::Task(change) => change.fmt(f),
-            Change::Service(change) => change.fmt(f),
-        }
-    }
-}
-
-impl From<AddressChange> for Change {
-    fn from(change: AddressChange) -> Self {
-        Change::Address(change)
-    }
-}
-
-impl From<FirewallChange> for Change {
-    fn from(change: FirewallChange) -> Self {
-        Change::Firewall(change)
-    }
-}
-
-impl From<FileChange> for Change {
-    fn from(change: FileChange) -> Self {
-        Change::File(change)
-    }
-}
-
-impl From<ServiceChange> for Change {
-    fn from(change: ServiceChange) -> Self {
-        Change::Service(change)
-    }
-}
-
-impl From<TaskChange> for Change {
-    fn from(change: TaskChange) -> Self {
-        Change::Task(change)
     }
 }
 
@@ -219,7 +174,7 @@ impl fmt::Display for Effect {
                 f,
                 "onChange of {} due: {}",
                 path.display(),
-                crate::files::describe_handlers(handlers)
+                crate::command::describe_handlers(handlers)
             ),
             Effect::HandlerRan { path, handler } => {
                 write!(f, "ran {handler} (changed {})", path.display())

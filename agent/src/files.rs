@@ -78,10 +78,12 @@ use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 use similar::TextDiff;
 
-use crate::command::argv_text;
+use crate::command::CommandFailure;
+use crate::command::{argv_text, describe_handlers};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
-use crate::error::Error;
-use crate::fsutil::{self, OpenDir, Owner, WalkError, blocking, sha256_hex, write_state_file};
+use crate::fsutil::{
+    self, OpenDir, Owner, StateError, WalkError, blocking, sha256_hex, write_state_file,
+};
 
 /// Mode of a new file whose manifest sets none: what a package installs.
 const DEFAULT_MODE: u32 = 0o644;
@@ -122,10 +124,10 @@ impl FileDriver {
     /// shell, killed after the handler timeout. On success the handler
     /// leaves the file's record of due handlers; on failure it stays there,
     /// and the error carries the last lines of its stderr.
-    pub async fn run_handler(&self, path: &Path, argv: &[String]) -> Result<(), Error> {
+    pub async fn run_handler(&self, path: &Path, argv: &[String]) -> Result<(), FileError> {
         crate::command::run_checked(argv, self.handler_timeout)
             .await
-            .map_err(|failure| Error::Handler {
+            .map_err(|failure| FileError::Handler {
                 path: path.to_owned(),
                 argv: argv_text(argv),
                 failure,
@@ -136,7 +138,7 @@ impl FileDriver {
     /// Records that `handler`, due for the file at `path`, ran: the next
     /// plan no longer lists it. For `Reload` and `Restart` handlers, which the
     /// service driver runs.
-    pub async fn handler_ran(&self, path: &Path, handler: &Handler) -> Result<(), Error> {
+    pub async fn handler_ran(&self, path: &Path, handler: &Handler) -> Result<(), FileError> {
         let state_dir = self.state_dir.clone();
         let path = path.to_owned();
         let handler = handler.clone();
@@ -400,6 +402,7 @@ impl Driver for FileDriver {
     type Desired = ManagedFile;
     type Observed = ObservedFile;
     type Change = FileChange;
+    type Error = FileError;
 
     fn resource(&self, desired: &ManagedFile) -> Resource {
         Resource::File {
@@ -407,7 +410,7 @@ impl Driver for FileDriver {
         }
     }
 
-    async fn observe(&self, desired: &ManagedFile) -> Result<ObservedFile, Error> {
+    async fn observe(&self, desired: &ManagedFile) -> Result<ObservedFile, FileError> {
         let desired = desired.clone();
         let state_dir = self.state_dir.clone();
         blocking(move || observe(&desired, &state_dir)).await
@@ -417,11 +420,11 @@ impl Driver for FileDriver {
         &self,
         desired: &ManagedFile,
         observed: &ObservedFile,
-    ) -> Result<Vec<FileChange>, Error> {
+    ) -> Result<Vec<FileChange>, FileError> {
         diff(desired, observed)
     }
 
-    async fn apply(&self, changes: &[FileChange]) -> Result<Vec<Effect>, Error> {
+    async fn apply(&self, changes: &[FileChange]) -> Result<Vec<Effect>, FileError> {
         let mut effects = Vec::new();
         for change in changes {
             let state_dir = self.state_dir.clone();
@@ -438,7 +441,7 @@ impl Driver for FileDriver {
         Ok(effects)
     }
 
-    async fn verify(&self, desired: &ManagedFile) -> Result<Vec<FileChange>, Error> {
+    async fn verify(&self, desired: &ManagedFile) -> Result<Vec<FileChange>, FileError> {
         let observed = self.observe(desired).await?;
         let mut pending = self.diff(desired, &observed)?;
         // The handlers an apply just returned are recorded until they ran;
@@ -448,7 +451,7 @@ impl Driver for FileDriver {
     }
 }
 
-fn observe(desired: &ManagedFile, state_dir: &Path) -> Result<ObservedFile, Error> {
+fn observe(desired: &ManagedFile, state_dir: &Path) -> Result<ObservedFile, FileError> {
     let path = &desired.path;
     let owner = desired
         .owner
@@ -495,7 +498,7 @@ fn existing_file(
     folder: &OpenDir,
     name: &OsStr,
     found: &FileStat,
-) -> Result<ExistingFile, Error> {
+) -> Result<ExistingFile, FileError> {
     let kind = match fsutil::file_type(found) {
         SFlag::S_IFREG => REGULAR,
         SFlag::S_IFLNK => SYMLINK,
@@ -538,12 +541,12 @@ fn metadata_of(found: &FileStat) -> Metadata {
 /// with the others: a `chmod 0666` of `/srv/x`, hard-linked to
 /// `/etc/shadow`, would open up `/etc/shadow`. Such a file is not managed,
 /// whatever its desired state, so the rule is the same for every change.
-fn refuse_hard_links(path: &Path, kind: &str, found: &FileStat) -> Result<(), Error> {
+fn refuse_hard_links(path: &Path, kind: &str, found: &FileStat) -> Result<(), FileError> {
     if kind == REGULAR && found.st_nlink > 1 {
         // `nlink_t` is 64 bits on x86_64, 32 on aarch64.
         #[allow(clippy::unnecessary_cast)]
         let links = found.st_nlink as u64;
-        return Err(Error::FileHardLinked {
+        return Err(FileError::HardLinked {
             path: path.to_owned(),
             links,
         });
@@ -574,7 +577,7 @@ fn compare(
     wanted: &[u8],
     len: u64,
     showable: bool,
-) -> Result<ContentCheck, Error> {
+) -> Result<ContentCheck, FileError> {
     let keep_old = showable && len <= DIFF_LIMIT && wanted.len() as u64 <= DIFF_LIMIT;
     if len != wanted.len() as u64 && !keep_old {
         return Ok(ContentCheck::Differs { old: None });
@@ -614,12 +617,12 @@ fn compare(
     }
 }
 
-fn diff(desired: &ManagedFile, observed: &ObservedFile) -> Result<Vec<FileChange>, Error> {
+fn diff(desired: &ManagedFile, observed: &ObservedFile) -> Result<Vec<FileChange>, FileError> {
     let path = &desired.path;
     let action = match (&desired.content, &observed.existing) {
         (Some(content), existing) => {
             if let Some(parent) = &observed.missing_parent {
-                return Err(Error::FileParentMissing {
+                return Err(FileError::ParentMissing {
                     path: path.clone(),
                     parent: parent.clone(),
                 });
@@ -641,7 +644,7 @@ fn diff(desired: &ManagedFile, observed: &ObservedFile) -> Result<Vec<FileChange
             Some(FileAction::Remove)
         }
         (None, Some(existing)) => {
-            return Err(Error::FileNotRegular {
+            return Err(FileError::NotRegular {
                 path: path.clone(),
                 kind: existing.kind,
             });
@@ -670,9 +673,9 @@ fn diff_existing(
     content: &str,
     observed: &ObservedFile,
     existing: &ExistingFile,
-) -> Result<Option<FileAction>, Error> {
+) -> Result<Option<FileAction>, FileError> {
     if existing.kind != REGULAR {
-        return Err(Error::FileNotRegular {
+        return Err(FileError::NotRegular {
             path: desired.path.clone(),
             kind: existing.kind,
         });
@@ -729,7 +732,7 @@ fn content_diff(old: Option<&[u8]>, new: &str, old_len: u64, showable: bool) -> 
     ContentDiff::Shown(shown)
 }
 
-fn apply(state_dir: &Path, change: &FileChange) -> Result<(), Error> {
+fn apply(state_dir: &Path, change: &FileChange) -> Result<(), FileError> {
     let path = &change.path;
     // Recorded before the change: once the file changed, its handlers are
     // due even if the agent dies right after.
@@ -744,7 +747,7 @@ fn apply(state_dir: &Path, change: &FileChange) -> Result<(), Error> {
     // been swapped for a link since.
     let (parent, name) = parent_and_name(path)?;
     let folder = OpenDir::open(parent).map_err(|error| match error {
-        WalkError::Missing { .. } => Error::FileParentMissing {
+        WalkError::Missing { .. } => FileError::ParentMissing {
             path: path.clone(),
             parent: parent.to_owned(),
         },
@@ -780,7 +783,7 @@ fn set_metadata(
     name: &OsStr,
     from: &Metadata,
     to: &Metadata,
-) -> Result<(), Error> {
+) -> Result<(), FileError> {
     let file = folder
         .open_file(name)
         .map_err(|error| file_error(path, "open it", error))?;
@@ -789,7 +792,7 @@ fn set_metadata(
     let found = nix::sys::stat::fstat(&file)
         .map_err(|errno| file_error(path, "read its metadata", errno.into()))?;
     if fsutil::file_type(&found) != SFlag::S_IFREG {
-        return Err(Error::FileNotRegular {
+        return Err(FileError::NotRegular {
             path: path.to_owned(),
             kind: "special file",
         });
@@ -824,7 +827,7 @@ fn set_metadata(
 
 /// Removes the file or link `name` from `folder`, never a folder, never a
 /// file with other names.
-fn remove(path: &Path, folder: &OpenDir, name: &OsStr) -> Result<(), Error> {
+fn remove(path: &Path, folder: &OpenDir, name: &OsStr) -> Result<(), FileError> {
     match folder.stat(name) {
         Ok(Some(found)) if fsutil::file_type(&found) == SFlag::S_IFREG => {
             refuse_hard_links(path, REGULAR, &found)?;
@@ -848,14 +851,14 @@ fn remove(path: &Path, folder: &OpenDir, name: &OsStr) -> Result<(), Error> {
 
 /// The folder and the name of a managed path (validated absolute, so there
 /// are both).
-fn parent_and_name(path: &Path) -> Result<(&Path, &OsStr), Error> {
+fn parent_and_name(path: &Path) -> Result<(&Path, &OsStr), FileError> {
     fsutil::split(path).map_err(|error| file_error(path, "name its folder", error))
 }
 
 /// Why the folder of a managed file could not be opened.
-fn folder_error(path: &Path, error: WalkError) -> Error {
+fn folder_error(path: &Path, error: WalkError) -> FileError {
     match error {
-        WalkError::Symlink { component, target } => Error::FileThroughSymlink {
+        WalkError::Symlink { component, target } => FileError::ThroughSymlink {
             path: path.to_owned(),
             link: component,
             target,
@@ -864,21 +867,21 @@ fn folder_error(path: &Path, error: WalkError) -> Error {
     }
 }
 
-fn file_error(path: &Path, what: impl Into<String>, source: io::Error) -> Error {
-    Error::File {
+fn file_error(path: &Path, what: impl Into<String>, source: io::Error) -> FileError {
+    FileError::Io {
         path: path.to_owned(),
         what: what.into(),
         source,
     }
 }
 
-fn user_named(path: &Path, name: &str) -> Result<Account, Error> {
+fn user_named(path: &Path, name: &str) -> Result<Account, FileError> {
     match User::from_name(name) {
         Ok(Some(user)) => Ok(Account {
             id: user.uid.as_raw(),
             name: Some(user.name),
         }),
-        Ok(None) => Err(Error::UnknownAccount {
+        Ok(None) => Err(FileError::UnknownAccount {
             path: path.to_owned(),
             field: "owner",
             name: name.to_owned(),
@@ -891,13 +894,13 @@ fn user_named(path: &Path, name: &str) -> Result<Account, Error> {
     }
 }
 
-fn group_named(path: &Path, name: &str) -> Result<Account, Error> {
+fn group_named(path: &Path, name: &str) -> Result<Account, FileError> {
     match Group::from_name(name) {
         Ok(Some(group)) => Ok(Account {
             id: group.gid.as_raw(),
             name: Some(group.name),
         }),
-        Ok(None) => Err(Error::UnknownAccount {
+        Ok(None) => Err(FileError::UnknownAccount {
             path: path.to_owned(),
             field: "group",
             name: name.to_owned(),
@@ -977,23 +980,25 @@ fn due_handlers_file(state_dir: &Path, path: &Path) -> PathBuf {
     ))
 }
 
-fn read_due_handlers(state_dir: &Path, path: &Path) -> Result<Vec<Handler>, Error> {
+fn read_due_handlers(state_dir: &Path, path: &Path) -> Result<Vec<Handler>, FileError> {
     let file = due_handlers_file(state_dir, path);
     let text = match fs::read(&file) {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(Error::StateFile {
+            return Err(FileError::State(StateError::Io {
                 path: file,
                 what: "read it".into(),
                 source,
-            });
+            }));
         }
     };
-    let invalid = |detail: String| Error::StateFileInvalid {
-        path: file.clone(),
-        detail,
-        hint: "it lists onChange handlers still due for a managed file: run them by hand, then remove it",
+    let invalid = |detail: String| {
+        FileError::State(StateError::Invalid {
+            path: file.clone(),
+            detail,
+            hint: "it lists onChange handlers still due for a managed file: run them by hand, then remove it",
+        })
     };
     let due: DueHandlers = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
     if due.path != path {
@@ -1002,56 +1007,127 @@ fn read_due_handlers(state_dir: &Path, path: &Path) -> Result<Vec<Handler>, Erro
     Ok(due.handlers.into_iter().map(Handler::from).collect())
 }
 
-fn write_due_handlers(state_dir: &Path, path: &Path, handlers: &[Handler]) -> Result<(), Error> {
+fn write_due_handlers(
+    state_dir: &Path,
+    path: &Path,
+    handlers: &[Handler],
+) -> Result<(), FileError> {
     let file = due_handlers_file(state_dir, path);
     if handlers.is_empty() {
         return match fs::remove_file(&file) {
             Ok(()) => OpenDir::open_as_named(state_dir)
                 .and_then(|folder| folder.sync())
-                .map_err(|source| Error::StateFile {
-                    path: file,
-                    what: "flush the state directory after removing it".into(),
-                    source,
+                .map_err(|source| {
+                    FileError::State(StateError::Io {
+                        path: file,
+                        what: "flush the state directory after removing it".into(),
+                        source,
+                    })
                 }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::StateFile {
+            Err(source) => Err(FileError::State(StateError::Io {
                 path: file,
                 what: "remove it".into(),
                 source,
-            }),
+            })),
         };
     }
     let due = DueHandlers {
         path: path.to_owned(),
         handlers: handlers.iter().map(StoredHandler::from).collect(),
     };
-    let text = serde_json::to_vec_pretty(&due).map_err(|error| Error::StateFile {
-        path: file.clone(),
-        what: "encode it".into(),
-        source: error.into(),
+    let text = serde_json::to_vec_pretty(&due).map_err(|error| {
+        FileError::State(StateError::Io {
+            path: file.clone(),
+            what: "encode it".into(),
+            source: error.into(),
+        })
     })?;
-    write_state_file(state_dir, &file, &text)
+    Ok(write_state_file(state_dir, &file, &text)?)
 }
 
 // ----------------------------------------------------------------- handlers
-
-/// `run postmap /etc/postfix/virtual; reload postfix`
-pub(crate) fn describe_handlers(handlers: &[Handler]) -> String {
-    handlers
-        .iter()
-        .map(|handler| match handler {
-            Handler::Run(argv) => format!("run {}", argv_text(argv)),
-            Handler::Reload(service) => format!("reload {service}"),
-            Handler::Restart(service) => format!("restart {service}"),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 fn bytes(n: u64) -> String {
     if n == 1 {
         "1 byte".to_owned()
     } else {
         format!("{n} bytes")
+    }
+}
+
+/// What can go wrong converging a managed file. Every message names the
+/// file and, where there is one, the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(
+        "file {}: folder {} does not exist; create it first (the package that reads the file usually does) or fix `path`: mailctl does not create folders",
+        path.display(),
+        parent.display()
+    )]
+    ParentMissing { path: PathBuf, parent: PathBuf },
+    #[error(
+        "file {}: is a {kind}, not a regular file; mailctl manages regular files only: remove it by hand or fix `path`",
+        path.display()
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "file {}: {} is a symbolic link (to {}); mailctl follows no link in the folders of a managed file (whoever owns the link would choose where root writes): write `path` without it, or replace the link by a folder",
+        path.display(),
+        link.display(),
+        target.display()
+    )]
+    ThroughSymlink {
+        path: PathBuf,
+        /// The component of the path that is a link.
+        link: PathBuf,
+        target: PathBuf,
+    },
+    #[error(
+        "file {}: has {links} hard links; mailctl manages only files with one name (a change of mode or owner would change the other names too): find them with `find / -xdev -samefile {}` and remove them, or fix `path`",
+        path.display(),
+        path.display()
+    )]
+    HardLinked { path: PathBuf, links: u64 },
+    #[error(
+        "file {}: no {kind} {name} on this host; create it first (the package of the service usually does) or fix `{field}`",
+        path.display(),
+        kind = if *field == "owner" { "user" } else { "group" }
+    )]
+    UnknownAccount {
+        path: PathBuf,
+        /// `owner` or `group`, as the manifest calls it.
+        field: &'static str,
+        name: String,
+    },
+    #[error("file {}: cannot {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("file {}: onChange handler `{argv}` {failure}", path.display())]
+    Handler {
+        path: PathBuf,
+        argv: String,
+        failure: CommandFailure,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl FileError {
+    /// Whether trying again, with the host as it is, can help: a path
+    /// through a link, a file with other names, or a folder where the file
+    /// should be is refused the same way until someone changes the host or
+    /// the manifest.
+    pub fn retry_can_help(&self) -> bool {
+        !matches!(
+            self,
+            FileError::ThroughSymlink { .. }
+                | FileError::HardLinked { .. }
+                | FileError::NotRegular { .. }
+        )
     }
 }

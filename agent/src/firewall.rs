@@ -34,7 +34,6 @@ pub use self::nft::parse_table;
 use self::nft::{BadName, INPUT_CHAIN, ObservedChain, ObservedRule, policy_name};
 pub use self::nft::{NftRule, ObservedTable, RuleSet};
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
-use crate::error::Error;
 
 /// What nft says (strerror of ENOENT) when asked to list a table that does
 /// not exist. nft runs with `LC_ALL=C`, so the text does not depend on the
@@ -69,9 +68,9 @@ impl FirewallDriver {
         table: &str,
         args: &[&str],
         input: Option<String>,
-    ) -> Result<String, Error> {
+    ) -> Result<String, FirewallError> {
         let command = format!("{} {}", self.nft.display(), args.join(" "));
-        let spawn_error = |source| Error::NftSpawn {
+        let spawn_error = |source| FirewallError::NftSpawn {
             table: table.to_owned(),
             command: command.clone(),
             source,
@@ -106,14 +105,14 @@ impl FirewallDriver {
         };
         if !status.success() {
             let stderr = read(&mut stderr).map_err(spawn_error)?;
-            return Err(Error::NftFailed {
+            return Err(FirewallError::NftFailed {
                 table: table.to_owned(),
                 command,
                 stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
             });
         }
         let stdout = read(&mut stdout).map_err(spawn_error)?;
-        String::from_utf8(stdout).map_err(|err| Error::NftOutput {
+        String::from_utf8(stdout).map_err(|err| FirewallError::NftOutput {
             table: table.to_owned(),
             command,
             detail: err.to_string(),
@@ -132,8 +131,8 @@ fn memory_file(name: &str) -> io::Result<File> {
 fn check_names<'a>(
     table: &str,
     rule_names: impl IntoIterator<Item = &'a str>,
-) -> Result<(), Error> {
-    nft::check_names(table, rule_names).map_err(|BadName { what, name }| Error::NftName {
+) -> Result<(), FirewallError> {
+    nft::check_names(table, rule_names).map_err(|BadName { what, name }| FirewallError::NftName {
         table: table.to_owned(),
         what,
         name,
@@ -273,12 +272,12 @@ impl fmt::Display for TableDifference {
 
 /// Errors when `rules` cut a guarded source off a protected port, naming
 /// every such (port, source) at once.
-fn refuse_lockout(table: &str, rules: &RuleSet, guard: &LockoutGuard) -> Result<(), Error> {
+fn refuse_lockout(table: &str, rules: &RuleSet, guard: &LockoutGuard) -> Result<(), FirewallError> {
     let blocked = guard.blocked(rules);
     if blocked.is_empty() {
         Ok(())
     } else {
-        Err(Error::Lockout {
+        Err(FirewallError::Lockout {
             table: table.to_owned(),
             blocked,
         })
@@ -414,6 +413,7 @@ impl Driver for FirewallDriver {
     type Desired = Firewall;
     type Observed = Option<ObservedTable>;
     type Change = FirewallChange;
+    type Error = FirewallError;
 
     fn resource(&self, desired: &Firewall) -> Resource {
         Resource::Firewall {
@@ -421,7 +421,7 @@ impl Driver for FirewallDriver {
         }
     }
 
-    async fn observe(&self, desired: &Firewall) -> Result<Option<ObservedTable>, Error> {
+    async fn observe(&self, desired: &Firewall) -> Result<Option<ObservedTable>, FirewallError> {
         let table = desired.table.as_str();
         // The name goes onto nft's command line, which nft parses as a
         // command: check it first.
@@ -429,14 +429,14 @@ impl Driver for FirewallDriver {
         let args = ["-n", "list", "table", "inet", table];
         let listing = match self.nft(table, &args, None).await {
             Ok(listing) => listing,
-            Err(Error::NftFailed { stderr, .. }) if stderr.contains(NO_SUCH_TABLE) => {
+            Err(FirewallError::NftFailed { stderr, .. }) if stderr.contains(NO_SUCH_TABLE) => {
                 return Ok(None);
             }
             Err(err) => return Err(err),
         };
         nft::parse_table(&listing)
             .map(Some)
-            .map_err(|detail| Error::NftOutput {
+            .map_err(|detail| FirewallError::NftOutput {
                 table: table.to_owned(),
                 command: format!("{} {}", self.nft.display(), args.join(" ")),
                 detail,
@@ -447,7 +447,7 @@ impl Driver for FirewallDriver {
         &self,
         desired: &Firewall,
         observed: &Option<ObservedTable>,
-    ) -> Result<Vec<FirewallChange>, Error> {
+    ) -> Result<Vec<FirewallChange>, FirewallError> {
         check_names(
             &desired.table,
             desired.rules.iter().map(|rule| rule.name.as_str()),
@@ -461,7 +461,7 @@ impl Driver for FirewallDriver {
             .collect())
     }
 
-    async fn apply(&self, changes: &[FirewallChange]) -> Result<Vec<Effect>, Error> {
+    async fn apply(&self, changes: &[FirewallChange]) -> Result<Vec<Effect>, FirewallError> {
         for change in changes {
             let (FirewallChange::Create { table, desired }
             | FirewallChange::Replace { table, desired, .. }) = change;
@@ -470,5 +470,59 @@ impl Driver for FirewallDriver {
             self.nft(table, &["-f", "-"], Some(script)).await?;
         }
         Ok(Vec::new())
+    }
+}
+
+/// What can go wrong converging the owned table. Every message names the
+/// table.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error(
+        "firewall table inet {table}: refusing a rule set that blocks {}; accept those ports from those sources, set admin_sources in agent.toml to the ranges the controller and admins connect from, or set `allowLockout: true`",
+        describe_blocked(blocked)
+    )]
+    Lockout {
+        table: String,
+        /// Every protected port and guarded source the rule set cuts off.
+        blocked: Vec<crate::firewall::Blocked>,
+    },
+    #[error(
+        "firewall table inet {table}: the {what} \"{name}\" cannot be written in nft's syntax; use letters, digits, '-', '_', '.' and '@' (a table name: letters, digits, '-' and '_', starting with a letter)"
+    )]
+    NftName {
+        table: String,
+        what: &'static str,
+        name: String,
+    },
+    #[error("firewall table inet {table}: cannot run `{command}`")]
+    NftSpawn {
+        table: String,
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("firewall table inet {table}: `{command}` failed: {stderr}")]
+    NftFailed {
+        table: String,
+        command: String,
+        stderr: String,
+    },
+    #[error("firewall table inet {table}: cannot read the output of `{command}`: {detail}")]
+    NftOutput {
+        table: String,
+        command: String,
+        detail: String,
+    },
+}
+
+impl FirewallError {
+    /// Whether trying again, with the host as it is, can help: a rule set
+    /// that would lock the admins out, or a name nft cannot carry, is
+    /// refused the same way until the manifest changes.
+    pub fn retry_can_help(&self) -> bool {
+        !matches!(
+            self,
+            FirewallError::Lockout { .. } | FirewallError::NftName { .. }
+        )
     }
 }

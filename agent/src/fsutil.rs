@@ -35,8 +35,6 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
-use crate::error::Error;
-
 const FOLDER_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
@@ -381,13 +379,35 @@ impl fmt::Display for FailedStep {
 }
 
 impl FailedStep {
-    pub(crate) fn for_state_file(self, path: &Path) -> Error {
-        Error::StateFile {
+    pub(crate) fn for_state_file(self, path: &Path) -> StateError {
+        StateError::Io {
             path: path.to_owned(),
             what: self.what,
             source: self.source,
         }
     }
+}
+
+/// What can go wrong with a file in the agent's state directory (due
+/// handlers, task records).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "state file {}: cannot {what}; the agent needs a writable state directory",
+        path.display()
+    )]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state file {} is not valid ({detail}); {hint}", path.display())]
+    Invalid {
+        path: PathBuf,
+        detail: String,
+        hint: &'static str,
+    },
 }
 
 /// Who a written file is to belong to.
@@ -421,9 +441,13 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Resu
 
 /// Writes a file of the agent's own state (mode 0600) atomically, creating
 /// the state directory (mode 0700) when needed.
-pub(crate) fn write_state_file(state_dir: &Path, file: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_state_file(
+    state_dir: &Path,
+    file: &Path,
+    bytes: &[u8],
+) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt;
-    let failed = |what: String, source: io::Error| Error::StateFile {
+    let failed = |what: String, source: io::Error| StateError::Io {
         path: file.to_owned(),
         what,
         source,
@@ -474,6 +498,34 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// Seconds since the Unix epoch by the wall clock, for what is recorded for
+/// people and later runs to read (a task's completion, a sync run's times,
+/// the name of a damaged file set aside, a confirmation deadline that must
+/// survive a restart). Waiting runs on tokio's clock, never on this.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a recorded unix timestamp is wall-clock time"
+)]
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// Renames a damaged state file to `NAME.damaged-SECONDS` beside it, so an
+/// admin can look at it and the agent never reads it again. `None` when
+/// there was no such file.
+pub(crate) fn set_aside(path: &Path) -> io::Result<Option<PathBuf>> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{}", unix_now()));
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => Ok(Some(aside)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -27,26 +27,26 @@
 pub mod address;
 mod announce;
 pub mod api;
-pub mod client;
 mod command;
 pub mod config;
 pub mod daemon;
 pub mod driver;
-mod error;
 pub mod files;
 pub mod firewall;
 mod fsutil;
 mod intervals;
 pub mod pki;
 mod reconcile;
-pub mod roles;
+pub use mailctl_api::roles;
 pub mod service;
 pub mod sync;
 pub mod tasks;
 
-pub use driver::{Announcement, Change, Driver, Effect, Resource, ResourceChange};
-pub use error::{CommandFailure, Error, NetlinkTarget};
+pub use address::NetlinkTarget;
+pub use command::CommandFailure;
+pub use driver::{Announcement, Driver, Effect, Resource, ResourceChange};
+pub use fsutil::StateError;
 pub use reconcile::{
-    Applied, ApplyReport, Config, DEFAULT_API_PORT, Reconciler, ResourcePlan, ResourceReport,
-    error_chain,
+    Applied, ApplyReport, Change, Config, DEFAULT_API_PORT, Error, Reconciler, ResourcePlan,
+    ResourceReport, error_chain,
 };

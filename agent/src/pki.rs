@@ -3,7 +3,9 @@
 //! One private CA signs everything; nothing else is trusted on either side.
 //! Every certificate names exactly one role in a SAN URI ([`crate::roles`]):
 //!
-//! - `mailctl:role:controller`: the controller, a client (ClientAuth only);
+//! - `mailctl:role:controller`: the controller, a client of the agents and
+//!   the server of the admins' API (ClientAuth and ServerAuth, with the
+//!   addresses admins dial, `certs init --controller`);
 //! - `mailctl:role:admin:NAME`: a person with `mailctl sync run`, a client
 //!   (ClientAuth only);
 //! - `mailctl:role:agent:HOST`: the agent on HOST, a server (ServerAuth
@@ -49,12 +51,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::roles::{self, Role};
 
-/// The CA certificate, beside the CA key and in every folder.
-pub const CA_CERT: &str = "ca.pem";
+/// The CA certificate (beside the CA key and in every folder) and the
+/// revocation list (beside the CA and in every folder).
+pub use mailctl_api::tls::{CA_CERT, CRL, cert_and_key};
 /// The CA's private key: only in `DIR`, never copied to a host.
 pub const CA_KEY: &str = "ca.key";
-/// The revocation list, beside the CA and in every folder.
-pub const CRL: &str = "ca.crl";
 /// Where revoked folders are moved to.
 pub const REVOKED: &str = "revoked";
 /// How long the CA is valid.
@@ -76,7 +77,10 @@ pub struct AgentIdentity {
 /// What to issue: one role, and for an agent the names it answers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
-    Controller,
+    /// The controller, with the addresses and DNS names admins dial for its
+    /// API (its certificate is a client's towards agents and a server's
+    /// towards admins).
+    Controller(Vec<String>),
     Admin(String),
     Agent(AgentIdentity),
 }
@@ -84,7 +88,7 @@ pub enum Subject {
 impl Subject {
     pub fn role(&self) -> Role {
         match self {
-            Subject::Controller => Role::Controller,
+            Subject::Controller(_) => Role::Controller,
             Subject::Admin(name) => Role::Admin(name.clone()),
             Subject::Agent(agent) => Role::Agent(agent.name.clone()),
         }
@@ -97,15 +101,6 @@ pub fn folder(role: &Role) -> String {
         Role::Controller => "controller".into(),
         Role::Admin(name) => format!("admin-{name}"),
         Role::Agent(host) => format!("agent-{host}"),
-    }
-}
-
-/// The certificate and key file names in a role's folder.
-pub fn cert_and_key(role: &Role) -> (&'static str, &'static str) {
-    match role {
-        Role::Controller => ("controller.pem", "controller.key"),
-        Role::Admin(_) => ("admin.pem", "admin.key"),
-        Role::Agent(_) => ("agent.pem", "agent.key"),
     }
 }
 
@@ -202,6 +197,10 @@ pub enum PkiError {
     Clock,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "certificate validity dates are wall-clock time"
+)]
 fn now() -> Result<OffsetDateTime, PkiError> {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -252,7 +251,11 @@ fn check(subjects: &[Subject], days: u32) -> Result<(), PkiError> {
     let mut seen = std::collections::HashSet::new();
     for subject in subjects {
         match subject {
-            Subject::Controller => {}
+            Subject::Controller(addresses) => {
+                for address in addresses {
+                    san("controller", address)?;
+                }
+            }
             Subject::Admin(name) if !roles::valid_name(name) => {
                 return Err(PkiError::BadName(name.clone()));
             }
@@ -332,19 +335,28 @@ impl Ca {
         let role = subject.role();
         let mut sans = vec![uri(&role)?];
         let usage = match subject {
-            Subject::Controller | Subject::Admin(_) => ExtendedKeyUsagePurpose::ClientAuth,
+            Subject::Controller(addresses) => {
+                for address in addresses {
+                    sans.push(san("controller", address)?);
+                }
+                vec![
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                ]
+            }
+            Subject::Admin(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Subject::Agent(agent) => {
                 sans.push(san(&agent.name, &agent.name)?);
                 for address in &agent.addresses {
                     sans.push(san(&agent.name, address)?);
                 }
-                ExtendedKeyUsagePurpose::ServerAuth
+                vec![ExtendedKeyUsagePurpose::ServerAuth]
             }
         };
         let name = role.to_string();
         let key = generate(&name, KeyPair::generate())?;
         let mut p = params(&name, sans, from, days);
-        p.extended_key_usages = vec![usage];
+        p.extended_key_usages = usage;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = generate(&name, p.signed_by(&key, &self.issuer))?;
         Ok((cert.pem(), key.serialize_pem()))

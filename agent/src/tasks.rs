@@ -18,15 +18,15 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mailctl_schemas::model::Task;
 use serde::{Deserialize, Serialize};
 
+use crate::command::CommandFailure;
 use crate::command::argv_text;
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
-use crate::error::Error;
-use crate::fsutil::{blocking, sha256_hex, write_state_file};
+use crate::fsutil::{StateError, blocking, sha256_hex, write_state_file};
 
 /// Conversions of a large mail spool take long; a task that hangs for
 /// longer than this is killed.
@@ -134,6 +134,7 @@ impl Driver for TaskDriver {
     type Desired = Task;
     type Observed = ObservedTask;
     type Change = TaskChange;
+    type Error = TaskError;
 
     fn resource(&self, desired: &Task) -> Resource {
         Resource::Task {
@@ -141,7 +142,7 @@ impl Driver for TaskDriver {
         }
     }
 
-    async fn observe(&self, desired: &Task) -> Result<ObservedTask, Error> {
+    async fn observe(&self, desired: &Task) -> Result<ObservedTask, TaskError> {
         let task = desired.name.clone();
         let guard = desired.creates.clone();
         let record_file = self.record_file(&desired.name);
@@ -155,7 +156,7 @@ impl Driver for TaskDriver {
         .await
     }
 
-    fn diff(&self, desired: &Task, observed: &ObservedTask) -> Result<Vec<TaskChange>, Error> {
+    fn diff(&self, desired: &Task, observed: &ObservedTask) -> Result<Vec<TaskChange>, TaskError> {
         let reason = match (observed.guard_exists, &observed.record) {
             (Some(true), _) => return Ok(Vec::new()),
             (Some(false), _) => TaskReason::GuardMissing,
@@ -173,11 +174,11 @@ impl Driver for TaskDriver {
         }])
     }
 
-    async fn apply(&self, changes: &[TaskChange]) -> Result<Vec<Effect>, Error> {
+    async fn apply(&self, changes: &[TaskChange]) -> Result<Vec<Effect>, TaskError> {
         for change in changes {
             crate::command::run_checked(&change.argv, self.timeout)
                 .await
-                .map_err(|failure| Error::Task {
+                .map_err(|failure| TaskError::Failed {
                     task: change.task.clone(),
                     argv: argv_text(&change.argv),
                     failure,
@@ -189,25 +190,24 @@ impl Driver for TaskDriver {
                 if let Some(path) = &change.creates
                     && !guard_exists(&change.task, path)?
                 {
-                    return Err(Error::TaskNotCreated {
+                    return Err(TaskError::NotCreated {
                         task: change.task,
                         path: path.clone(),
                     });
                 }
                 let record = CompletionRecord {
                     argv_sha256: argv_hash(&change.argv),
-                    completed_at_unix: SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |since| since.as_secs()),
+                    completed_at_unix: crate::fsutil::unix_now(),
                     task: change.task,
                 };
-                let text =
-                    serde_json::to_vec_pretty(&record).map_err(|error| Error::StateFile {
+                let text = serde_json::to_vec_pretty(&record).map_err(|error| {
+                    TaskError::State(StateError::Io {
                         path: record_file.clone(),
                         what: "encode it".into(),
                         source: error.into(),
-                    })?;
-                write_state_file(&state_dir, &record_file, &text)
+                    })
+                })?;
+                write_state_file(&state_dir, &record_file, &text).map_err(TaskError::from)
             })
             .await?;
         }
@@ -215,31 +215,56 @@ impl Driver for TaskDriver {
     }
 }
 
-fn guard_exists(task: &str, path: &Path) -> Result<bool, Error> {
-    path.try_exists().map_err(|source| Error::TaskGuard {
+fn guard_exists(task: &str, path: &Path) -> Result<bool, TaskError> {
+    path.try_exists().map_err(|source| TaskError::Guard {
         task: task.to_owned(),
         path: path.to_owned(),
         source,
     })
 }
 
-fn read_record(file: &Path) -> Result<Option<CompletionRecord>, Error> {
+fn read_record(file: &Path) -> Result<Option<CompletionRecord>, TaskError> {
     let text = match fs::read(file) {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(Error::StateFile {
+            return Err(TaskError::State(StateError::Io {
                 path: file.to_owned(),
                 what: "read it".into(),
                 source,
-            });
+            }));
         }
     };
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|error| Error::StateFileInvalid {
+    serde_json::from_slice(&text).map(Some).map_err(|error| {
+        TaskError::State(StateError::Invalid {
             path: file.to_owned(),
             detail: error.to_string(),
             hint: "it records that a task ran: remove it to run the task again",
         })
+    })
+}
+
+/// What can go wrong running a task. Every message names the task.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task {task}: `{argv}` {failure}")]
+    Failed {
+        task: String,
+        argv: String,
+        failure: CommandFailure,
+    },
+    #[error(
+        "task {task} ran but did not create {}; fix the command, or `creates` if the task makes something else",
+        path.display()
+    )]
+    NotCreated { task: String, path: PathBuf },
+    #[error("task {task}: cannot tell whether {} exists", path.display())]
+    Guard {
+        task: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
 }

@@ -61,7 +61,7 @@ fn make_pki(dir: &Path) {
     pki::init(
         dir,
         &[
-            Subject::Controller,
+            Subject::Controller(vec!["127.0.0.1".into()]),
             Subject::Admin("alice".into()),
             agent_subject("eve"),
             agent_subject("bob"),
@@ -360,8 +360,8 @@ async fn an_agent_certificate_cannot_read_or_replace_another_agents_desired_stat
                 .expect("an HTTP answer");
             assert_eq!(status, 403, "{method} {path}: {answer}");
             let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
-            assert_eq!(answer["error"], "forbidden");
-            let reason = answer["reason"].as_str().expect("reason");
+            assert_eq!(answer["kind"], "forbidden");
+            let reason = answer["message"].as_str().expect("message");
             assert!(reason.contains(says), "{reason}");
             assert!(!answer.to_string().contains("s3cret"), "{answer}");
         }
@@ -496,10 +496,9 @@ async fn a_revoked_certificate_fails_the_handshake_without_a_restart() {
 
     // A revoked agent: clients that read ca.crl (the CLI's --tls-dir) refuse it.
     pki::revoke(&tls, &Role::Agent("eve".into())).expect("revoke eve");
-    let controller = api::client_config(&mailctl_agent::client::client_files(
-        &tls.join("controller"),
-    ))
-    .expect("client");
+    let controller =
+        api::client_config(&mailctl_api::client::client_files(&tls.join("controller")))
+            .expect("client");
     assert_eq!(
         request(agent.addr, controller, "GET", "/v1/status", "").await,
         None
@@ -540,6 +539,10 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
     use x509_parser::extensions::GeneralName;
     let dir = tempfile::tempdir().expect("tmp");
     let tls = dir.path().join("tls");
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "certificate dates are wall-clock time"
+    )]
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -547,7 +550,7 @@ fn certificates_hold_one_role_each_and_are_valid_from_now() {
     pki::init(
         &tls,
         &[
-            Subject::Controller,
+            Subject::Controller(vec!["127.0.0.1".into()]),
             Subject::Admin("alice".into()),
             agent_subject("eve"),
         ],
@@ -630,14 +633,191 @@ fn init_and_add_refuse_to_overwrite_and_keep_keys_private() {
     assert!(matches!(bad, Err(pki::PkiError::BadName(_))), "{bad:?}");
     // The CLI side finds the admin's certificate in an admin's folder, the
     // controller's in the controller's.
-    let admin = mailctl_agent::client::client_files(&dir.path().join("admin-alice"));
+    let admin = mailctl_api::client::client_files(&dir.path().join("admin-alice"));
     assert!(
         admin.cert.ends_with("admin.pem") && admin.crl.is_some(),
         "{admin:?}"
     );
-    let controller = mailctl_agent::client::client_files(&dir.path().join("controller"));
+    let controller = mailctl_api::client::client_files(&dir.path().join("controller"));
     assert!(
         controller.cert.ends_with("controller.pem"),
         "{controller:?}"
+    );
+}
+
+/// The typed client of `mailctl-api`, as the CLI and the controller use it,
+/// against the production daemon: every endpoint, and errors as kinds.
+#[tokio::test]
+async fn the_typed_client_reads_every_answer_and_every_refusal_as_a_kind() {
+    use mailctl_api::{AgentClient, ClientError, ErrorKind, GenerationOutcome};
+    let Lab { dir, tls, agent } = Lab::start().await;
+    let url = format!("https://{}", agent.addr);
+    let controller = AgentClient::new(&url, &files(&tls, &Role::Controller))
+        .expect("client")
+        .expect_agent("eve");
+    let admin = AgentClient::new(&url, &files(&tls, &Role::Admin("alice".into())))
+        .expect("client")
+        .expect_agent("eve");
+
+    controller.health().await.expect("health");
+    let status = controller.status().await.expect("status");
+    assert_eq!(status.host.as_deref(), Some("eve"));
+    let in_force = controller
+        .desired()
+        .await
+        .expect("desired")
+        .expect("a state");
+    assert_eq!(in_force.generation, status.generation);
+    assert!(in_force.yaml.contains(SECRET));
+    assert!(!format!("{in_force:?}").contains(SECRET), "{in_force:?}");
+    let plan = controller.plan().await.expect("plan");
+    assert_eq!(plan.generation, in_force.generation);
+    let file = dir.path().join("secret.conf");
+    let name = format!("file {}", file.display());
+    assert!(
+        plan.resources.iter().any(|r| r.resource == name),
+        "{plan:?}"
+    );
+    assert!(!format!("{plan:?}").contains(SECRET));
+
+    // A state that does not validate: Invalid, nothing stored.
+    let invalid = controller
+        .put_desired("kind: Host\nspec: [\n")
+        .await
+        .expect_err("invalid");
+    assert_eq!(invalid.kind(), Some(ErrorKind::Invalid), "{invalid}");
+    assert!(!invalid.retry_can_help());
+    assert_eq!(
+        controller.status().await.expect("status").generation,
+        status.generation
+    );
+    // A new state: its generation; the same again: the same generation.
+    let replacement = desired(dir.path(), "rotated");
+    let generation = controller.put_desired(&replacement).await.expect("put");
+    assert_eq!(generation, status.generation + 1);
+    assert_eq!(
+        controller.put_desired(&replacement).await.expect("again"),
+        generation
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = controller
+            .status()
+            .await
+            .expect("status")
+            .outcome(generation);
+        if outcome
+            == (GenerationOutcome::Converged {
+                awaiting_confirmation: false,
+            })
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{outcome}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "rotated\n");
+    // Nothing awaits confirmation (the timeout is 0): a conflict.
+    let conflict = admin.confirm(generation).await.expect_err("conflict");
+    assert_eq!(conflict.kind(), Some(ErrorKind::Conflict), "{conflict}");
+    // Sync: no such job.
+    assert!(admin.sync_status("final").await.expect("status").is_none());
+    let missing = admin.sync_start("final").await.expect_err("no job");
+    assert_eq!(missing.kind(), Some(ErrorKind::NotFound), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .contains("declares no sync job final (it declares none)"),
+        "{missing}"
+    );
+    // The controller's alone.
+    for refused in [
+        admin
+            .desired()
+            .await
+            .map(|_| ())
+            .expect_err("admin desired"),
+        admin
+            .put_desired(&replacement)
+            .await
+            .map(|_| ())
+            .expect_err("admin put"),
+        admin.point_of_no_return().await.expect_err("admin pnr"),
+    ] {
+        assert_eq!(refused.kind(), Some(ErrorKind::Forbidden), "{refused}");
+        assert!(
+            refused.to_string().contains("only the controller may"),
+            "{refused}"
+        );
+    }
+    controller.point_of_no_return().await.expect("pnr");
+    assert!(
+        admin
+            .metrics()
+            .await
+            .expect("metrics")
+            .contains("mailctl_agent_desired_generation")
+    );
+    // The address leads to eve's agent: a client for bob refuses it.
+    let wrong = AgentClient::new(&url, &files(&tls, &Role::Controller))
+        .expect("client")
+        .expect_agent("bob");
+    let error = wrong.status().await.expect_err("not bob");
+    assert!(matches!(error, ClientError::WrongAgent { .. }), "{error}");
+}
+
+/// An agent refuses to start with a certificate that is not its own, and
+/// a second agent on the same state folder refuses to start.
+#[tokio::test]
+async fn an_agent_starts_only_with_its_own_certificate_and_state_folder() {
+    let Lab { dir, tls, agent } = Lab::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = AgentConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        desired_state: agent.desired_path.clone(),
+        state_dir: dir.path().join("other-state"),
+        resync_seconds: 3600,
+        confirm_timeout_seconds: 0,
+        tls: files(&tls, &Role::Agent("eve".into())),
+        ..AgentConfig::default()
+    };
+    let start = |config: AgentConfig| async move {
+        daemon::run(config, async {})
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    // The admin's certificate.
+    let said = start(AgentConfig {
+        tls: files(&tls, &Role::Admin("alice".into())),
+        ..base.clone()
+    })
+    .await;
+    assert!(said.contains("is admin alice's, not an agent's"), "{said}");
+    // Another host's.
+    let said = start(AgentConfig {
+        host: Some("bob".into()),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        said.contains("is agent eve's, but agent.toml says host = \"bob\""),
+        "{said}"
+    );
+    // The running agent's state folder.
+    let said = start(AgentConfig {
+        state_dir: dir.path().join("state"),
+        ..base.clone()
+    })
+    .await;
+    assert!(
+        said.contains(&format!(
+            "is in use by another agent (pid {})",
+            std::process::id()
+        )),
+        "{said}"
     );
 }

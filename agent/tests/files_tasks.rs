@@ -1,9 +1,8 @@
-//! The files and tasks drivers on a real file system, in a temporary folder.
-//!
-//! Every test goes through the driver contract the reconciler uses
-//! (observe -> diff -> apply -> verify) and runs due `onChange` handlers the
-//! way the reconciler does. Only the owner test needs root; it fails, never
-//! skips, without it.
+//! The files and tasks drivers on a real file system, in a temporary folder,
+//! driven by the production reconciler (`Reconciler::plan` and
+//! `Reconciler::apply`, as `mailctl apply --local` and the agent call them):
+//! observe -> diff -> apply -> verify, then the due `onChange` handlers. Only
+//! the owner test needs root; it fails, never skips, without it.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,15 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mailctl_agent::files::{FileAction, FileDriver};
-use mailctl_agent::tasks::TaskDriver;
-use mailctl_agent::{Change, Driver, Effect, Error, ResourceChange, error_chain};
-use mailctl_schemas::model::{Handler, ManagedFile, Task};
+use mailctl_agent::files::{FileAction, FileDriver, FileError};
+use mailctl_agent::tasks::TaskError;
+use mailctl_agent::{Applied, Change, Config, Driver, Effect, Error, Reconciler, error_chain};
+use mailctl_schemas::model::{Handler, HostSpec, ManagedFile, Task};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------- harness
 
-/// A temporary host: `etc/` for managed files, `state/` for the drivers.
+/// A temporary host: `etc/` for managed files, `state/` for the agent.
 struct Host {
     dir: TempDir,
 }
@@ -36,12 +35,18 @@ impl Host {
         self.dir.path().join(relative)
     }
 
-    fn files(&self) -> FileDriver {
-        FileDriver::new(self.path("state/files"))
+    fn config(&self) -> Config {
+        Config::default().state_dir(self.path("state"))
     }
 
-    fn tasks(&self) -> TaskDriver {
-        TaskDriver::new(self.path("state/tasks"))
+    /// A reconciler on this host, as a (new) agent process starts one: all it
+    /// knows from before is in `state/`.
+    fn agent(&self) -> Reconciler {
+        self.agent_with(self.config())
+    }
+
+    fn agent_with(&self, config: Config) -> Reconciler {
+        Reconciler::connect(config).expect("open a netlink socket")
     }
 
     /// Lines of the log that handlers and tasks append to.
@@ -54,6 +59,42 @@ impl Host {
     /// argv appending `line` to the log.
     fn append_to_log(&self, line: &str) -> Vec<String> {
         sh(&format!("echo {line} >> '{}'", self.path("log").display()))
+    }
+
+    /// argv appending `line` to the log, except while `crash` exists: then
+    /// it marks `started` and hangs, so the test can stop the agent in the
+    /// middle of the handler, as a crash would.
+    fn append_unless_crashing(&self, line: &str) -> Vec<String> {
+        sh(&format!(
+            "if [ -e '{crash}' ]; then touch '{started}'; exec sleep 30; fi; echo {line} >> '{log}'",
+            crash = self.path("crash").display(),
+            started = self.path("started").display(),
+            log = self.path("log").display(),
+        ))
+    }
+
+    /// Applies `desired` and stops the agent (drops the apply, which kills
+    /// the running handler) once a handler from
+    /// [`append_unless_crashing`](Self::append_unless_crashing) started.
+    async fn crash_during_handlers(&self, desired: &ManagedFile) {
+        write(self.path("crash"), "");
+        let agent = self.agent();
+        let started = self.path("started");
+        let spec = desired.spec();
+        tokio::select! {
+            report = agent.apply(&spec) => panic!("the apply finished: {report}"),
+            () = async {
+                for _ in 0..500 {
+                    if started.exists() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("the handler did not start within 10 s");
+            } => {}
+        }
+        fs::remove_file(self.path("crash")).expect("remove the crash marker");
+        fs::remove_file(started).expect("remove the started marker");
     }
 }
 
@@ -72,60 +113,61 @@ fn file(path: PathBuf, content: &str, mode: u32) -> ManagedFile {
     }
 }
 
-/// `plan`: the changes as the CLI prints them.
-async fn plan<D: Driver>(driver: &D, desired: &D::Desired) -> Result<Vec<String>, Error> {
-    let observed = driver.observe(desired).await?;
-    Ok(driver
-        .diff(desired, &observed)?
-        .iter()
-        .map(ToString::to_string)
-        .collect())
+/// A resource a test declares: a host manifest with only it.
+trait Declared {
+    fn spec(&self) -> HostSpec;
 }
 
-/// One reconcile as the reconciler runs it: observe, diff, apply, verify;
-/// a change counts only when verify no longer lists its subject.
-async fn converge<D: Driver>(
-    driver: &D,
-    desired: &D::Desired,
-) -> Result<(Vec<Change>, Vec<Effect>), Error> {
-    let observed = driver.observe(desired).await?;
-    let changes = driver.diff(desired, &observed)?;
-    if changes.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let effects = driver.apply(&changes).await?;
-    let pending = driver.verify(desired).await?;
-    for change in &changes {
-        assert!(
-            pending.iter().all(|p| p.subject() != change.subject()),
-            "{change} still pending after apply: {pending:?}"
-        );
-    }
-    Ok((changes.into_iter().map(Into::into).collect(), effects))
-}
-
-/// Runs the handlers `effects` made due, as the reconciler does (these tests
-/// have no services, so only `Run` handlers).
-async fn run_due(files: &FileDriver, effects: &[Effect]) -> Result<(), Error> {
-    for effect in effects {
-        let Effect::HandlersDue { path, handlers } = effect else {
-            continue;
-        };
-        for handler in handlers {
-            match handler {
-                Handler::Run(argv) => files.run_handler(path, argv).await?,
-                other => panic!("no services in these tests: {other:?}"),
-            }
+impl Declared for ManagedFile {
+    fn spec(&self) -> HostSpec {
+        HostSpec {
+            files: vec![self.clone()],
+            ..HostSpec::default()
         }
     }
-    Ok(())
 }
 
-/// Converges a file and runs its handlers.
-async fn apply_file(files: &FileDriver, desired: &ManagedFile) -> Result<Vec<Change>, Error> {
-    let (changes, effects) = converge(files, desired).await?;
-    run_due(files, &effects).await?;
-    Ok(changes)
+impl Declared for Task {
+    fn spec(&self) -> HostSpec {
+        HostSpec {
+            tasks: vec![self.clone()],
+            ..HostSpec::default()
+        }
+    }
+}
+
+/// `Reconciler::plan` of a manifest declaring only `desired`: the changes
+/// as the CLI prints them.
+async fn plan(agent: &Reconciler, desired: &impl Declared) -> Result<Vec<String>, Error> {
+    let mut plans = agent.plan(&desired.spec()).await;
+    assert_eq!(plans.len(), 1, "one resource declared: {plans:?}");
+    let plan = plans.pop().expect("one plan");
+    Ok(plan.changes?.iter().map(ToString::to_string).collect())
+}
+
+/// `Reconciler::apply` of a manifest declaring only `desired`: observe,
+/// diff, apply, verify (a change counts only when verify no longer lists its
+/// subject), then the handlers it made due.
+async fn apply(agent: &Reconciler, desired: &impl Declared) -> Result<Applied, Error> {
+    let mut report = agent.apply(&desired.spec()).await;
+    assert_eq!(
+        report.resources.len(),
+        1,
+        "one resource declared: {report:?}"
+    );
+    report.resources.pop().expect("one report").result
+}
+
+/// The handlers an apply ran, as it reports them.
+fn handlers_ran(applied: &Applied) -> Vec<String> {
+    applied
+        .effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::HandlerRan { handler, .. } => handler.clone(),
+            other => panic!("only handlers in these tests: {other}"),
+        })
+        .collect()
 }
 
 fn read(path: impl AsRef<Path>) -> String {
@@ -180,11 +222,11 @@ fn require_root(what: &str) {
 #[tokio::test]
 async fn creates_replaces_and_removes_a_file() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/virtual");
     let mut desired = file(path.clone(), "postmaster@example.org root\n", 0o644);
 
-    let planned = plan(&files, &desired).await.expect("plan");
+    let planned = plan(&agent, &desired).await.expect("plan");
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .expect("look up own user")
         .expect("own user has a name")
@@ -202,16 +244,16 @@ async fn creates_replaces_and_removes_a_file() {
     );
     assert!(!path.exists(), "plan must not write");
 
-    apply_file(&files, &desired).await.expect("create");
+    apply(&agent, &desired).await.expect("create");
     assert_eq!(read(&path), "postmaster@example.org root\n");
     assert_eq!(mode_of(&path), 0o644);
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
 
     desired.content = Some("postmaster@example.org admin\nabuse@example.org admin\n".into());
-    let planned = plan(&files, &desired).await.expect("plan").join("\n");
+    let planned = plan(&agent, &desired).await.expect("plan").join("\n");
     assert!(
         planned.starts_with(&format!(
             "~ file {}: content (28 -> 53 bytes)",
@@ -231,26 +273,26 @@ async fn creates_replaces_and_removes_a_file() {
         planned.contains("\n    +abuse@example.org admin"),
         "{planned}"
     );
-    apply_file(&files, &desired).await.expect("replace");
+    apply(&agent, &desired).await.expect("replace");
     assert_eq!(
         read(&path),
         "postmaster@example.org admin\nabuse@example.org admin\n"
     );
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
 
     desired.content = None;
     desired.mode = None;
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         [format!("- file {}", path.display())]
     );
-    apply_file(&files, &desired).await.expect("remove");
+    apply(&agent, &desired).await.expect("remove");
     assert!(!path.exists());
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
     assert_eq!(others_in(&host.path("etc"), ""), Vec::<String>::new());
@@ -265,16 +307,16 @@ async fn absent_never_removes_a_folder() {
         content: None,
         ..file(path.clone(), "", 0o644)
     };
-    let error = plan(&host.files(), &desired)
+    let error = plan(&host.agent(), &desired)
         .await
         .expect_err("a folder is no file");
     assert!(
         matches!(
             error,
-            Error::FileNotRegular {
+            Error::File(FileError::NotRegular {
                 kind: "directory",
                 ..
-            }
+            })
         ),
         "{error}"
     );
@@ -286,12 +328,12 @@ async fn a_missing_folder_is_an_error_not_created() {
     let host = Host::new();
     let path = host.path("etc/postfix/virtual");
     let desired = file(path.clone(), "x\n", 0o644);
-    let error = converge(&host.files(), &desired)
+    let error = apply(&host.agent(), &desired)
         .await
         .expect_err("the folder is missing");
     let message = error.to_string();
     assert!(
-        matches!(error, Error::FileParentMissing { .. }),
+        matches!(error, Error::File(FileError::ParentMissing { .. })),
         "{message}"
     );
     assert!(
@@ -311,7 +353,7 @@ async fn a_missing_folder_is_an_error_not_created() {
 #[tokio::test]
 async fn a_reader_never_sees_a_half_written_file() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/big.cf");
     // Large enough that a write takes several system calls.
     let a = "a".repeat(4 << 20);
@@ -334,7 +376,7 @@ async fn a_reader_never_sees_a_half_written_file() {
     };
     for round in 0..10 {
         let content = if round % 2 == 0 { &b } else { &a };
-        apply_file(&files, &file(path.clone(), content, 0o644))
+        apply(&agent, &file(path.clone(), content, 0o644))
             .await
             .expect("rewrite");
     }
@@ -352,8 +394,8 @@ async fn temporaries_left_by_a_crash_are_removed() {
     let leftover = host.path("etc/.main.cf.mailctl-999-0.tmp");
     write(&leftover, "half a fi");
     write(host.path("etc/.other.mailctl-1-0.tmp"), "not ours");
-    apply_file(
-        &host.files(),
+    apply(
+        &host.agent(),
         &file(path.clone(), "myhostname = eve\n", 0o644),
     )
     .await
@@ -367,7 +409,7 @@ async fn temporaries_left_by_a_crash_are_removed() {
 #[tokio::test]
 async fn a_mode_change_is_made_in_place() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/sasl_passwd");
     write(&path, "[smtp.example.org] user:secret\n");
     chmod(&path, 0o600);
@@ -375,14 +417,14 @@ async fn a_mode_change_is_made_in_place() {
     let desired = file(path.clone(), "[smtp.example.org] user:secret\n", 0o640);
 
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         [format!("~ file {}: mode 0600 -> 0640", path.display())]
     );
-    apply_file(&files, &desired).await.expect("chmod");
+    apply(&agent, &desired).await.expect("chmod");
     assert_eq!(mode_of(&path), 0o640);
     assert_eq!(stat(&path).ino(), inode, "same file, not a copy");
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
 }
@@ -391,7 +433,7 @@ async fn a_mode_change_is_made_in_place() {
 async fn owner_and_group_are_set_and_kept() {
     require_root("owner_and_group_are_set_and_kept");
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/dovecot-users");
     let nobody = nix::unistd::User::from_name("nobody")
         .expect("look up nobody")
@@ -407,27 +449,27 @@ async fn owner_and_group_are_set_and_kept() {
     desired.owner = Some("nobody".into());
     desired.group = Some("nogroup".into());
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         [format!(
             "~ file {}: owner root -> nobody, group root -> nogroup",
             path.display()
         )]
     );
-    apply_file(&files, &desired).await.expect("chown");
+    apply(&agent, &desired).await.expect("chown");
     let found = stat(&path);
     assert_eq!(
         (found.uid(), found.gid()),
         (nobody.uid.as_raw(), nogroup.gid.as_raw())
     );
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
 
     // New content without owner or group in the manifest keeps both: the
     // new file must not silently become root's.
     let undeclared = file(path.clone(), "alice:{SHA512-CRYPT}y\n", 0o640);
-    apply_file(&files, &undeclared).await.expect("rewrite");
+    apply(&agent, &undeclared).await.expect("rewrite");
     let found = stat(&path);
     assert_eq!(
         (found.uid(), found.gid()),
@@ -440,11 +482,11 @@ async fn owner_and_group_are_set_and_kept() {
     let mut created = file(host.path("etc/new"), "x\n", 0o600);
     created.owner = Some("nobody".into());
     assert!(
-        plan(&files, &created).await.expect("plan")[0].ends_with("(2 bytes, 0600 nobody:root)"),
+        plan(&agent, &created).await.expect("plan")[0].ends_with("(2 bytes, 0600 nobody:root)"),
         "{:?}",
-        plan(&files, &created).await
+        plan(&agent, &created).await
     );
-    apply_file(&files, &created).await.expect("create");
+    apply(&agent, &created).await.expect("create");
     let found = stat(host.path("etc/new"));
     assert_eq!(
         (found.uid(), found.mode() & 0o7777),
@@ -457,7 +499,7 @@ async fn an_unknown_owner_is_named_in_the_error() {
     let host = Host::new();
     let mut desired = file(host.path("etc/x"), "x\n", 0o644);
     desired.owner = Some("no-such-user-mailctl".into());
-    let error = plan(&host.files(), &desired)
+    let error = plan(&host.agent(), &desired)
         .await
         .expect_err("unknown user");
     let message = error.to_string();
@@ -471,7 +513,7 @@ async fn an_unknown_owner_is_named_in_the_error() {
 #[tokio::test]
 async fn secret_content_never_appears_in_a_plan() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let hidden = "content differs (not shown: file is not world-readable)";
     let cases = [
         // (existing mode, desired mode)
@@ -488,14 +530,14 @@ async fn secret_content_never_appears_in_a_plan() {
             mode: wanted,
             ..file(path.clone(), "relay user:new-hunter3\n", 0)
         };
-        let observed = files.observe(&desired).await.expect("observe");
-        let changes = files.diff(&desired, &observed).expect("diff");
-        let shown = changes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let debug = format!("{changes:?} {observed:?}");
+        let shown = plan(&agent, &desired).await.expect("plan").join("\n");
+        // Neither the plan nor what the files driver observed holds the
+        // secret in its debug form (what a log line with `?` would show).
+        let observed = FileDriver::new(host.path("state/files"))
+            .observe(&desired)
+            .await
+            .expect("observe");
+        let debug = format!("{:?} {observed:?}", agent.plan(&desired.spec()).await);
         for text in [&shown, &debug] {
             assert!(
                 !text.contains("hunter"),
@@ -506,7 +548,7 @@ async fn secret_content_never_appears_in_a_plan() {
             shown.contains(hidden),
             "{existing:o} -> {wanted:?}: {shown}"
         );
-        apply_file(&files, &desired).await.expect("apply");
+        apply(&agent, &desired).await.expect("apply");
         assert_eq!(read(&path), "relay user:new-hunter3\n");
     }
     // Creating a secret shows its size only.
@@ -515,7 +557,7 @@ async fn secret_content_never_appears_in_a_plan() {
         "-----BEGIN PRIVATE KEY-----\n",
         0o600,
     );
-    let shown = plan(&files, &desired).await.expect("plan").join("\n");
+    let shown = plan(&agent, &desired).await.expect("plan").join("\n");
     assert!(!shown.contains("PRIVATE"), "{shown}");
 }
 
@@ -527,7 +569,7 @@ async fn a_long_diff_is_cut() {
     let new: String = (0..200).map(|i| format!("user{i}: admin\n")).collect();
     write(&path, old);
     chmod(&path, 0o644);
-    let shown = plan(&host.files(), &file(path, &new, 0o644))
+    let shown = plan(&host.agent(), &file(path, &new, 0o644))
         .await
         .expect("plan");
     let lines: Vec<&str> = shown[0].lines().collect();
@@ -538,33 +580,33 @@ async fn a_long_diff_is_cut() {
 #[tokio::test]
 async fn handlers_run_once_per_change() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/virtual");
     let mut desired = file(path.clone(), "a\n", 0o644);
     desired.on_change = vec![Handler::Run(host.append_to_log("changed"))];
 
-    apply_file(&files, &desired).await.expect("create");
+    apply(&agent, &desired).await.expect("create");
     assert_eq!(host.log_lines(), 1);
-    apply_file(&files, &desired).await.expect("nothing to do");
+    apply(&agent, &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 1, "no change, no handler");
 
     desired.content = Some("b\n".into());
-    let planned = plan(&files, &desired).await.expect("plan").join("\n");
+    let planned = plan(&agent, &desired).await.expect("plan").join("\n");
     assert!(
         planned.contains("\n    then: run /bin/sh -c 'echo changed >>"),
         "{planned}"
     );
-    apply_file(&files, &desired).await.expect("change content");
+    apply(&agent, &desired).await.expect("change content");
     assert_eq!(host.log_lines(), 2);
-    apply_file(&files, &desired).await.expect("nothing to do");
+    apply(&agent, &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 2);
 
     desired.mode = Some(0o640);
-    apply_file(&files, &desired).await.expect("change mode");
+    apply(&agent, &desired).await.expect("change mode");
     assert_eq!(host.log_lines(), 3, "a mode change is a change too");
 
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
     assert!(
@@ -578,29 +620,18 @@ async fn handlers_survive_a_crash_between_change_and_handler() {
     let path = host.path("etc/virtual");
     let mut desired = file(path.clone(), "a\n", 0o644);
     desired.on_change = vec![
-        Handler::Run(host.append_to_log("postmap")),
+        Handler::Run(host.append_unless_crashing("postmap")),
         Handler::Run(host.append_to_log("reload")),
     ];
 
-    // The file changes, then the agent dies before running the handlers.
-    {
-        let files = host.files();
-        let (changes, effects) = converge(&files, &desired).await.expect("apply");
-        assert_eq!(changes.len(), 1);
-        assert_eq!(
-            effects,
-            [Effect::HandlersDue {
-                path: path.clone(),
-                handlers: desired.on_change.clone(),
-            }]
-        );
-    }
+    // The file changes, then the agent dies while running the first handler.
+    host.crash_during_handlers(&desired).await;
     assert_eq!(read(&path), "a\n");
     assert_eq!(host.log_lines(), 0);
 
-    // A new agent finds them due, though the file is up to date.
-    let files = host.files();
-    let planned = plan(&files, &desired).await.expect("plan").join("\n");
+    // A new agent finds both due, though the file is up to date.
+    let agent = host.agent();
+    let planned = plan(&agent, &desired).await.expect("plan").join("\n");
     assert!(
         planned.starts_with(&format!(
             "~ file {}: onChange handlers of an interrupted apply are still due",
@@ -608,18 +639,23 @@ async fn handlers_survive_a_crash_between_change_and_handler() {
         )),
         "{planned}"
     );
-    let (changes, effects) = converge(&files, &desired).await.expect("apply");
-    assert!(matches!(
-        &changes[..],
-        [Change::File(change)] if change.action == FileAction::RunPendingHandlers
-    ));
-    run_due(&files, &effects).await.expect("handlers");
+    let applied = apply(&agent, &desired).await.expect("apply");
+    assert!(
+        matches!(
+            &applied.changes[..],
+            [Change::File(change)] if change.action == FileAction::RunPendingHandlers
+        ),
+        "{:?}",
+        applied.changes
+    );
+    assert_eq!(handlers_ran(&applied).len(), 2, "{:?}", applied.effects);
     assert_eq!(host.log_lines(), 2, "each handler once");
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
-    apply_file(&files, &desired).await.expect("nothing to do");
+    let applied = apply(&agent, &desired).await.expect("nothing to do");
+    assert!(applied.changes.is_empty() && applied.effects.is_empty());
     assert_eq!(host.log_lines(), 2);
 }
 
@@ -628,25 +664,20 @@ async fn handlers_due_twice_run_once() {
     let host = Host::new();
     let path = host.path("etc/virtual");
     let mut desired = file(path.clone(), "a\n", 0o644);
-    desired.on_change = vec![Handler::Run(host.append_to_log("postmap"))];
-    converge(&host.files(), &desired)
-        .await
-        .expect("apply, then crash");
+    desired.on_change = vec![Handler::Run(host.append_unless_crashing("postmap"))];
+    host.crash_during_handlers(&desired).await;
+    assert_eq!(host.log_lines(), 0);
 
+    // Changed again before the handler of the first change ran: due twice,
+    // run once.
     desired.content = Some("b\n".into());
-    let files = host.files();
-    let (_, effects) = converge(&files, &desired).await.expect("apply");
-    assert_eq!(
-        effects,
-        [Effect::HandlersDue {
-            path: path.clone(),
-            handlers: desired.on_change.clone(),
-        }]
-    );
-    run_due(&files, &effects).await.expect("handlers");
+    let agent = host.agent();
+    let applied = apply(&agent, &desired).await.expect("apply");
+    assert_eq!(read(&path), "b\n");
+    assert_eq!(handlers_ran(&applied).len(), 1, "{:?}", applied.effects);
     assert_eq!(host.log_lines(), 1);
     assert_eq!(
-        plan(&files, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
 }
@@ -654,7 +685,7 @@ async fn handlers_due_twice_run_once() {
 #[tokio::test]
 async fn a_failed_handler_stays_due_and_the_ones_before_it_do_not() {
     let host = Host::new();
-    let files = host.files();
+    let agent = host.agent();
     let path = host.path("etc/virtual");
     let failing = sh("echo 'postmap: fatal: open database' >&2; exit 3");
     let mut desired = file(path.clone(), "a\n", 0o644);
@@ -663,9 +694,7 @@ async fn a_failed_handler_stays_due_and_the_ones_before_it_do_not() {
         Handler::Run(failing.clone()),
     ];
 
-    let error = apply_file(&files, &desired)
-        .await
-        .expect_err("handler fails");
+    let error = apply(&agent, &desired).await.expect_err("handler fails");
     let message = error_chain(&error);
     assert!(
         message.contains(&format!(
@@ -680,7 +709,7 @@ async fn a_failed_handler_stays_due_and_the_ones_before_it_do_not() {
     );
     assert_eq!(host.log_lines(), 1);
 
-    let planned = plan(&files, &desired).await.expect("plan").join("\n");
+    let planned = plan(&agent, &desired).await.expect("plan").join("\n");
     assert!(planned.contains("still due"), "{planned}");
     assert!(!planned.contains("echo first"), "ran already: {planned}");
     assert!(planned.contains("exit 3"), "{planned}");
@@ -689,16 +718,16 @@ async fn a_failed_handler_stays_due_and_the_ones_before_it_do_not() {
 #[tokio::test]
 async fn a_handler_that_hangs_is_killed() {
     let host = Host::new();
-    let files =
-        FileDriver::new(host.path("state/files")).handler_timeout(Duration::from_millis(300));
-    let error = files
-        .run_handler(&host.path("etc/x"), &sh("sleep 30"))
-        .await
-        .expect_err("timeout");
+    let agent = host.agent_with(host.config().handler_timeout(Duration::from_millis(300)));
+    let mut desired = file(host.path("etc/x"), "x\n", 0o644);
+    desired.on_change = vec![Handler::Run(sh("sleep 30"))];
+    let started = tokio::time::Instant::now();
+    let error = apply(&agent, &desired).await.expect_err("timeout");
     assert!(
         error.to_string().contains("did not finish within 0.3s"),
         "{error}"
     );
+    assert!(started.elapsed() < Duration::from_secs(20), "not killed");
 }
 
 // ------------------------------------------------------------------ tasks
@@ -714,7 +743,7 @@ fn task(name: &str, run: Vec<String>, creates: Option<PathBuf>) -> Task {
 #[tokio::test]
 async fn a_guarded_task_runs_until_its_guard_exists() {
     let host = Host::new();
-    let tasks = host.tasks();
+    let agent = host.agent();
     let guard = host.path("converted");
     let desired = task(
         "courier-to-dovecot",
@@ -725,7 +754,7 @@ async fn a_guarded_task_runs_until_its_guard_exists() {
         )),
         Some(guard.clone()),
     );
-    let planned = plan(&tasks, &desired).await.expect("plan");
+    let planned = plan(&agent, &desired).await.expect("plan");
     assert_eq!(planned.len(), 1);
     assert!(
         planned[0].starts_with("+ task courier-to-dovecot: run /bin/sh -c 'echo converting"),
@@ -738,19 +767,19 @@ async fn a_guarded_task_runs_until_its_guard_exists() {
         planned[0]
     );
 
-    converge(&tasks, &desired).await.expect("run");
+    apply(&agent, &desired).await.expect("run");
     assert!(guard.exists());
     assert_eq!(host.log_lines(), 1);
     assert_eq!(
-        plan(&tasks, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
-    converge(&tasks, &desired).await.expect("nothing to do");
+    apply(&agent, &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 1);
 
     // The guard is the statement of done: without it the task runs again.
     fs::remove_file(&guard).expect("remove the guard");
-    converge(&tasks, &desired).await.expect("run again");
+    apply(&agent, &desired).await.expect("run again");
     assert_eq!(host.log_lines(), 2);
 }
 
@@ -764,12 +793,10 @@ async fn a_guard_that_exists_already_means_done() {
         Some(host.path("converted")),
     );
     assert_eq!(
-        plan(&host.tasks(), &desired).await.expect("plan"),
+        plan(&host.agent(), &desired).await.expect("plan"),
         Vec::<String>::new()
     );
-    converge(&host.tasks(), &desired)
-        .await
-        .expect("nothing to do");
+    apply(&host.agent(), &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 0);
 }
 
@@ -778,18 +805,18 @@ async fn an_unguarded_task_runs_once_and_again_when_its_command_changes() {
     let host = Host::new();
     let desired = task("rebuild-aliases", host.append_to_log("one"), None);
     {
-        let tasks = host.tasks();
-        assert_eq!(plan(&tasks, &desired).await.expect("plan").len(), 1);
-        converge(&tasks, &desired).await.expect("run");
+        let agent = host.agent();
+        assert_eq!(plan(&agent, &desired).await.expect("plan").len(), 1);
+        apply(&agent, &desired).await.expect("run");
         assert_eq!(host.log_lines(), 1);
     }
     // The record outlives the agent.
-    let tasks = host.tasks();
+    let agent = host.agent();
     assert_eq!(
-        plan(&tasks, &desired).await.expect("plan"),
+        plan(&agent, &desired).await.expect("plan"),
         Vec::<String>::new()
     );
-    converge(&tasks, &desired).await.expect("nothing to do");
+    apply(&agent, &desired).await.expect("nothing to do");
     assert_eq!(host.log_lines(), 1);
     let record = read(host.path("state/tasks/task-rebuild-aliases.json"));
     assert!(
@@ -803,18 +830,16 @@ async fn an_unguarded_task_runs_once_and_again_when_its_command_changes() {
 
     let changed = task("rebuild-aliases", host.append_to_log("two"), None);
     assert_eq!(
-        plan(&tasks, &changed).await.expect("plan"),
+        plan(&agent, &changed).await.expect("plan"),
         [format!(
             "+ task rebuild-aliases: run /bin/sh -c 'echo two >> '\\''{}'\\''' (the command changed since it last ran)",
             host.path("log").display()
         )]
     );
-    converge(&tasks, &changed)
-        .await
-        .expect("run the new command");
+    apply(&agent, &changed).await.expect("run the new command");
     assert_eq!(host.log_lines(), 2);
     assert_eq!(
-        plan(&tasks, &changed).await.expect("plan"),
+        plan(&agent, &changed).await.expect("plan"),
         Vec::<String>::new()
     );
 }
@@ -822,12 +847,15 @@ async fn an_unguarded_task_runs_once_and_again_when_its_command_changes() {
 #[tokio::test]
 async fn a_failing_task_reports_stderr_and_runs_again() {
     let host = Host::new();
-    let tasks = host.tasks();
+    let agent = host.agent();
     let lines: String = (1..=15).map(|i| format!("echo line{i} >&2; ")).collect();
     let desired = task("convert", sh(&format!("{lines}exit 4")), None);
-    let error = converge(&tasks, &desired).await.expect_err("exit 4");
+    let error = apply(&agent, &desired).await.expect_err("exit 4");
     let message = error.to_string();
-    assert!(matches!(error, Error::Task { .. }), "{message}");
+    assert!(
+        matches!(error, Error::Task(TaskError::Failed { .. })),
+        "{message}"
+    );
     assert!(
         message.starts_with("task convert: `/bin/sh -c"),
         "{message}"
@@ -845,7 +873,7 @@ async fn a_failing_task_reports_stderr_and_runs_again() {
         "only the last lines: {message}"
     );
     assert_eq!(
-        plan(&tasks, &desired).await.expect("plan").len(),
+        plan(&agent, &desired).await.expect("plan").len(),
         1,
         "no record of a failed run"
     );
@@ -856,9 +884,7 @@ async fn a_task_that_does_not_create_its_guard_fails() {
     let host = Host::new();
     let guard = host.path("converted");
     let desired = task("convert", vec!["/bin/true".into()], Some(guard.clone()));
-    let error = converge(&host.tasks(), &desired)
-        .await
-        .expect_err("no guard");
+    let error = apply(&host.agent(), &desired).await.expect_err("no guard");
     assert_eq!(
         error.to_string(),
         format!(
@@ -872,7 +898,7 @@ async fn a_task_that_does_not_create_its_guard_fails() {
 async fn a_task_that_cannot_start_says_so() {
     let host = Host::new();
     let desired = task("convert", vec!["/nonexistent/convert".into()], None);
-    let error = converge(&host.tasks(), &desired)
+    let error = apply(&host.agent(), &desired)
         .await
         .expect_err("no program");
     let message = error.to_string();

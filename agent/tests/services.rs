@@ -10,7 +10,9 @@ use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 #[path = "support/postfix.rs"]
 mod postfix;
@@ -19,9 +21,10 @@ use postfix::require_postfix;
 use mailctl_agent::service::exec::{ExecDriver, ExecError};
 use mailctl_agent::service::systemd::{SystemBus, Systemd, SystemdError};
 use mailctl_agent::service::{
-    Backend, ServiceAction, ServiceChange, ServiceError, ServiceStatus, Services,
+    Backend, ServiceAction, ServiceChange, ServiceError, ServiceStatus, ServicesDriver,
 };
-use mailctl_schemas::model::{ExecCommands, Service, ServiceDriver, ServiceState};
+use mailctl_agent::{Change, Config, Driver, Error, Reconciler};
+use mailctl_schemas::model::{ExecCommands, HostSpec, Service, ServiceDriver, ServiceState};
 
 const TEST_UNIT: &str = "mailctl-test.service";
 const FAILING_UNIT: &str = "mailctl-fail.service";
@@ -252,6 +255,57 @@ fn service(name: &str, unit: &str, state: ServiceState, enabled: Option<bool>) -
     }
 }
 
+/// An agent's reconciler driving services with `services`; its state
+/// directory lives as long as it does.
+struct Agent {
+    reconciler: Reconciler,
+    _state: tempfile::TempDir,
+}
+
+impl Agent {
+    fn new(services: ServicesDriver) -> Self {
+        let state = tempfile::tempdir().expect("tempdir");
+        let reconciler =
+            Reconciler::connect(Config::default().state_dir(state.path()).services(services))
+                .expect("open a netlink socket");
+        Agent {
+            reconciler,
+            _state: state,
+        }
+    }
+
+    /// `Reconciler::apply` of a manifest declaring only `service`, the path
+    /// of `mailctl apply --local` and the agent: observe, diff, apply, and
+    /// verify (a change counts only when it is seen afterwards). Returns the
+    /// changes made.
+    async fn ensure(&self, service: &Service) -> Result<Vec<ServiceChange>, Error> {
+        let spec = HostSpec {
+            services: vec![service.clone()],
+            ..HostSpec::default()
+        };
+        let mut report = self.reconciler.apply(&spec).await;
+        assert_eq!(report.resources.len(), 1, "{report:?}");
+        let applied = report.resources.pop().expect("one report").result?;
+        assert!(applied.effects.is_empty(), "{:?}", applied.effects);
+        Ok(applied
+            .changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Service(change) => change,
+                other => panic!("only a service declared: {other}"),
+            })
+            .collect())
+    }
+}
+
+/// The service driver's error inside the reconciler's.
+fn service_error(error: Error) -> ServiceError {
+    match error {
+        Error::Service(error) => error,
+        other => panic!("expected a service error, got {other:?}"),
+    }
+}
+
 fn actions(changes: &[ServiceChange]) -> Vec<ServiceAction> {
     changes.iter().map(|c| c.action).collect()
 }
@@ -272,10 +326,15 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
     let booted = BootedSystemd::boot(&root);
 
     booted.wait_for_bus().await;
-    let services = Services::default()
-        .host_root(booted.proc_root())
-        .bus(booted.bus())
-        .job_timeout(Duration::from_secs(60));
+    let driver = || {
+        ServicesDriver::default()
+            .host_root(booted.proc_root())
+            .bus(booted.bus())
+            .job_timeout(Duration::from_secs(60))
+    };
+    let agent = Agent::new(driver());
+    // For observing and for the handlers' reload and restart.
+    let services = driver();
     let running = service("test", TEST_UNIT, ServiceState::Running, Some(true));
     let before = services.observe(&running).await.expect("observe");
 
@@ -289,7 +348,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
     assert_eq!(before.state, Some(ServiceState::Stopped), "{before:?}");
     assert_eq!(before.enabled, Some(false), "{before:?}");
 
-    let changes = services.ensure(&running).await.expect("ensure running");
+    let changes = agent.ensure(&running).await.expect("ensure running");
     assert_eq!(
         actions(&changes),
         [ServiceAction::Enable, ServiceAction::Start]
@@ -301,7 +360,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
     assert_eq!(status.detail, "active (running), enabled");
 
     // Converged: a second ensure changes nothing.
-    assert_eq!(services.ensure(&running).await.expect("ensure again"), []);
+    assert_eq!(agent.ensure(&running).await.expect("ensure again"), []);
 
     // Reload runs ExecReload, which appends a line under the namespace's /run.
     assert_eq!(reload_count(&booted), 0);
@@ -324,7 +383,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
     );
 
     let stopped = service("test", TEST_UNIT, ServiceState::Stopped, Some(false));
-    let changes = services.ensure(&stopped).await.expect("ensure stopped");
+    let changes = agent.ensure(&stopped).await.expect("ensure stopped");
     assert_eq!(
         actions(&changes),
         [ServiceAction::Stop, ServiceAction::Disable]
@@ -340,10 +399,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
 
     // A start job that fails is an error naming the unit and the job result.
     let failing = service("fail", FAILING_UNIT, ServiceState::Running, None);
-    let err = services
-        .ensure(&failing)
-        .await
-        .expect_err("start must fail");
+    let err = service_error(agent.ensure(&failing).await.expect_err("start must fail"));
     match &err {
         ServiceError::Systemd {
             service,
@@ -383,7 +439,7 @@ async fn systemd_driver_starts_reloads_enables_and_stops_a_real_unit() {
 async fn systemd_driver_names_the_bus_it_cannot_reach() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("no-bus");
-    let services = Services::default().bus(SystemBus::socket(&socket));
+    let services = ServicesDriver::default().bus(SystemBus::socket(&socket));
     let mut unit = service("postfix", "postfix.service", ServiceState::Running, None);
     unit.driver = ServiceDriver::Systemd;
     let err = services.observe(&unit).await.expect_err("no bus there");
@@ -509,7 +565,8 @@ async fn exec_driver_starts_reloads_and_stops_a_real_postfix() {
     require_root();
     require_postfix("for the exec driver test");
     let postfix = PostfixInstance::new();
-    let services = Services::default();
+    let agent = Agent::new(ServicesDriver::default());
+    let services = ServicesDriver::default();
     let running = exec_service(postfix.commands(), ServiceState::Running);
 
     let before = services.observe(&running).await.expect("observe");
@@ -517,7 +574,7 @@ async fn exec_driver_starts_reloads_and_stops_a_real_postfix() {
     assert_eq!(before.enabled, None);
     assert!(postfix.master_pid().is_none());
 
-    let changes = services.ensure(&running).await.expect("ensure running");
+    let changes = agent.ensure(&running).await.expect("ensure running");
     assert_eq!(actions(&changes), [ServiceAction::Start]);
     let master = postfix
         .master_pid()
@@ -532,7 +589,7 @@ async fn exec_driver_starts_reloads_and_stops_a_real_postfix() {
     let status = services.observe(&running).await.expect("observe");
     assert_eq!(status.state, Some(ServiceState::Running));
 
-    assert_eq!(services.ensure(&running).await.expect("ensure again"), []);
+    assert_eq!(agent.ensure(&running).await.expect("ensure again"), []);
     assert_eq!(postfix.master_pid(), Some(master), "not restarted");
 
     let reloaded = services.reload(&running).await.expect("reload");
@@ -549,7 +606,7 @@ async fn exec_driver_starts_reloads_and_stops_a_real_postfix() {
     );
 
     let stopped = exec_service(postfix.commands(), ServiceState::Stopped);
-    let changes = services.ensure(&stopped).await.expect("ensure stopped");
+    let changes = agent.ensure(&stopped).await.expect("ensure stopped");
     assert_eq!(actions(&changes), [ServiceAction::Stop]);
     assert!(
         postfix.master_pid().is_none(),
@@ -575,11 +632,12 @@ async fn exec_driver_reports_stderr_of_a_failing_command() {
         status: argv(&["false"]),
         reload: None,
     };
-    let services = Services::default();
-    let err = services
-        .ensure(&exec_service(commands.clone(), ServiceState::Running))
-        .await
-        .expect_err("start fails");
+    let err = service_error(
+        Agent::new(ServicesDriver::default())
+            .ensure(&exec_service(commands.clone(), ServiceState::Running))
+            .await
+            .expect_err("start fails"),
+    );
     match &err {
         ServiceError::Exec(ExecError::Failed {
             service, stderr, ..
@@ -600,7 +658,7 @@ async fn exec_driver_reports_stderr_of_a_failing_command() {
         status: argv(&["true"]),
         ..commands
     };
-    let err = services
+    let err = ServicesDriver::default()
         .reload(&exec_service(running, ServiceState::Running))
         .await
         .expect_err("no reload command");
@@ -619,10 +677,12 @@ async fn exec_driver_does_not_wait_for_a_daemon_holding_stderr() {
         status: argv(&["test", "-e", &flag.to_string()]),
         reload: None,
     };
-    let services =
-        Services::default().exec(ExecDriver::default().settle_timeout(Duration::from_secs(5)));
+    let agent = Agent::new(
+        ServicesDriver::default()
+            .exec(ExecDriver::default().settle_timeout(Duration::from_secs(5))),
+    );
     let started = Instant::now();
-    let changes = services
+    let changes = agent
         .ensure(&exec_service(commands, ServiceState::Running))
         .await
         .expect("start");
@@ -642,12 +702,16 @@ async fn exec_driver_kills_a_command_that_hangs() {
         status: argv(&["false"]),
         reload: None,
     };
-    let services =
-        Services::default().exec(ExecDriver::default().command_timeout(Duration::from_millis(300)));
-    let err = services
-        .ensure(&exec_service(commands, ServiceState::Running))
-        .await
-        .expect_err("times out");
+    let agent = Agent::new(
+        ServicesDriver::default()
+            .exec(ExecDriver::default().command_timeout(Duration::from_millis(300))),
+    );
+    let err = service_error(
+        agent
+            .ensure(&exec_service(commands, ServiceState::Running))
+            .await
+            .expect_err("times out"),
+    );
     assert!(
         matches!(err, ServiceError::Exec(ExecError::Timeout { .. })),
         "{err:?}"
@@ -658,7 +722,7 @@ async fn exec_driver_kills_a_command_that_hangs() {
 #[test]
 fn auto_without_systemd_and_without_commands_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let services = Services::default().host_root(dir.path());
+    let services = ServicesDriver::default().host_root(dir.path());
     let postfix = service("postfix", "postfix.service", ServiceState::Running, None);
     let err = services.backend(&postfix).expect_err("no way to drive it");
     assert!(err.to_string().contains("add exec:"), "{err}");
@@ -679,11 +743,11 @@ fn argv(args: &[&str]) -> Vec<String> {
 #[test]
 fn service_futures_can_move_between_threads() {
     fn send<T: Send>(_: T) {}
-    let services = Services::default();
+    let services = ServicesDriver::default();
     let postfix = service("postfix", "postfix.service", ServiceState::Running, None);
     // The agent's runtime is multi-threaded: every call must be spawnable.
     send(services.observe(&postfix));
-    send(services.ensure(&postfix));
+    send(Driver::verify(&services, &postfix));
     send(services.reload(&postfix));
     send(services.restart(&postfix));
     send(services.apply(&[]));

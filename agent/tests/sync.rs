@@ -1,8 +1,9 @@
 //! Sync jobs on real parts: the real `rsync`, real files with realistic
 //! maildir names (also Dovecot's `,S=` and `,W=`), and mbox spools.
 //!
-//! These tests need `rsync` installed (scripts/test.sh installs it) and run
-//! as root (CI does); they fail, never skip, when that is not so.
+//! These tests need `rsync` (and, for what mail clients see, Dovecot's
+//! `imap`) installed (scripts/test.sh installs both) and run as root (CI
+//! does); they fail, never skip, when that is not so.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -258,6 +259,7 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     // A destination copy that lost its date (copied by hand without -p)
     // is sent again within the same run, and the run verifies.
     let redated = first_file(&dst.join(".Archive.2023/cur"));
+    #[allow(clippy::disallowed_methods, reason = "a file date is wall-clock time")]
     let later = std::time::SystemTime::now();
     fs::File::options()
         .write(true)
@@ -754,7 +756,7 @@ fn a_listing_that_never_ends_is_stopped_at_its_deadline() {
     let what = format!("root@{}:{}", lab.source_addr, src.display());
     let expected = format!("listing of {what} did not finish within 3 s");
     for via in ["rsync", "ssh"] {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let (r, j) = (runner.clone(), job.clone());
         let failed = within(
             Duration::from_secs(30),
@@ -903,4 +905,293 @@ fn a_pinned_host_key_is_the_only_one_accepted() {
         "{status:?}"
     );
     drop(lab);
+}
+
+// ------------------------------------------------ Dovecot on both sides
+
+/// Dovecot's `imap` program speaking IMAP on its standard input and output,
+/// logged in already (as when a mail client runs it over ssh): a real IMAP
+/// server for one maildir, with a configuration file of its own in the
+/// test's folder, and no daemon. Dovecot never opens mail as root, so the
+/// mail belongs to `nobody`.
+struct Imap {
+    config: PathBuf,
+}
+
+/// One mailbox as an IMAP client sees it after `EXAMINE`.
+#[derive(Debug, PartialEq, Eq)]
+struct Mailbox {
+    uidvalidity: u64,
+    uidnext: u64,
+    messages: Vec<Message>,
+}
+
+/// One message as `FETCH (UID FLAGS RFC822.SIZE ...)` shows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Message {
+    uid: u64,
+    /// Flags and keywords; `\Recent` is left out (it belongs to a session,
+    /// not to the message).
+    flags: Vec<String>,
+    size: u64,
+    message_id: String,
+}
+
+const DOVECOT_IMAP: &str = "/usr/lib/dovecot/imap";
+
+fn require_dovecot(test: &str) {
+    require_tools(test);
+    assert!(
+        Path::new(DOVECOT_IMAP).exists(),
+        "{test} serves both sides with Dovecot: install it (apt-get install dovecot-imapd; scripts/test.sh does)"
+    );
+}
+
+impl Imap {
+    fn new(dir: &Path, side: &str, maildir: &Path) -> Imap {
+        let config = dir.join(format!("dovecot-{side}.conf"));
+        fs::write(
+            &config,
+            format!(
+                "mail_location = maildir:{}\n\
+                 mail_uid = nobody\n\
+                 mail_gid = nogroup\n\
+                 namespace inbox {{\n  inbox = yes\n  separator = .\n}}\n",
+                maildir.display()
+            ),
+        )
+        .expect("write the Dovecot configuration");
+        Imap { config }
+    }
+
+    /// Runs `commands` in one session and returns what the server said;
+    /// every command must succeed.
+    fn session(&self, commands: &[String]) -> String {
+        use std::io::Write;
+        let mut input = String::new();
+        for (n, command) in commands.iter().enumerate() {
+            input.push_str(&format!("t{n} {command}\r\n"));
+        }
+        input.push_str("z LOGOUT\r\n");
+        let mut child = Command::new(DOVECOT_IMAP)
+            .arg("-c")
+            .arg(&self.config)
+            .env_clear()
+            .env("USER", "nobody")
+            .env("HOME", "/nonexistent")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start Dovecot's imap");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("send the commands");
+        let output = child.wait_with_output().expect("imap ends");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        for (n, command) in commands.iter().enumerate() {
+            assert!(
+                said.lines().any(|l| l.starts_with(&format!("t{n} OK"))),
+                "`{command}` failed:\n{said}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        said
+    }
+
+    /// The mailbox as a client that opens it read-only sees it.
+    fn examine(&self, mailbox: &str) -> Mailbox {
+        let said = self.session(&[
+            format!("EXAMINE \"{mailbox}\""),
+            "FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])".into(),
+        ]);
+        let number = |line: &str, after: &str| -> Option<u64> {
+            let rest = &line[line.find(after)? + after.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let mut found = Mailbox {
+            uidvalidity: 0,
+            uidnext: 0,
+            messages: Vec::new(),
+        };
+        let mut lines = said.lines();
+        while let Some(line) = lines.next() {
+            if let Some(v) = number(line, "[UIDVALIDITY ") {
+                found.uidvalidity = v;
+            } else if let Some(v) = number(line, "[UIDNEXT ") {
+                found.uidnext = v;
+            } else if line.starts_with("* ") && line.contains(" FETCH (") {
+                let flags = line
+                    .split_once("FLAGS (")
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .map(|(flags, _)| flags)
+                    .unwrap_or_else(|| panic!("no FLAGS in {line}"));
+                let mut flags: Vec<String> = flags
+                    .split_whitespace()
+                    .filter(|f| *f != "\\Recent")
+                    .map(str::to_owned)
+                    .collect();
+                flags.sort();
+                let message_id = lines
+                    .next()
+                    .and_then(|l| l.strip_prefix("Message-ID: "))
+                    .unwrap_or_else(|| panic!("no Message-ID after {line}"))
+                    .to_owned();
+                found.messages.push(Message {
+                    uid: number(line, "UID ").unwrap_or_else(|| panic!("no UID in {line}")),
+                    flags,
+                    size: number(line, "RFC822.SIZE ")
+                        .unwrap_or_else(|| panic!("no size in {line}")),
+                    message_id,
+                });
+            }
+        }
+        assert!(found.uidvalidity > 0 && found.uidnext > 0, "{said}");
+        found
+    }
+
+    /// The mailboxes a client lists, and those it has subscribed to.
+    fn folders(&self) -> (Vec<String>, Vec<String>) {
+        let said = self.session(&["LIST \"\" \"*\"".into(), "LSUB \"\" \"*\"".into()]);
+        let names = |kind: &str| {
+            let mut names: Vec<String> = said
+                .lines()
+                .filter(|l| l.starts_with(kind))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        (names("* LIST "), names("* LSUB "))
+    }
+
+    /// Every mailbox, by name.
+    fn all(&self) -> BTreeMap<&'static str, Mailbox> {
+        IMAP_FOLDERS
+            .iter()
+            .map(|name| (*name, self.examine(name)))
+            .collect()
+    }
+}
+
+/// The mailboxes of [`FOLDERS`] by their IMAP names.
+const IMAP_FOLDERS: [&str; 3] = ["INBOX", "Sent", "Archive.2023"];
+
+fn give_to_nobody(path: &Path) {
+    let done = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(done.success(), "chown -R nobody {}", path.display());
+}
+
+/// The property that keeps mail clients from downloading every message
+/// again after a migration: Dovecot serving the source and, after the sync,
+/// Dovecot serving the destination show an IMAP client the same mailboxes,
+/// with the same UIDVALIDITY, UIDs, flags (and keywords) and messages.
+#[test]
+fn dovecot_on_the_destination_shows_the_same_uids_and_flags_as_on_the_source() {
+    require_dovecot("dovecot_on_the_destination_shows_the_same_uids_and_flags_as_on_the_source");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Dovecot runs as nobody and must reach both maildirs.
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let runner = SyncRunner::new(dir.path().join("state"));
+    // A mirror, as a final sync is: what the source expunged goes.
+    let job = SyncJob {
+        delete: true,
+        ..job("dovecot", &src, &dst)
+    };
+
+    // A maildir as mail arrived: some read, some flagged or answered.
+    let mut mail = Generator::new(&src);
+    // Only real Dovecot files on this source: not the generator's stand-ins.
+    for stand_in in [
+        "dovecot.index.cache",
+        ".Sent/dovecot.index",
+        "dovecot-keywords",
+    ] {
+        fs::remove_file(src.join(stand_in)).expect("remove a stand-in");
+    }
+    let mut uniqs = Vec::new();
+    for i in 0..24 {
+        let folder = FOLDERS[i % 3];
+        uniqs.push((folder, mail.deliver(folder)));
+    }
+    for (i, (folder, uniq)) in uniqs.iter().enumerate().take(15) {
+        mail.set_flags(folder, uniq, ["S", "FS", "RS"][i % 3]);
+    }
+    give_to_nobody(&src);
+
+    // Dovecot on the source indexes it, and a client changes it: moves new
+    // mail to cur, sets flags and keywords, expunges (so the UIDs no longer
+    // start at 1: a fresh count would not give the same ones).
+    let source = Imap::new(dir.path(), "source", &src);
+    source.session(&[
+        "SELECT INBOX".into(),
+        "STORE 1 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "STORE 2:3 +FLAGS ($Forwarded NonJunk)".into(),
+        "SELECT Sent".into(),
+        "STORE 1 +FLAGS (\\Answered \\Draft)".into(),
+        "SELECT Archive.2023".into(),
+        "STORE 4 +FLAGS (\\Flagged $Label1)".into(),
+    ]);
+    let before = source.all();
+    assert_eq!(before["INBOX"].messages.len(), 7, "{before:?}");
+    assert_eq!(before["INBOX"].messages[0].uid, 2, "{before:?}");
+    assert!(src.join("dovecot-uidlist").exists());
+    assert!(src.join(".Sent/dovecot-uidlist").exists());
+
+    let first = runner.run(&job, &mut |_| {}).expect("first run");
+    assert!(first.verification.verified(), "{}", first.verification);
+    let destination = Imap::new(dir.path(), "destination", &dst);
+    assert_eq!(destination.all(), before, "after the first sync");
+    let folders = source.folders();
+    assert_eq!(folders.0, ["Archive", "Archive.2023", "INBOX", "Sent"]);
+    assert_eq!(folders.1, ["Archive.2023", "Sent"], "subscriptions");
+    assert_eq!(destination.folders(), folders);
+    assert_eq!(
+        source.all(),
+        before,
+        "the sync changed nothing on the source"
+    );
+
+    // Before the final sync: new mail, flags changed, a message expunged on
+    // the source; and the destination's Dovecot kept its own index of the
+    // first copy, which the sync leaves alone.
+    for i in 0..4 {
+        mail.deliver(FOLDERS[i % 3]);
+    }
+    give_to_nobody(&src);
+    source.session(&[
+        "SELECT INBOX".into(),
+        "STORE 2 -FLAGS ($Forwarded)".into(),
+        "STORE 4 +FLAGS (\\Seen \\Flagged)".into(),
+        "SELECT Sent".into(),
+        "STORE 2 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+    ]);
+    let final_state = source.all();
+    assert_ne!(final_state, before);
+    let last = runner.run(&job, &mut |_| {}).expect("final run");
+    assert!(last.verification.verified(), "{}", last.verification);
+    assert_eq!(destination.all(), final_state, "after the final sync");
+    for (name, mailbox) in &final_state {
+        assert_eq!(
+            mailbox.uidvalidity, before[name].uidvalidity,
+            "{name}: UIDVALIDITY is the mailbox's for good"
+        );
+    }
 }

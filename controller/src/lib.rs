@@ -1,2 +1,12 @@
-//! The migration state machine, planner, gates and agent client (DESIGN.md §6).
-//! Built in the controller issue; the crate exists so the workspace layout is final.
+//! The migration controller (DESIGN.md §6): the transition planner, the
+//! step executor with its durable record, and the runbook. It reaches
+//! agents through `mailctl-api` only, never by linking the agent.
+
+pub mod agents;
+pub mod clock;
+pub mod daemon;
+pub mod execute;
+pub mod plan;
+pub mod record;
+pub mod runbook;
+pub mod store;

@@ -170,7 +170,7 @@ fn a_missing_interface_is_an_error_only_for_present_addresses() {
 
     let present = [declared("192.0.2.25/24", "eth9", None, Presence::Present)];
     let err = diff(&present, &host(vec![])).expect_err("no eth9");
-    assert!(matches!(err, Error::NoSuchInterface { .. }), "{err}");
+    assert!(matches!(err, AddressError::NoSuchInterface { .. }), "{err}");
     assert!(err.to_string().contains("no interface eth9"), "{err}");
 }
 
@@ -184,7 +184,7 @@ fn refuses_to_remove_a_primary_that_would_take_unlisted_secondaries() {
     ]);
     let err = diff(&desired, &observed).expect_err("collateral removal");
     match &err {
-        Error::WouldRemoveSecondaries { secondaries, .. } => {
+        AddressError::WouldRemoveSecondaries { secondaries, .. } => {
             assert_eq!(secondaries, &[net("192.0.2.12/24")]);
         }
         other => panic!("unexpected {other}"),

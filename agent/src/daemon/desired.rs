@@ -324,7 +324,7 @@ impl StateDir {
         match self.ledger() {
             Ok(ledger) => (ledger, None),
             Err(e) => {
-                let moved = self.set_aside(&self.ledger_path());
+                let moved = crate::fsutil::set_aside(&self.ledger_path());
                 let generation = self.newest_stored();
                 let fresh = Ledger {
                     generation,
@@ -341,28 +341,11 @@ impl StateDir {
     pub fn set_aside_generation(&self, generation: u64, error: &DesiredError) -> String {
         let path = self.desired_path(generation);
         let moved = if path.exists() {
-            self.set_aside(&path)
+            crate::fsutil::set_aside(&path)
         } else {
             Ok(None)
         };
         damage_report(error, moved)
-    }
-
-    /// Rename a damaged file to `NAME.damaged-SECONDS` beside it, so an admin
-    /// can look at it and the agent never reads it again.
-    fn set_aside(&self, path: &Path) -> Result<Option<PathBuf>, std::io::Error> {
-        let seconds = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".damaged-{seconds}"));
-        let aside = PathBuf::from(aside);
-        match fs::rename(path, &aside) {
-            Ok(()) => Ok(Some(aside)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 }
 

@@ -18,12 +18,34 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 
+use mailctl_api::{
+    ApiError, ErrorKind, GENERATION_HEADER, Generation, Plan, PlannedChange, PlannedResource,
+    PointOfNoReturn, SyncStarted, route,
+};
+
 use super::Event;
 use super::desired::{self, Desired};
 use super::status::StatusBoard;
-use crate::reconcile::Reconciler;
-use crate::roles::{self, Peer, route};
+use crate::reconcile::{Reconciler, error_chain};
+use crate::roles::{self, Peer};
 use crate::sync::SyncError;
+
+/// An error answer: the status its kind maps to, `{"kind", "message"}`.
+fn error(kind: ErrorKind, message: impl std::fmt::Display) -> Response {
+    let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(ApiError::new(kind, message))).into_response()
+}
+
+fn stopping() -> Response {
+    error(ErrorKind::Unavailable, "the agent is stopping")
+}
+
+fn no_desired_state() -> Response {
+    error(
+        ErrorKind::NotFound,
+        "this agent has no desired state yet (none in its desired_state file, none sent)",
+    )
+}
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -45,6 +67,12 @@ pub fn router(state: ApiState) -> Router {
         .route(route::SYNC, get(sync_status).post(sync_run))
         .route(route::POINT_OF_NO_RETURN, post(point_of_no_return))
         .route(route::METRICS, get(metrics))
+        .fallback(|request: Request| async move {
+            error(
+                ErrorKind::NotFound,
+                format!("no route {} {}", request.method(), request.uri().path()),
+            )
+        })
         .with_state(state)
         .layer(middleware::from_fn(authorize))
 }
@@ -72,15 +100,13 @@ async fn authorize(request: Request, next: Next) -> Response {
                 path = %request.uri().path(),
                 "refused an API request: {why}"
             );
-            (
-                StatusCode::FORBIDDEN,
-                axum::Json(serde_json::json!({
-                    "error": "forbidden",
-                    "reason": why,
-                    "certificate": {"subject": peer.subject, "serial": peer.serial},
-                })),
+            error(
+                ErrorKind::Forbidden,
+                format!(
+                    "{why} (certificate CN={} serial {})",
+                    peer.subject, peer.serial
+                ),
             )
-                .into_response()
         }
     }
 }
@@ -102,11 +128,11 @@ async fn get_desired(State(s): State<ApiState>) -> Response {
     match current {
         Some(d) => (
             [(header::CONTENT_TYPE, "application/yaml")],
-            [("x-mailctl-generation", d.generation.to_string())],
+            [(GENERATION_HEADER, d.generation.to_string())],
             d.text.clone(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no desired state yet\n").into_response(),
+        None => no_desired_state(),
     }
 }
 
@@ -120,16 +146,8 @@ async fn put_desired(State(s): State<ApiState>, body: String) -> Response {
         tokio::task::spawn_blocking(move || desired::read_body(body, host.as_deref())).await;
     let candidate = match checked {
         Ok(Ok(candidate)) => candidate,
-        Ok(Err(e)) => {
-            return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response();
-        }
-        Err(_) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "validation task failed\n",
-            )
-                .into_response();
-        }
+        Ok(Err(e)) => return error(ErrorKind::Invalid, e),
+        Err(_) => return error(ErrorKind::Internal, "the validation task failed"),
     };
     let (reply, answer) = oneshot::channel();
     if s.events
@@ -140,16 +158,14 @@ async fn put_desired(State(s): State<ApiState>, body: String) -> Response {
         .await
         .is_err()
     {
-        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response();
+        return stopping();
     }
     match answer.await {
-        Ok(Ok(generation)) => (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "generation": generation })),
-        )
-            .into_response(),
-        Ok(Err(why)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response(),
+        Ok(Ok(generation)) => {
+            (StatusCode::ACCEPTED, axum::Json(Generation { generation })).into_response()
+        }
+        Ok(Err(why)) => error(ErrorKind::Invalid, why),
+        Err(_) => stopping(),
     }
 }
 
@@ -160,27 +176,44 @@ async fn confirm(State(s): State<ApiState>, Path(generation): Path<u64>) -> Resp
         .await
         .is_err()
     {
-        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response();
+        return stopping();
     }
     match answer.await {
-        Ok(Ok(())) => (
-            StatusCode::OK,
-            format!("generation {generation} confirmed\n"),
-        )
-            .into_response(),
-        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n").into_response(),
+        Ok(Ok(())) => axum::Json(Generation { generation }).into_response(),
+        Ok(Err(refusal)) => error(refusal.kind, refusal.message),
+        Err(_) => stopping(),
     }
 }
 
 async fn plan(State(s): State<ApiState>) -> Response {
     let current = s.desired.borrow().clone();
     let Some(d) = current else {
-        return (StatusCode::NOT_FOUND, "no desired state yet\n").into_response();
+        return no_desired_state();
     };
     let plans = s.reconciler.plan(&d.spec).await;
-    let text: Vec<String> = plans.iter().map(ToString::to_string).collect();
-    (StatusCode::OK, text.join("\n") + "\n").into_response()
+    let resources = plans
+        .iter()
+        .map(|plan| match &plan.changes {
+            Ok(changes) => PlannedResource {
+                resource: plan.resource.to_string(),
+                changes: changes
+                    .iter()
+                    .map(|c| PlannedChange::from_text(&c.to_string()))
+                    .collect(),
+                error: None,
+            },
+            Err(e) => PlannedResource {
+                resource: plan.resource.to_string(),
+                changes: Vec::new(),
+                error: Some(error_chain(e)),
+            },
+        })
+        .collect();
+    axum::Json(Plan {
+        generation: d.generation,
+        resources,
+    })
+    .into_response()
 }
 
 /// A job's state: running (with progress), finished (with verification), or failed.
@@ -195,12 +228,40 @@ async fn sync_status(State(s): State<ApiState>, Path(job): Path<String>) -> Resp
             }
             axum::Json(body).into_response()
         }
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            format!("sync job {job} has not run yet\n"),
+        Ok(None) => {
+            let declared = s
+                .desired
+                .borrow()
+                .as_ref()
+                .is_some_and(|d| d.spec.sync_jobs.iter().any(|j| j.name == job));
+            if declared {
+                error(
+                    ErrorKind::NotFound,
+                    format!("sync job {job} has not run yet"),
+                )
+            } else {
+                error(ErrorKind::NotFound, no_such_job(&s, &job))
+            }
+        }
+        Err(e) => error(ErrorKind::Internal, e),
+    }
+}
+
+/// "declares no sync job X", with the jobs it does declare.
+fn no_such_job(s: &ApiState, job: &str) -> String {
+    let jobs: Vec<String> = s
+        .desired
+        .borrow()
+        .as_ref()
+        .map(|d| d.spec.sync_jobs.iter().map(|j| j.name.clone()).collect())
+        .unwrap_or_default();
+    if jobs.is_empty() {
+        format!("this host declares no sync job {job} (it declares none)")
+    } else {
+        format!(
+            "this host declares no sync job {job} (it declares {})",
+            jobs.join(", ")
         )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
@@ -212,29 +273,24 @@ async fn sync_run(State(s): State<ApiState>, Path(job): Path<String>) -> Respons
     let Some(declared) =
         current.and_then(|d| d.spec.sync_jobs.iter().find(|j| j.name == job).cloned())
     else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("this host declares no sync job {job}\n"),
-        )
-            .into_response();
+        return error(ErrorKind::NotFound, no_such_job(&s, &job));
     };
     match super::sync::start(&s.sync, &declared).await {
-        Ok(run) => (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({"job": job, "run": run})),
-        )
-            .into_response(),
+        Ok(run) => (StatusCode::ACCEPTED, axum::Json(SyncStarted { job, run })).into_response(),
         Err(e @ (SyncError::Busy { .. } | SyncError::DeleteRefused { .. })) => {
-            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+            error(ErrorKind::Conflict, e)
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => error(ErrorKind::Internal, e),
     }
 }
 
 /// The controller says new mail now lands here: deleting syncs are refused from now on.
 async fn point_of_no_return(State(s): State<ApiState>) -> Response {
     match s.sync.set_point_of_no_return(true) {
-        Ok(()) => (StatusCode::OK, "point of no return recorded\n").into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Ok(()) => axum::Json(PointOfNoReturn {
+            point_of_no_return: true,
+        })
+        .into_response(),
+        Err(e) => error(ErrorKind::Internal, e),
     }
 }

@@ -15,15 +15,17 @@ mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::api;
 use crate::config::AgentConfig;
 use crate::driver::Resource;
+use crate::fsutil::unix_now;
 use crate::reconcile::{Config, Reconciler};
 use desired::{Desired, DesiredError, Ledger, StateDir};
 use scheduler::Scheduler;
@@ -43,7 +45,7 @@ pub enum Event {
     /// The controller confirms a generation that changed addresses or firewall.
     Confirm {
         generation: u64,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), mailctl_api::ApiError>>,
     },
     /// The confirmation deadline of a generation passed.
     Deadline { generation: u64 },
@@ -58,7 +60,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Desired(#[from] DesiredError),
     #[error("cannot start the reconciler")]
-    Reconciler(#[source] crate::error::Error),
+    Reconciler(#[source] crate::reconcile::Error),
     #[error(transparent)]
     Tls(#[from] api::TlsError),
     #[error("cannot listen on {address}")]
@@ -75,13 +77,91 @@ pub enum DaemonError {
     },
     #[error("cannot subscribe to address changes (netlink)")]
     Monitor(#[source] std::io::Error),
+    #[error(
+        "the state folder {path} is in use by another agent (pid {pid}); two agents on one state folder would undo each other: stop the other one, or give this one its own state_dir"
+    )]
+    StateHeld { path: PathBuf, pid: String },
+    #[error("the state folder {path}: cannot lock it")]
+    StateLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the certificate {path} is {found}, not an agent's: the agent serves with the agent-HOST/agent.pem that `mailctl certs init --agent HOST=ADDRESS` wrote (check [tls] cert in agent.toml)"
+    )]
+    NotAnAgentCertificate { path: PathBuf, found: String },
+    #[error(
+        "the certificate {path} is agent {found}'s, but agent.toml says host = \"{host}\": use the agent-{host} folder of `mailctl certs init`, or correct host"
+    )]
+    OtherHostsCertificate {
+        path: PathBuf,
+        found: String,
+        host: String,
+    },
 }
 
-fn epoch_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+/// Holds the state folder for this process (released by the kernel when
+/// it ends, however it ends): a second agent on the same folder refuses to
+/// start and names the first.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("agent.lock");
+    let failed = |source| DaemonError::StateLock {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| writeln!(lock, "{}", std::process::id()))
+                .map_err(failed)?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(DaemonError::StateHeld {
+                path: dir.to_owned(),
+                pid: pid.trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// The agent serves with an agent certificate, and its own host's when
+/// agent.toml names the host: a controller's or admin's certificate (or
+/// another host's) would make every client refuse it, or worse, mislead.
+fn check_own_certificate(config: &AgentConfig) -> Result<(), DaemonError> {
+    use mailctl_api::roles::{Peer, Role};
+    let chain = mailctl_api::tls::certificates("agent certificate", &config.tls.cert)?;
+    let role = chain
+        .first()
+        .and_then(|leaf| Peer::from_certificate(leaf).role);
+    match (role, &config.host) {
+        (Some(Role::Agent(found)), Some(host)) if &found != host => {
+            Err(DaemonError::OtherHostsCertificate {
+                path: config.tls.cert.clone(),
+                found,
+                host: host.clone(),
+            })
+        }
+        (Some(Role::Agent(_)), _) => Ok(()),
+        (other, _) => Err(DaemonError::NotAnAgentCertificate {
+            path: config.tls.cert.clone(),
+            found: other.map_or("a certificate with no mailctl role".into(), |r| {
+                format!("{r}'s")
+            }),
+        }),
+    }
 }
 
 /// Run the agent until `shutdown` completes.
@@ -90,7 +170,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let state = StateDir::open(&config.state_dir)?;
+    let _state_lock = lock_state_dir(&config.state_dir)?;
     let tls = api::ServerTls::load(config.tls.clone())?;
+    check_own_certificate(&config)?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -132,6 +214,7 @@ pub async fn run(
         scheduler,
         sync_jobs,
         events: events_tx,
+        unix_clock: unix_now,
     };
     agent.resume();
     agent.source_changed();
@@ -187,6 +270,9 @@ struct Agent {
     scheduler: Scheduler<Reconciler>,
     sync_jobs: sync::SyncJobs,
     events: mpsc::Sender<Event>,
+    /// Unix seconds by the wall clock, in which deadlines are persisted
+    /// ([`unix_now`]; a fixed one in tests).
+    unix_clock: fn() -> u64,
 }
 
 impl Agent {
@@ -343,7 +429,7 @@ impl Agent {
                 Some(pending) => pending.previous,
                 None => self.ledger.effective,
             };
-            let deadline = epoch_seconds() + self.config.confirm_timeout_seconds;
+            let deadline = (self.unix_clock)() + self.config.confirm_timeout_seconds;
             self.ledger.awaiting_confirmation = Some(desired::Awaiting {
                 generation,
                 previous: last_good,
@@ -373,35 +459,56 @@ impl Agent {
         Ok(generation)
     }
 
-    fn confirm(&mut self, generation: u64) -> Result<(), String> {
+    fn confirm(&mut self, generation: u64) -> Result<(), mailctl_api::ApiError> {
+        use mailctl_api::{ApiError, ErrorKind};
         match self.ledger.awaiting_confirmation {
             Some(pending) if pending.generation == generation => {
                 self.ledger.awaiting_confirmation = None;
                 self.state
                     .save_ledger(&self.ledger)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
                 self.publish_generations(&self.current_host());
                 tracing::info!(generation, "confirmed");
                 Ok(())
             }
-            Some(pending) => Err(format!(
-                "generation {generation} is not awaiting confirmation (generation {} is)",
-                pending.generation
+            Some(pending) => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation (generation {} is)",
+                    pending.generation
+                ),
             )),
-            None if self.ledger.rolled_back.contains(&generation) => Err(format!(
-                "generation {generation} was already rolled back: its confirmation came too late"
+            None if self.ledger.rolled_back.contains(&generation) => Err(ApiError::new(
+                ErrorKind::RolledBack,
+                format!(
+                    "generation {generation} was already rolled back to generation {}: its confirmation came too late; send the state again to retry it",
+                    self.ledger.effective
+                ),
             )),
-            None => Err(format!(
-                "generation {generation} is not awaiting confirmation"
+            None if generation <= self.ledger.effective && generation > 0 => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation: it needed none or was confirmed already (generation {} is in force)",
+                    self.ledger.effective
+                ),
+            )),
+            None => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "generation {generation} is not awaiting confirmation (the newest is {})",
+                    self.ledger.generation
+                ),
             )),
         }
     }
 
+    /// Send [`Event::Deadline`] when the persisted `deadline` (unix
+    /// seconds) passes, converted once, now, to tokio's clock.
     fn arm_deadline(&self, generation: u64, deadline: u64) {
         let events = self.events.clone();
-        let wait = Duration::from_secs(deadline.saturating_sub(epoch_seconds()));
+        let at = deadline_instant(deadline, (self.unix_clock)(), Instant::now());
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(at).await;
             let _ = events.send(Event::Deadline { generation }).await;
         });
     }
@@ -433,10 +540,16 @@ impl Agent {
                 .addresses
                 .extend(undo_addresses(&rejected.spec, &previous.spec));
         }
+        let reason = format!(
+            "not confirmed within {}s of being accepted",
+            self.config.confirm_timeout_seconds
+        );
         tracing::warn!(
             generation,
             back_to = pending.previous,
-            "no confirmation in time: rolling back addresses and firewall"
+            "rolling back to generation {}, the last confirmed one, in full \
+             (addresses, firewall, files, services, tasks): {reason}",
+            pending.previous
         );
         self.ledger.awaiting_confirmation = None;
         self.ledger.rolled_back.push(generation);
@@ -444,8 +557,23 @@ impl Agent {
         if let Err(e) = self.state.save_ledger(&self.ledger) {
             tracing::error!("{e}");
         }
+        self.board.rolled_back(status::Rollback {
+            generation,
+            to: pending.previous,
+            at_unix: (self.unix_clock)(),
+            reason,
+        });
         self.activate(previous);
     }
+}
+
+/// When, on tokio's clock, a confirmation deadline persisted as unix seconds
+/// falls, seen at `now_unix` = `now`. The one place where wall-clock time
+/// meets the rollback: a deadline is converted once, when it is armed (at
+/// start-up for a persisted one), and from then on only tokio's clock counts.
+/// A deadline that passed while the agent was down falls at once.
+fn deadline_instant(deadline_unix: u64, now_unix: u64, now: Instant) -> Instant {
+    now + Duration::from_secs(deadline_unix.saturating_sub(now_unix))
 }
 
 /// Addresses present in `rejected` but not declared in `previous`, as absent.
@@ -561,28 +689,4 @@ fn spawn_ticker(every: Duration, events: mpsc::Sender<Event>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::only_read;
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
-
-    #[test]
-    fn reading_the_manifest_does_not_count_as_a_change() {
-        assert!(only_read(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(only_read(&EventKind::Access(AccessKind::Read)));
-        assert!(!only_read(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(!only_read(&EventKind::Modify(ModifyKind::Data(
-            DataChange::Any
-        ))));
-        assert!(!only_read(&EventKind::Create(CreateKind::File)));
-        assert!(!only_read(&EventKind::Remove(RemoveKind::File)));
-        assert!(!only_read(&EventKind::Any));
-    }
-}
+mod tests;

@@ -27,8 +27,7 @@ use tokio::task::JoinHandle;
 use super::desired::Desired;
 use super::status::StatusBoard;
 use crate::driver::Resource;
-use crate::error::Error;
-use crate::reconcile::{Applied, Reconciler, error_chain};
+use crate::reconcile::{Applied, Error, Reconciler, error_chain};
 
 /// What the scheduler needs from the reconciler (a seam for tests).
 pub trait Converge: Send + Sync + 'static {
@@ -128,10 +127,6 @@ impl Rounds {
     }
 }
 
-fn is_network(resource: &Resource) -> bool {
-    matches!(resource, Resource::Addresses | Resource::Firewall { .. })
-}
-
 /// The set of resource workers for the current desired state.
 pub struct Scheduler<C: Converge> {
     converge: Arc<C>,
@@ -212,7 +207,7 @@ impl<C: Converge> Scheduler<C> {
                     let worker = self.workers.get(name)?;
                     Some(Place {
                         name: name.clone(),
-                        network: is_network(resource),
+                        network: resource.is_network(),
                         turn: worker.turn.clone(),
                     })
                 })

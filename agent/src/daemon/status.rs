@@ -1,7 +1,6 @@
 //! What the agent knows about each resource, for `GET /v1/status` and
 //! Prometheus `/metrics`.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -10,45 +9,26 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
-/// Where one resource stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
-pub enum Condition {
-    /// Converged and verified at `generation`.
-    Ready { generation: u64 },
-    /// A reconcile is running or queued.
-    Progressing,
-    /// The last reconcile failed; retried with backoff.
-    Failed { reason: String, retries: u32 },
-    /// The state cannot be reached as the host is (a lockout, a link in a
-    /// managed path): not retried until something changes.
-    Refused { reason: String },
-}
+pub use mailctl_api::status::{AgentStatus, Cause, Condition, ResourceStatus, Rollback};
 
-/// Why a change was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EncodeLabelSet)]
+/// Why a change was made, as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct CauseLabel {
-    pub cause: Cause,
+    pub cause: CauseName,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Cause {
-    /// A new desired state asked for it.
-    Intentional,
-    /// The host drifted from a state already reached (drift repair).
-    Corrective,
-}
+/// [`Cause`] as a label value (`intentional`, `corrective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CauseName(pub Cause);
 
-impl prometheus_client::encoding::EncodeLabelValue for Cause {
+impl prometheus_client::encoding::EncodeLabelValue for CauseName {
     fn encode(
         &self,
         encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
         use std::fmt::Write;
-        encoder.write_str(match self {
+        encoder.write_str(match self.0 {
             Cause::Intentional => "intentional",
             Cause::Corrective => "corrective",
         })
@@ -58,36 +38,6 @@ impl prometheus_client::encoding::EncodeLabelValue for Cause {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResourceLabel {
     resource: String,
-}
-
-/// One resource's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceStatus {
-    pub condition: Condition,
-    pub intentional_changes: u64,
-    pub corrective_changes: u64,
-    /// The generation this resource last converged at.
-    pub converged_generation: Option<u64>,
-    /// Seconds since the epoch of the last change made.
-    pub last_change: Option<u64>,
-}
-
-/// The agent's status document.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentStatus {
-    pub host: Option<String>,
-    pub generation: u64,
-    pub effective_generation: u64,
-    pub awaiting_confirmation: Option<u64>,
-    pub rolled_back: Vec<u64>,
-    /// Why the newest manifest could not be accepted, if it could not.
-    pub desired_error: Option<String>,
-    /// Damaged state files found at start-up (each moved aside), newest last.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub state_warnings: Vec<String>,
-    pub resources: BTreeMap<String, ResourceStatus>,
 }
 
 /// Shared status plus the metrics registry.
@@ -100,6 +50,8 @@ pub struct StatusBoard {
     failures: Family<ResourceLabel, Counter>,
     generation: Gauge,
     effective: Gauge,
+    rollbacks: Counter,
+    rolled_back: Gauge,
 }
 
 impl Default for StatusBoard {
@@ -110,6 +62,8 @@ impl Default for StatusBoard {
         let failures = Family::<ResourceLabel, Counter>::default();
         let generation = Gauge::default();
         let effective = Gauge::default();
+        let rollbacks = Counter::default();
+        let rolled_back = Gauge::default();
         registry.register(
             "changes",
             "Changes made to the host, by cause (intentional: new desired state; corrective: drift repaired)",
@@ -135,6 +89,16 @@ impl Default for StatusBoard {
             "Generation being converged to",
             effective.clone(),
         );
+        registry.register(
+            "rollbacks",
+            "Generations rolled back because no confirmation came in time",
+            rollbacks.clone(),
+        );
+        registry.register(
+            "rolled_back",
+            "1 while the state in force is a rollback's (the newest generation was rolled back)",
+            rolled_back.clone(),
+        );
         StatusBoard {
             status: Mutex::new(AgentStatus::default()),
             registry,
@@ -143,10 +107,16 @@ impl Default for StatusBoard {
             failures,
             generation,
             effective,
+            rollbacks,
+            rolled_back,
         }
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "status records unix timestamps for people and the controller"
+)]
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -178,13 +148,27 @@ impl StatusBoard {
     ) {
         self.generation.set(gauge_value(generation));
         self.effective.set(gauge_value(effective));
+        // The newest generation was rolled back: what is in force is the
+        // rollback's target, which nobody asked for last.
+        let in_rollback = rolled_back.contains(&generation);
+        self.rolled_back.set(i64::from(in_rollback));
         self.with(|s| {
             s.host = Some(host.to_owned());
             s.generation = generation;
             s.effective_generation = effective;
             s.awaiting_confirmation = awaiting;
             s.rolled_back = rolled_back.to_vec();
+            if !in_rollback {
+                s.rollback = None;
+            }
         });
+    }
+
+    /// Record a magic rollback (call [`StatusBoard::set_generations`] with
+    /// the ledger after it).
+    pub fn rolled_back(&self, rollback: Rollback) {
+        self.rollbacks.inc();
+        self.with(|s| s.rollback = Some(rollback));
     }
 
     pub fn add_state_warning(&self, warning: String) {
@@ -244,7 +228,9 @@ impl StatusBoard {
         });
         if changes > 0 {
             self.changes
-                .get_or_create(&CauseLabel { cause })
+                .get_or_create(&CauseLabel {
+                    cause: CauseName(cause),
+                })
                 .inc_by(changes as u64);
         }
         cause

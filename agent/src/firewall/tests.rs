@@ -170,11 +170,8 @@ fn the_table_as_nft_lists_it_needs_no_change() {
     }
 }
 
-#[test]
-fn a_changed_table_is_replaced_with_a_readable_summary() {
-    let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    let observed = listed(
-        r#"table inet mailctl {
+/// An older state of the table, as `nft -n list` prints it.
+const CHANGED_LISTED: &str = r#"table inet mailctl {
 	chain input {
 		type filter hook input priority 0; policy accept;
 		tcp dport 22 accept comment "ssh"
@@ -182,8 +179,12 @@ fn a_changed_table_is_replaced_with_a_readable_summary() {
 		udp dport 53 drop comment "old"
 	}
 }
-"#,
-    );
+"#;
+
+#[test]
+fn a_changed_table_is_replaced_with_a_readable_summary() {
+    let desired = firewall(FirewallPolicy::Drop, mail_rules());
+    let observed = listed(CHANGED_LISTED);
     let changes = driver().diff(&desired, &Some(observed)).expect("plan");
     let text = changes[0].to_string();
     let lines: Vec<&str> = text.lines().collect();
@@ -214,13 +215,12 @@ fn a_changed_table_is_replaced_with_a_readable_summary() {
     );
 }
 
-#[test]
-fn hand_made_additions_to_the_owned_table_are_removed() {
-    let desired = firewall(FirewallPolicy::Drop, mail_rules());
-    // MAIL_DROP_LISTED after `add rule ... tcp dport 22 counter accept
-    // comment "ssh"`, `add rule ... tcp dport 8443 accept`, `add chain
-    // inet mailctl extra` and a set whose elements nft wraps over lines.
-    let text = MAIL_DROP_LISTED
+/// MAIL_DROP_LISTED after `add rule ... tcp dport 22 counter accept comment
+/// "ssh"`, `add rule ... tcp dport 8443 accept`, `add chain inet mailctl
+/// extra` and a set whose elements nft wraps over lines, as `nft -n list`
+/// prints it.
+fn hand_made_listed() -> String {
+    MAIL_DROP_LISTED
         .replacen(
             "table inet mailctl {\n",
             "table inet mailctl {
@@ -248,7 +248,13 @@ fn hand_made_additions_to_the_owned_table_are_removed() {
 }
 ",
             1,
-        );
+        )
+}
+
+#[test]
+fn hand_made_additions_to_the_owned_table_are_removed() {
+    let desired = firewall(FirewallPolicy::Drop, mail_rules());
+    let text = hand_made_listed();
     let observed = listed(&text);
     assert_eq!(observed.other, ["set blocklist"]);
     let text = driver().diff(&desired, &Some(observed)).expect("plan")[0].to_string();
@@ -270,12 +276,8 @@ fn hand_made_additions_to_the_owned_table_are_removed() {
     );
 }
 
-#[test]
-fn table_flags_and_comments_are_removed_too() {
-    // `flags dormant` would switch the whole table off.
-    let desired = firewall(FirewallPolicy::Accept, mail_rules());
-    let dormant = listed(
-        r#"table inet mailctl {
+/// A table switched off by hand, as `nft list` prints it.
+const DORMANT_LISTED: &str = r#"table inet mailctl {
 	flags dormant
 
 	chain input {
@@ -287,15 +289,11 @@ fn table_flags_and_comments_are_removed_too() {
 		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
 	}
 }
-"#,
-    );
-    let text = plan_text(&desired, dormant);
-    assert!(
-        text.starts_with("~ firewall table inet mailctl: 5 rules\n    - table flags dormant"),
-        "{text}"
-    );
-    let commented = listed(
-        r#"table inet mailctl {
+"#;
+
+/// Comments added by hand to the table and its chain, as `nft -n list`
+/// prints them.
+const COMMENTED_LISTED: &str = r#"table inet mailctl {
 	comment "by hand"
 	chain input {
 		comment "also by hand"
@@ -307,8 +305,19 @@ fn table_flags_and_comments_are_removed_too() {
 		ip6 saddr 2001:db8::/32 tcp dport { 143, 993 } reject with tcp reset comment "imap"
 	}
 }
-"#,
+"#;
+
+#[test]
+fn table_flags_and_comments_are_removed_too() {
+    // `flags dormant` would switch the whole table off.
+    let desired = firewall(FirewallPolicy::Accept, mail_rules());
+    let dormant = listed(DORMANT_LISTED);
+    let text = plan_text(&desired, dormant);
+    assert!(
+        text.starts_with("~ firewall table inet mailctl: 5 rules\n    - table flags dormant"),
+        "{text}"
     );
+    let commented = listed(COMMENTED_LISTED);
     assert_eq!(commented.chains[0].rules.len(), 5);
     assert!(commented.chains[0].filter_input_at_0);
     let text = plan_text(&desired, commented);
@@ -316,12 +325,13 @@ fn table_flags_and_comments_are_removed_too() {
     assert!(text.contains("\n    - comment of chain input"), "{text}");
 }
 
+/// An input chain at another priority, as `nft -n list` prints it.
+const PRIORITY_10_LISTED: &str = "table inet mailctl {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t}\n}\n";
+
 #[test]
 fn another_base_chain_named_input_is_replaced() {
     let desired = firewall(FirewallPolicy::Accept, vec![]);
-    let observed = listed(
-        "table inet mailctl {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t}\n}\n",
-    );
+    let observed = listed(PRIORITY_10_LISTED);
     let text = plan_text(&desired, observed);
     assert!(text.contains("- chain input (0 rules)"), "{text}");
     assert!(text.contains("~ policy none -> accept"), "{text}");
@@ -411,7 +421,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     assert!(
         matches!(
             &err,
-            Error::NftName {
+            FirewallError::NftName {
                 what: "rule name",
                 ..
             }
@@ -435,7 +445,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     assert!(
         matches!(
             &err,
-            Error::NftName {
+            FirewallError::NftName {
                 what: "table name",
                 ..
             }
@@ -444,7 +454,7 @@ fn names_nft_cannot_carry_are_refused_before_nft_runs() {
     );
     assert!(matches!(
         driver.diff(&desired, &None),
-        Err(Error::NftName { .. })
+        Err(FirewallError::NftName { .. })
     ));
 }
 
@@ -453,14 +463,14 @@ fn lockout(
     admin: &[&str],
     policy: FirewallPolicy,
     rules: Vec<FirewallRule>,
-) -> Result<Vec<FirewallChange>, Error> {
+) -> Result<Vec<FirewallChange>, FirewallError> {
     FirewallDriver::new("nft", guard(admin)).diff(&firewall(policy, rules), &None)
 }
 
 /// The (port, source) pairs a refusal names.
-fn blocked(result: Result<Vec<FirewallChange>, Error>) -> Vec<(u16, String)> {
+fn blocked(result: Result<Vec<FirewallChange>, FirewallError>) -> Vec<(u16, String)> {
     match result {
-        Err(Error::Lockout { blocked, .. }) => blocked
+        Err(FirewallError::Lockout { blocked, .. }) => blocked
             .iter()
             .map(|b| (b.port, b.source.to_string()))
             .collect(),
@@ -686,10 +696,8 @@ fn allow_lockout_lets_it_through() {
     assert_eq!(driver.diff(&desired, &None).expect("plan").len(), 1);
 }
 
-#[test]
-fn parses_ranges_and_single_addresses() {
-    let table = listed(
-        r#"table inet mailctl {
+/// Ranges, sets and single addresses, as `nft -n list` prints them.
+const RANGES_LISTED: &str = r#"table inet mailctl {
 	chain input {
 		type filter hook input priority 0; policy accept;
 		ip saddr { 10.0.0.1, 192.0.2.3-192.0.2.9 } udp dport { 53, 1000-1010 } drop comment "r"
@@ -697,8 +705,11 @@ fn parses_ranges_and_single_addresses() {
 		tcp dport 25 reject comment "plain"
 	}
 }
-"#,
-    );
+"#;
+
+#[test]
+fn parses_ranges_and_single_addresses() {
+    let table = listed(RANGES_LISTED);
     let rules = &table.chains[0].rules;
     let known = |i: usize| match &rules[i] {
         ObservedRule::Known(rule) => rule.to_string(),
@@ -802,12 +813,12 @@ fn fake_nft(dir: &std::path::Path, body: &str) -> PathBuf {
 
 /// Observes through `nft`, retrying while the just-written script is still
 /// busy (ETXTBSY: a process forked by another test held it open for writing).
-fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, Error> {
+fn observe_with(nft: &std::path::Path) -> Result<Option<ObservedTable>, FirewallError> {
     let driver = FirewallDriver::new(nft, guard(&["192.0.2.0/24"]));
     let desired = firewall(FirewallPolicy::Drop, mail_rules());
     for _ in 0..50 {
         match runtime().block_on(driver.observe(&desired)) {
-            Err(Error::NftSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
+            Err(FirewallError::NftSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
@@ -848,7 +859,191 @@ fn observe_lists_the_table_once_and_knows_a_missing_one() {
     );
     let err = observe_with(&nft).expect_err("a failure");
     assert!(
-        matches!(&err, Error::NftFailed { stderr, .. } if stderr.contains("Operation not permitted")),
+        matches!(&err, FirewallError::NftFailed { stderr, .. } if stderr.contains("Operation not permitted")),
         "{err}"
+    );
+}
+
+// ------------------------------------------------ against the installed nft
+
+/// Runs the installed `nft` in a network namespace of its own (`unshare
+/// --net`: new, empty, and gone when nft exits, so no test sees another's
+/// table and the host's rules are never touched): loads `script`, then runs
+/// `nft ARGS`. Needs root, as CI has; fails (never skips) without it.
+fn real_nft(script: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("table.nft");
+    std::fs::write(&file, script).expect("write the script");
+    let output = std::process::Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", r#"nft -f "$0" && exec nft "$@""#])
+        .arg(&file)
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run unshare (util-linux) and nft; these tests need root and nftables");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("unshare failed"),
+        "a network namespace of its own needs root (CI runs as root): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// What the installed nft lists for the table `script` makes, `-n` or not.
+fn listed_by_nft(script: &str, numeric: bool) -> String {
+    let mut args = vec!["list", "table", "inet", "mailctl"];
+    if numeric {
+        args.insert(0, "-n");
+    }
+    let output = real_nft(script, &args);
+    assert!(
+        output.status.success(),
+        "nft failed ({}): {}\nscript:\n{script}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("nft prints UTF-8")
+}
+
+/// The listings the parser tests are built on are what the installed nft
+/// really prints: each table is loaded into a fresh namespace and listed
+/// again, and must come back byte for byte. A listing is loaded as it is,
+/// except where nft prints a rule in a form that, read back, means
+/// something else: a UDP reject written `with icmpx port-unreachable` (as
+/// mailctl writes it) is listed as a bare `reject`, but a bare `reject`
+/// loaded in an inet table becomes `reject with icmpv6 4` on an IPv6 rule.
+#[test]
+fn every_listing_fixture_is_what_the_installed_nft_prints() {
+    let hand_made = hand_made_listed();
+    let ranges_written = RANGES_LISTED.replace(
+        "udp dport 53 reject comment \"r6\"",
+        "udp dport 53 reject with icmpx port-unreachable comment \"r6\"",
+    );
+    // (name, the listing, the table loaded to get it, whether `-n`)
+    let fixtures: [(&str, &str, &str, bool); 9] = [
+        ("MAIL_DROP_LISTED", MAIL_DROP_LISTED, MAIL_DROP_LISTED, true),
+        (
+            "MAIL_DROP_LISTED_NAMES",
+            MAIL_DROP_LISTED_NAMES,
+            MAIL_DROP_LISTED_NAMES,
+            false,
+        ),
+        ("CHANGED_LISTED", CHANGED_LISTED, CHANGED_LISTED, true),
+        ("hand_made_listed", &hand_made, &hand_made, true),
+        ("DORMANT_LISTED", DORMANT_LISTED, DORMANT_LISTED, false),
+        ("COMMENTED_LISTED", COMMENTED_LISTED, COMMENTED_LISTED, true),
+        (
+            "PRIORITY_10_LISTED",
+            PRIORITY_10_LISTED,
+            PRIORITY_10_LISTED,
+            true,
+        ),
+        ("RANGES_LISTED", RANGES_LISTED, &ranges_written, true),
+        (
+            "an empty table",
+            "table inet mailctl {\n}\n",
+            "table inet mailctl {\n}\n",
+            true,
+        ),
+    ];
+    for (name, fixture, loaded, numeric) in fixtures {
+        assert_eq!(
+            listed_by_nft(loaded, numeric),
+            fixture,
+            "{name} is not what `nft {}list table inet mailctl` prints",
+            if numeric { "-n " } else { "" }
+        );
+    }
+}
+
+/// The fuzzer's seed listings (fuzz/seeds-nft_listing) are real nft output
+/// too, with `-n` or without.
+#[test]
+fn the_fuzz_seed_listings_are_what_the_installed_nft_prints() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds-nft_listing");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&seeds).expect("list the seeds") {
+        let path = entry.expect("entry").path();
+        let seed = std::fs::read_to_string(&path).expect("read a seed");
+        let table = seed
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("table inet "))
+            .and_then(|rest| rest.strip_suffix(" {"))
+            .unwrap_or_else(|| panic!("{} is no inet table listing", path.display()));
+        let list = |numeric: bool| {
+            let mut args = vec!["list", "table", "inet", table];
+            if numeric {
+                args.insert(0, "-n");
+            }
+            let output = real_nft(&seed, &args);
+            assert!(output.status.success(), "{}: {output:?}", path.display());
+            String::from_utf8(output.stdout).expect("UTF-8")
+        };
+        assert!(
+            list(true) == seed || list(false) == seed,
+            "{} is not what nft lists for it:\n{}",
+            path.display(),
+            list(true)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} seeds in {}", seeds.display());
+}
+
+/// The script mailctl writes makes, in nft's own words, exactly the table
+/// the fixtures show, and the parser reads that listing back as converged.
+#[test]
+fn the_written_table_lists_as_the_fixtures_say() {
+    let desired = firewall(FirewallPolicy::Drop, mail_rules());
+    let script = RuleSet::from_model(&desired).replace_script("mailctl");
+    let numeric = listed_by_nft(&script, true);
+    assert_eq!(numeric, MAIL_DROP_LISTED);
+    assert_eq!(listed_by_nft(&script, false), MAIL_DROP_LISTED_NAMES);
+    assert_eq!(
+        driver()
+            .diff(&desired, &Some(listed(&numeric)))
+            .expect("plan"),
+        []
+    );
+
+    // UDP rejects, ranges and sets, under policy accept.
+    let desired = firewall(
+        FirewallPolicy::Accept,
+        vec![
+            rule(
+                "mixed",
+                Protocol::Udp,
+                &[53, 1000, 1001, 1002],
+                &[
+                    "10.0.0.1/32",
+                    "192.0.2.0/25",
+                    "192.0.2.128/26",
+                    "2001:db8::/127",
+                ],
+                RuleAction::Reject,
+            ),
+            rule("dns", Protocol::Udp, &[53], &[], RuleAction::Drop),
+        ],
+    );
+    let script = RuleSet::from_model(&desired).replace_script("mailctl");
+    let numeric = listed_by_nft(&script, true);
+    assert_eq!(
+        driver()
+            .diff(&desired, &Some(listed(&numeric)))
+            .expect("plan"),
+        [],
+        "{numeric}"
+    );
+}
+
+/// What `observe` takes for "no such table" is what nft says for one.
+#[test]
+fn a_missing_table_is_reported_as_the_stand_in_nft_says() {
+    let output = real_nft("", &["-n", "list", "table", "inet", "mailctl"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Error: No such file or directory\nlist table inet mailctl\n                ^^^^^^^\n"
     );
 }

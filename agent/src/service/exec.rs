@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mailctl_schemas::model::ExecCommands;
 
-use crate::error::CommandFailure;
+use crate::command::CommandFailure;
 
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(15);

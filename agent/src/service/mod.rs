@@ -4,10 +4,9 @@
 //!
 //! The shape is the reconcile contract of DESIGN.md §2: `observe` reads the
 //! service, `diff` (pure) lists the changes, `apply` makes them, `verify`
-//! observes again; `ensure` is the four in a row. A change counts only when
-//! the service is seen in the new state: for systemd, when the job is done
-//! and the unit is active or inactive; for exec, when the status command
-//! agrees.
+//! observes again. A change counts only when the service is seen in the new
+//! state: for systemd, when the job is done and the unit is active or
+//! inactive; for exec, when the status command agrees.
 //!
 //! `reload` and `restart` are for `reloadOn` and `onChange` handlers. They act
 //! only on a running service: a stopped daemon reads its new configuration
@@ -117,31 +116,16 @@ pub enum ServiceError {
 
     #[error(transparent)]
     Exec(#[from] ExecError),
-
-    #[error(
-        "service {service}: applied, but still pending when read back: {} (observed {observed})",
-        pending.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-    )]
-    NotObserved {
-        service: String,
-        pending: Vec<ServiceChange>,
-        observed: String,
-    },
 }
 
-/// The service drivers of one host.
+/// The service drivers of one host (systemd and exec), as one resource
+/// driver.
 ///
-/// ```no_run
-/// # async fn f(service: &mailctl_schemas::model::Service) -> Result<(), mailctl_agent::service::ServiceError> {
-/// use mailctl_agent::service::Services;
-/// let services = Services::default();
-/// for change in services.ensure(service).await? {
-///     println!("{change}");
-/// }
-/// # Ok(()) }
-/// ```
+/// The reconciler drives it through the [`Driver`](crate::driver::Driver)
+/// contract, and through [`reload`](Self::reload) and
+/// [`restart`](Self::restart) for handlers.
 #[derive(Debug)]
-pub struct Services {
+pub struct ServicesDriver {
     host_root: PathBuf,
     bus: SystemBus,
     job_timeout: Duration,
@@ -151,9 +135,9 @@ pub struct Services {
     systemd: Mutex<Option<Systemd>>,
 }
 
-impl Default for Services {
+impl Default for ServicesDriver {
     fn default() -> Self {
-        Services {
+        ServicesDriver {
             host_root: PathBuf::from("/"),
             bus: SystemBus::Default,
             job_timeout: DEFAULT_JOB_TIMEOUT,
@@ -163,7 +147,7 @@ impl Default for Services {
     }
 }
 
-impl Services {
+impl ServicesDriver {
     /// The root under which `driver: auto` looks for `run/systemd/system`
     /// (`/` on a real host; a booted test root in tests).
     pub fn host_root(mut self, root: impl Into<PathBuf>) -> Self {
@@ -298,33 +282,6 @@ impl Services {
         Ok(())
     }
 
-    /// Observes the service again and returns what is still pending.
-    pub async fn verify(&self, service: &Service) -> Result<Vec<ServiceChange>, ServiceError> {
-        let observed = self.observe(service).await?;
-        Ok(self.diff(service, &observed))
-    }
-
-    /// Converges the service: observe, diff, apply, verify. Returns the
-    /// changes made (empty when it already was as declared).
-    pub async fn ensure(&self, service: &Service) -> Result<Vec<ServiceChange>, ServiceError> {
-        let observed = self.observe(service).await?;
-        let changes = self.diff(service, &observed);
-        if changes.is_empty() {
-            return Ok(changes);
-        }
-        self.apply(&changes).await?;
-        let observed = self.observe(service).await?;
-        let pending = self.diff(service, &observed);
-        if !pending.is_empty() {
-            return Err(ServiceError::NotObserved {
-                service: service.name.clone(),
-                pending,
-                observed: observed.detail,
-            });
-        }
-        Ok(changes)
-    }
-
     /// Reloads the service if it runs (a `reloadOn` file or `reload` handler
     /// fired). Returns the change made, `None` for a stopped service.
     pub async fn reload(&self, service: &Service) -> Result<Option<ServiceChange>, ServiceError> {
@@ -442,10 +399,11 @@ impl crate::driver::ResourceChange for ServiceChange {
     }
 }
 
-impl crate::driver::Driver for Services {
+impl crate::driver::Driver for ServicesDriver {
     type Desired = Service;
     type Observed = ServiceStatus;
     type Change = ServiceChange;
+    type Error = ServiceError;
 
     fn resource(&self, desired: &Service) -> crate::driver::Resource {
         crate::driver::Resource::Service {
@@ -453,23 +411,23 @@ impl crate::driver::Driver for Services {
         }
     }
 
-    async fn observe(&self, desired: &Service) -> Result<ServiceStatus, crate::Error> {
-        Ok(Services::observe(self, desired).await?)
+    async fn observe(&self, desired: &Service) -> Result<ServiceStatus, ServiceError> {
+        ServicesDriver::observe(self, desired).await
     }
 
     fn diff(
         &self,
         desired: &Service,
         observed: &ServiceStatus,
-    ) -> Result<Vec<ServiceChange>, crate::Error> {
-        Ok(Services::diff(self, desired, observed))
+    ) -> Result<Vec<ServiceChange>, ServiceError> {
+        Ok(ServicesDriver::diff(self, desired, observed))
     }
 
     async fn apply(
         &self,
         changes: &[ServiceChange],
-    ) -> Result<Vec<crate::driver::Effect>, crate::Error> {
-        Services::apply(self, changes).await?;
+    ) -> Result<Vec<crate::driver::Effect>, ServiceError> {
+        ServicesDriver::apply(self, changes).await?;
         Ok(Vec::new())
     }
 }

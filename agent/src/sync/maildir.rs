@@ -728,82 +728,10 @@ pub fn apply(root: &Path, steps: &[Step]) -> io::Result<Applied> {
     Ok(applied)
 }
 
-/// The result of comparing the unique parts of both sides, folder by folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Verification {
-    pub folders: usize,
-    pub messages: usize,
-    /// On the source, not on the destination.
-    pub missing: usize,
-    /// On the destination, not on the source.
-    pub extra: usize,
-    /// On both, but named (flags, new/cur) or dated differently.
-    pub differing: usize,
-    /// Second copies of a unique part in one destination folder.
-    pub duplicates: usize,
-    pub missing_examples: Vec<String>,
-    pub extra_examples: Vec<String>,
-    pub differing_examples: Vec<String>,
-    /// Messages only on the destination do not count against it: the job
-    /// does not delete, so mail the source deleted stays (and after the
-    /// point of no return, mail the destination took itself).
-    #[serde(default)]
-    pub extra_allowed: bool,
-}
+pub use mailctl_api::sync::Verification;
 
-const EXAMPLES: usize = 5;
-
-impl Verification {
-    pub fn verified(&self) -> bool {
-        self.missing == 0
-            && self.differing == 0
-            && self.duplicates == 0
-            && (self.extra == 0 || self.extra_allowed)
-    }
-
-    /// The same, with messages only on the destination allowed or not
-    /// (they are for a job that does not delete).
-    pub fn allowing_extra(mut self, allowed: bool) -> Verification {
-        self.extra_allowed = allowed;
-        self
-    }
-}
-
-impl fmt::Display for Verification {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.verified() {
-            write!(
-                f,
-                "verified: {} messages in {} folders",
-                self.messages, self.folders
-            )?;
-            if self.extra > 0 {
-                write!(
-                    f,
-                    " ({} more only on the destination, kept: the job does not delete)",
-                    self.extra
-                )?;
-            }
-            return Ok(());
-        }
-        write!(
-            f,
-            "not verified: {} missing, {} extra, {} differing, {} duplicates ({} messages in {} folders)",
-            self.missing, self.extra, self.differing, self.duplicates, self.messages, self.folders
-        )?;
-        for (what, list) in [
-            ("missing", &self.missing_examples),
-            ("extra", &self.extra_examples),
-            ("differing", &self.differing_examples),
-        ] {
-            if !list.is_empty() {
-                write!(f, "\n  {what}: {}", list.join(", "))?;
-            }
-        }
-        Ok(())
-    }
-}
+/// How many names a verification lists per kind of difference.
+const EXAMPLES: usize = mailctl_api::sync::EXAMPLES;
 
 /// Compares both sides, folder by folder.
 pub fn verify(source: &Listing, destination: &Listing) -> Verification {
@@ -845,18 +773,6 @@ fn push_example(list: &mut Vec<String>, example: String) {
     if list.len() < EXAMPLES {
         list.push(example);
     }
-}
-
-/// Creates `cur/`, `new/` and `tmp/` of every folder the listing has, so
-/// a destination folder is a valid maildir even before mail arrives.
-pub fn ensure_folders(root: &Path, listing: &Listing) -> io::Result<()> {
-    let mut tree = Tree::open(root)?;
-    for folder in listing.folders.keys() {
-        for sub in ["cur", "new", "tmp"] {
-            tree.create_dir(&join(folder, sub))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::maildir::{Listing, Message, Sub, join};
 use crate::fsutil::{OpenDir, split};
@@ -424,9 +424,7 @@ pub fn spools(source: &Path) -> io::Result<Vec<(String, std::path::PathBuf)>> {
 
 /// Now, in seconds since the epoch.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    i64::try_from(crate::fsutil::unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -32,13 +32,16 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
-use serde::{Deserialize, Serialize};
 
-pub use maildir::{Listing, Verification};
-pub use rsync::Stats;
+pub use mailctl_api::sync::{
+    JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary,
+};
+pub use maildir::Listing;
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -87,113 +90,6 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SyncError {
     move |source| SyncError::Io { what, source }
 }
 
-/// What a run is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Phase {
-    Listing,
-    Renaming,
-    Transferring,
-    Converting,
-    Verifying,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Listing => "listing",
-            Phase::Renaming => "renaming",
-            Phase::Transferring => "transferring",
-            Phase::Converting => "converting",
-            Phase::Verifying => "verifying",
-        })
-    }
-}
-
-/// Progress of a running job: files, bytes, rate and ETA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub phase: Phase,
-    pub files_done: u64,
-    /// Known or estimated; 0 when unknown.
-    pub files_total: u64,
-    pub bytes_done: u64,
-    /// rsync's estimate; 0 when unknown.
-    pub bytes_total: u64,
-    /// Bytes per second.
-    pub rate: u64,
-    pub eta_seconds: Option<u64>,
-}
-
-impl Progress {
-    fn phase(phase: Phase) -> Progress {
-        Progress {
-            phase,
-            files_done: 0,
-            files_total: 0,
-            bytes_done: 0,
-            bytes_total: 0,
-            rate: 0,
-            eta_seconds: None,
-        }
-    }
-}
-
-/// Where a job stands, as kept in `sync-JOB.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RunState {
-    Running,
-    /// Finished; see `verification` for whether the sides agree.
-    Finished,
-    Failed,
-}
-
-/// The state file of one job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    pub job: String,
-    /// Counts the runs of this job, from 1.
-    #[serde(default)]
-    pub run: u64,
-    pub state: RunState,
-    pub started_at_unix: u64,
-    pub finished_at_unix: Option<u64>,
-    pub progress: Option<Progress>,
-    pub stats: Option<Stats>,
-    pub renamed: usize,
-    pub duplicates_removed: usize,
-    pub verification: Option<Verification>,
-    pub error: Option<String>,
-    /// When a run last finished verified (the lag is now minus this).
-    pub last_verified_at_unix: Option<u64>,
-    /// The source's ssh host key: `pinned: TYPE SHA256:...` (the job's
-    /// `sshHostKey`), `accepted on first use: TYPE SHA256:...` (no pin: the
-    /// first key seen is kept), or absent (a local source, or ssh never got
-    /// that far).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_key: Option<String>,
-}
-
-impl JobStatus {
-    /// Finished, and both sides agree.
-    pub fn verified(&self) -> bool {
-        self.state == RunState::Finished
-            && self
-                .verification
-                .as_ref()
-                .is_some_and(Verification::verified)
-    }
-
-    /// Seconds since the last verified run.
-    pub fn lag_seconds(&self) -> Option<u64> {
-        self.last_verified_at_unix
-            .map(|at| unix_now().saturating_sub(at))
-    }
-}
-
 /// A run that has begun ([`SyncRunner::begin`]): it holds the job's lock
 /// until [`SyncRunner::finish`] is done with it (or it is dropped).
 #[derive(Debug)]
@@ -223,20 +119,7 @@ pub struct RunReport {
     pub verification: Verification,
     pub duration: Duration,
     /// Where the time went.
-    pub phases: Vec<(Phase, Duration)>,
-}
-
-/// What a run moved, in one line (`N files (B bytes) transferred, ...`):
-/// the agent's log, `mailctl sync run` and its `--local` form say it alike.
-pub fn summary(stats: &Stats, renamed: usize, duplicates_removed: usize) -> String {
-    format!(
-        "{} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
-        stats.files_transferred,
-        stats.transferred_file_size,
-        stats.wire_bytes(),
-        renamed,
-        duplicates_removed
-    )
+    pub phases: Vec<(SyncStep, Duration)>,
 }
 
 impl fmt::Display for RunReport {
@@ -270,11 +153,7 @@ impl fmt::Display for RunReport {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::fsutil::unix_now;
 
 const POINT_OF_NO_RETURN: &str = "sync-point-of-no-return";
 
@@ -412,11 +291,9 @@ impl SyncRunner {
                 Ok(true) => recovery.interrupted.push(job.to_owned()),
                 Ok(false) => {}
                 Err(e) => {
-                    let file = self.status_file(job);
-                    let mut aside = file.as_os_str().to_owned();
-                    aside.push(format!(".damaged-{}", unix_now()));
-                    let moved = match fs::rename(&file, &aside) {
-                        Ok(()) => format!("moved aside to {}", PathBuf::from(aside).display()),
+                    let moved = match crate::fsutil::set_aside(&self.status_file(job)) {
+                        Ok(Some(aside)) => format!("moved aside to {}", aside.display()),
+                        Ok(None) => "it is gone".to_owned(),
                         Err(rename) => format!("could not move it aside: {rename}"),
                     };
                     recovery
@@ -481,15 +358,22 @@ impl SyncRunner {
     }
 
     /// The first half of [`run`](Self::run): takes the job's lock, refuses
-    /// a deleting run past the point of no return (recorded as a failed
-    /// run), and records the run as running under a new run number. The
+    /// a deleting run past the point of no return (not recorded: it is not
+    /// a run), and records the run as running under a new run number. The
     /// agent answers a request for a run with that number once this
     /// returned, so the caller can tell this run's outcome from an earlier one.
     pub fn begin(&self, job: &SyncJob) -> Result<Started, SyncError> {
         let lock = self.lock(&job.name)?;
         self.fail_interrupted(&job.name)?;
+        // A refusal is not a run: it takes no run number and leaves the
+        // last run's record as it was (run numbers never skip).
+        if job.delete && self.point_of_no_return_passed() {
+            return Err(SyncError::DeleteRefused {
+                job: job.name.clone(),
+            });
+        }
         let previous = self.status(&job.name)?;
-        let mut status = JobStatus {
+        let status = JobStatus {
             job: job.name.clone(),
             run: previous.as_ref().map_or(1, |p| p.run + 1),
             state: RunState::Running,
@@ -504,16 +388,6 @@ impl SyncRunner {
             last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
             host_key: previous.and_then(|p| p.host_key),
         };
-        if job.delete && self.point_of_no_return_passed() {
-            let refused = SyncError::DeleteRefused {
-                job: job.name.clone(),
-            };
-            status.state = RunState::Failed;
-            status.finished_at_unix = Some(unix_now());
-            status.error = Some(refused.to_string());
-            self.save(&status)?;
-            return Err(refused);
-        }
         self.save(&status)?;
         Ok(Started {
             _lock: lock,
@@ -585,6 +459,8 @@ impl SyncRunner {
     }
 
     /// A run in plain or maildir mode (not mbox).
+    /// A maildir (or plain) job: list, plan, transfer while renaming,
+    /// verify; each phase a step of its own.
     fn run_maildirs(
         &self,
         job: &SyncJob,
@@ -606,163 +482,58 @@ impl SyncRunner {
             duration: Duration::ZERO,
             phases: Vec::new(),
         };
-        let mut phase_started = Instant::now();
-        let mut phase_done = |report: &mut RunReport, phase: Phase| {
-            report.phases.push((phase, phase_started.elapsed()));
-            phase_started = Instant::now();
-        };
+        let mut clock = PhaseClock::start();
         let lister = source::Lister::new(endpoint, &self.state_dir, &job.name, self.limits);
-        let options = rsync::Options {
-            delete: job.delete,
-            with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
-            include: job.include.clone(),
-            exclude: job.exclude.clone(),
-            extra_args: Vec::new(),
-            files_from_list: false,
-            rsync_path: None,
+        let (options, listed_options) = maildir_options(job);
+        let planned = if job.maildir {
+            plan_maildir_run(
+                job,
+                endpoint,
+                &lister,
+                &listed_options,
+                &mut report,
+                &mut clock,
+                on_progress,
+            )?
+        } else {
+            Planned::default()
         };
-        // rsync with only the paths it is handed (maildir mode).
-        let listed_options = rsync::Options {
-            files_from_list: true,
-            ..options.clone()
-        };
-        let mut to_send = 0;
-        let mut listed = None;
-        let mut local_work = None;
-        let mut transfer = None;
-        if job.maildir {
-            on_progress(&Progress::phase(Phase::Listing));
-            let (source, dest, early) =
-                list_for_run(&lister, endpoint, destination, &listed_options)?;
-            transfer = early;
-            report.stats.listing_bytes += source.bytes;
-            let source = source.listing;
-            phase_done(&mut report, Phase::Listing);
-            let steps = maildir::plan(&source, &dest);
-            let mut gone = Vec::new();
-            if job.delete {
-                // An empty source is far likelier a wrong path or an
-                // unmounted disk than a host whose users deleted all mail.
-                if source.message_count() == 0 && dest.message_count() > 0 {
-                    return Err(SyncError::Other(format!(
-                        "sync job {}: the source lists no messages at all; refusing to delete the {} messages on the destination (check the source path; run without delete: true to copy only)",
-                        job.name,
-                        dest.message_count()
-                    )));
-                }
-                gone = maildir::only_on_destination(&source, &dest);
-            }
-            let lacking = maildir::lacking(&source, &dest);
-            to_send = lacking.len() as u64;
-            // Only what the destination lacks goes to rsync: not the names
-            // of every message, which on a big maildir would cost more than
-            // the new mail itself. When most of it is missing (a first run),
-            // rsync's own walk of the tree is the cheaper way.
-            if to_send.saturating_mul(2) <= source.message_count() as u64 {
-                let mut started = match transfer.take() {
-                    Some(started) => started,
-                    None => rsync::Transfer::start(&rsync::argv(
-                        endpoint,
-                        destination,
-                        &listed_options,
-                    ))?,
-                };
-                started.send_list(maildir::to_send(&source, &dest, lacking));
-                transfer = Some(started);
-                // rsync only touches messages the destination lacks, the
-                // renames and removals only those it has: both at once.
-                local_work = Some((steps, gone));
-            } else {
-                // No list after all: the early rsync ends with nothing to do.
-                if let Some(mut unused) = transfer.take() {
-                    unused.send_list(Vec::new());
-                    unused.finish(|_| {})?;
-                }
-                // rsync walks the whole tree: rename first, or it would
-                // bring a renamed message again under its new name.
-                on_progress(&Progress::phase(Phase::Renaming));
-                let work = rename_and_remove(destination, &steps, &gone)?;
-                report.renamed = work.applied.renamed;
-                report.duplicates_removed = work.applied.duplicates_removed;
-                report.deleted = work.deleted;
-                phase_done(&mut report, Phase::Renaming);
-            }
-            listed = Some(source);
-        }
-        let transfer = match transfer {
+        let transfer = match planned.transfer {
             Some(transfer) => transfer,
             None => rsync::Transfer::start(&rsync::argv(endpoint, destination, &options))?,
         };
-        let mut progress = Progress::phase(Phase::Transferring);
-        progress.files_total = to_send;
+        let mut progress = Progress::starting(SyncStep::Transferring);
+        progress.files_total = planned.to_send;
         on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
-        let (stats, local) = std::thread::scope(|scope| {
-            let local = local_work.map(|(steps, gone)| {
-                scope.spawn(move || rename_and_remove(destination, &steps, &gone))
-            });
-            let stats = transfer.finish(|event| {
-                if let rsync::Event::Progress(p) = event {
-                    progress.files_done = p.files;
-                    progress.files_total = progress.files_total.max(p.files);
-                    progress.bytes_done = p.bytes;
-                    if p.percent > 0 {
-                        progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
-                    }
-                    progress.rate = p.rate;
-                    progress.eta_seconds =
-                        (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
-                    on_progress(&progress);
-                }
-            });
-            let local = local.map(|thread| {
-                thread.join().unwrap_or_else(|_| {
-                    Err(SyncError::Other("the renaming thread panicked".into()))
-                })
-            });
-            (stats, local)
-        });
+        let (stats, local) = transfer_while_renaming(
+            transfer,
+            destination,
+            planned.local_work,
+            progress,
+            on_progress,
+        );
         if let Some(work) = local {
             let work = work?;
             report.renamed = work.applied.renamed;
             report.duplicates_removed = work.applied.duplicates_removed;
             report.deleted = work.deleted;
-            report.phases.push((Phase::Renaming, work.took));
+            report.phases.push((SyncStep::Renaming, work.took));
         }
         report.stats = stats?;
         report.stats.listing_bytes = listing_bytes;
-        phase_done(&mut report, Phase::Transferring);
-        on_progress(&Progress::phase(Phase::Verifying));
-        // The destination is observed again. In maildir mode it is held
-        // against the source as listed at the start of this run: a message
-        // that arrived or changed flags on a live source since then belongs
-        // to the next run (the final one runs with the writers stopped).
-        let (source, dest) = match listed {
-            Some(source) => (source, list_local(destination)?),
-            None => {
-                let (source, dest) = list_both(&lister, destination)?;
-                report.stats.listing_bytes += source.bytes;
-                (source.listing, dest)
-            }
-        };
-        let mut verification = maildir::verify(&source, &dest);
-        // Stale copies are among the differing ones: rarely any.
-        let stale = if job.maildir && verification.differing > 0 {
-            maildir::stale(&source, &dest)
-        } else {
-            Vec::new()
-        };
-        if !stale.is_empty() {
-            // The same name with another date or size: sent again, and
-            // the destination observed once more.
-            let mut again =
-                rsync::Transfer::start(&rsync::argv(endpoint, destination, &listed_options))?;
-            again.send_list(stale);
-            report.stats.absorb(&again.finish(|_| {})?);
-            verification = maildir::verify(&source, &list_local(destination)?);
-        }
+        clock.done(&mut report, SyncStep::Transferring);
+        on_progress(&Progress::starting(SyncStep::Verifying));
+        let verification = verify_run(
+            job,
+            endpoint,
+            &lister,
+            planned.listed,
+            &listed_options,
+            &mut report,
+        )?;
         report.verification = verification.allowing_extra(!job.delete);
-        phase_done(&mut report, Phase::Verifying);
+        clock.done(&mut report, SyncStep::Verifying);
         report.duration = started.elapsed();
         Ok(report)
     }
@@ -792,7 +563,7 @@ impl SyncRunner {
             fs::create_dir_all(&staging)
                 .map_err(io_error(format!("creating {}", staging.display())))?;
             let argv = rsync::argv(endpoint, &staging, &rsync::Options::default());
-            on_progress(&Progress::phase(Phase::Transferring));
+            on_progress(&Progress::starting(SyncStep::Transferring));
             stats = rsync::run(&argv, |_| {})?;
             let single = Path::new(&endpoint.path)
                 .file_name()
@@ -808,7 +579,7 @@ impl SyncRunner {
             }
         };
         let spools = mbox::spools(&spool_root).map_err(io_error("listing mbox spools"))?;
-        let mut progress = Progress::phase(Phase::Converting);
+        let mut progress = Progress::starting(SyncStep::Converting);
         progress.files_total = spools.len() as u64;
         on_progress(&progress);
         let mut total = mbox::Converted::default();
@@ -838,7 +609,7 @@ impl SyncRunner {
         for folder in expected.folders.values_mut() {
             folder.sort();
         }
-        on_progress(&Progress::phase(Phase::Verifying));
+        on_progress(&Progress::starting(SyncStep::Verifying));
         let mut actual = Listing::default();
         for user in expected.folders.keys() {
             let listing = list_local(&job.destination.join(user))?;
@@ -877,6 +648,212 @@ impl SyncRunner {
 
 fn list_local(root: &Path) -> Result<Listing, SyncError> {
     Listing::read_local(root).map_err(io_error(format!("listing {}", root.display())))
+}
+
+/// Times the phases of a run, one after the other.
+struct PhaseClock {
+    started: Instant,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        PhaseClock {
+            started: Instant::now(),
+        }
+    }
+
+    /// Records `phase` as ended now; the next one starts.
+    fn done(&mut self, report: &mut RunReport, phase: SyncStep) {
+        report.phases.push((phase, self.started.elapsed()));
+        self.started = Instant::now();
+    }
+}
+
+/// The rsync options of a job: for rsync's own walk of the tree, and for
+/// rsync with only the paths it is handed (maildir mode).
+fn maildir_options(job: &SyncJob) -> (rsync::Options, rsync::Options) {
+    let options = rsync::Options {
+        delete: job.delete,
+        with_index: job.include.iter().any(|p| p.contains("dovecot.index")),
+        include: job.include.clone(),
+        exclude: job.exclude.clone(),
+        extra_args: Vec::new(),
+        files_from_list: false,
+        rsync_path: None,
+    };
+    let listed = rsync::Options {
+        files_from_list: true,
+        ..options.clone()
+    };
+    (options, listed)
+}
+
+/// What the listing phase of a maildir run decided.
+#[derive(Default)]
+struct Planned {
+    /// How many messages the destination lacks.
+    to_send: u64,
+    /// The source as listed at the start of the run.
+    listed: Option<Listing>,
+    /// Renames and removals to make on the destination while rsync runs.
+    local_work: Option<(Vec<maildir::Step>, Vec<String>)>,
+    /// rsync, started already (during the listing, or with its list).
+    transfer: Option<rsync::Transfer>,
+}
+
+/// The listing phase of a maildir run: list both sides, plan the renames
+/// and removals, and choose how rsync learns what to send.
+fn plan_maildir_run(
+    job: &SyncJob,
+    endpoint: &rsync::Endpoint,
+    lister: &source::Lister<'_>,
+    listed_options: &rsync::Options,
+    report: &mut RunReport,
+    clock: &mut PhaseClock,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Planned, SyncError> {
+    let destination = &job.destination;
+    on_progress(&Progress::starting(SyncStep::Listing));
+    let (source, dest, mut transfer) = list_for_run(lister, endpoint, destination, listed_options)?;
+    report.stats.listing_bytes += source.bytes;
+    let source = source.listing;
+    clock.done(report, SyncStep::Listing);
+    let steps = maildir::plan(&source, &dest);
+    let gone = deletions(job, &source, &dest)?;
+    let lacking = maildir::lacking(&source, &dest);
+    let to_send = lacking.len() as u64;
+    let mut local_work = None;
+    // Only what the destination lacks goes to rsync: not the names of
+    // every message, which on a big maildir would cost more than the new
+    // mail itself. When most of it is missing (a first run), rsync's own
+    // walk of the tree is the cheaper way.
+    if to_send.saturating_mul(2) <= source.message_count() as u64 {
+        let mut started = match transfer.take() {
+            Some(started) => started,
+            None => rsync::Transfer::start(&rsync::argv(endpoint, destination, listed_options))?,
+        };
+        started.send_list(maildir::to_send(&source, &dest, lacking));
+        transfer = Some(started);
+        // rsync only touches messages the destination lacks, the renames
+        // and removals only those it has: both at once.
+        local_work = Some((steps, gone));
+    } else {
+        // No list after all: the early rsync ends with nothing to do.
+        if let Some(mut unused) = transfer.take() {
+            unused.send_list(Vec::new());
+            unused.finish(|_| {})?;
+        }
+        // rsync walks the whole tree: rename first, or it would bring a
+        // renamed message again under its new name.
+        on_progress(&Progress::starting(SyncStep::Renaming));
+        let work = rename_and_remove(destination, &steps, &gone)?;
+        report.renamed = work.applied.renamed;
+        report.duplicates_removed = work.applied.duplicates_removed;
+        report.deleted = work.deleted;
+        clock.done(report, SyncStep::Renaming);
+    }
+    Ok(Planned {
+        to_send,
+        listed: Some(source),
+        local_work,
+        transfer,
+    })
+}
+
+/// The messages `delete: true` removes from the destination: those the
+/// source no longer has. Nothing without `delete`.
+fn deletions(job: &SyncJob, source: &Listing, dest: &Listing) -> Result<Vec<String>, SyncError> {
+    if !job.delete {
+        return Ok(Vec::new());
+    }
+    // An empty source is far likelier a wrong path or an unmounted disk
+    // than a host whose users deleted all mail.
+    if source.message_count() == 0 && dest.message_count() > 0 {
+        return Err(SyncError::Other(format!(
+            "sync job {}: the source lists no messages at all; refusing to delete the {} messages on the destination (check the source path; run without delete: true to copy only)",
+            job.name,
+            dest.message_count()
+        )));
+    }
+    Ok(maildir::only_on_destination(source, dest))
+}
+
+/// The transfer phase: rsync runs, reporting progress, while the renames
+/// and removals (if any are left) are made on a thread of their own.
+fn transfer_while_renaming(
+    transfer: rsync::Transfer,
+    destination: &Path,
+    local_work: Option<(Vec<maildir::Step>, Vec<String>)>,
+    mut progress: Progress,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> (
+    Result<Stats, SyncError>,
+    Option<Result<LocalWork, SyncError>>,
+) {
+    std::thread::scope(|scope| {
+        let local = local_work.map(|(steps, gone)| {
+            scope.spawn(move || rename_and_remove(destination, &steps, &gone))
+        });
+        let stats = transfer.finish(|event| {
+            if let rsync::Event::Progress(p) = event {
+                progress.files_done = p.files;
+                progress.files_total = progress.files_total.max(p.files);
+                progress.bytes_done = p.bytes;
+                if p.percent > 0 {
+                    progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
+                }
+                progress.rate = p.rate;
+                progress.eta_seconds =
+                    (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
+                on_progress(&progress);
+            }
+        });
+        let local = local.map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(SyncError::Other("the renaming thread panicked".into())))
+        });
+        (stats, local)
+    })
+}
+
+/// The verify phase: the destination is observed again. In maildir mode it
+/// is held against the source as listed at the start of the run (`listed`):
+/// a message that arrived or changed flags on a live source since then
+/// belongs to the next run (the final one runs with the writers stopped).
+/// Stale copies (the same name with another date or size) are sent again,
+/// and the destination observed once more.
+fn verify_run(
+    job: &SyncJob,
+    endpoint: &rsync::Endpoint,
+    lister: &source::Lister<'_>,
+    listed: Option<Listing>,
+    listed_options: &rsync::Options,
+    report: &mut RunReport,
+) -> Result<Verification, SyncError> {
+    let destination = &job.destination;
+    let (source, dest) = match listed {
+        Some(source) => (source, list_local(destination)?),
+        None => {
+            let (source, dest) = list_both(lister, destination)?;
+            report.stats.listing_bytes += source.bytes;
+            (source.listing, dest)
+        }
+    };
+    let verification = maildir::verify(&source, &dest);
+    // Stale copies are among the differing ones: rarely any.
+    let stale = if job.maildir && verification.differing > 0 {
+        maildir::stale(&source, &dest)
+    } else {
+        Vec::new()
+    };
+    if stale.is_empty() {
+        return Ok(verification);
+    }
+    let mut again = rsync::Transfer::start(&rsync::argv(endpoint, destination, listed_options))?;
+    again.send_list(stale);
+    report.stats.absorb(&again.finish(|_| {})?);
+    Ok(maildir::verify(&source, &list_local(destination)?))
 }
 
 /// What the renames and removals on the destination did.
@@ -1014,7 +991,7 @@ mod tests {
             state: RunState::Running,
             started_at_unix: 1,
             finished_at_unix: None,
-            progress: Some(Progress::phase(Phase::Transferring)),
+            progress: Some(Progress::starting(SyncStep::Transferring)),
             stats: None,
             renamed: 0,
             duplicates_removed: 0,
@@ -1127,10 +1104,12 @@ mod tests {
         let error = runner.run(&job, &mut |_| {}).expect_err("refused");
         assert!(matches!(error, SyncError::DeleteRefused { .. }));
         assert!(error.to_string().contains("sync job maildirs"));
-        let status = runner.status("maildirs").expect("status").expect("some");
-        assert_eq!(status.state, RunState::Failed);
+        // Not a run: no number taken, nothing recorded.
+        assert_eq!(runner.status("maildirs").expect("status"), None);
         assert!(!dir.path().join("dst").exists());
         runner.set_point_of_no_return(false).expect("clear");
         assert!(!runner.point_of_no_return_passed());
+        let started = runner.begin(&job).expect("begins");
+        assert_eq!(started.run(), 1, "the refusal took no run number");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use mailctl_schemas::model::{SyncJob, SyncSource};
 use mailctl_schemas::ssh::{self, HostKey};
@@ -282,36 +282,7 @@ pub struct Progress {
     pub rate: u64,
 }
 
-/// rsync's closing statistics (`--info=stats2`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    pub files: u64,
-    pub files_transferred: u64,
-    pub transferred_file_size: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    /// Bytes of source listings received over ssh (before and after the
-    /// transfer), besides rsync's own.
-    #[serde(default)]
-    pub listing_bytes: u64,
-}
-
-impl Stats {
-    /// Adds another rsync's counts (a second pass of the same run).
-    pub fn absorb(&mut self, other: &Stats) {
-        self.files_transferred += other.files_transferred;
-        self.transferred_file_size += other.transferred_file_size;
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        self.listing_bytes += other.listing_bytes;
-    }
-
-    /// Bytes that crossed the wire, both ways: rsync's and the listings'.
-    pub fn wire_bytes(&self) -> u64 {
-        self.bytes_sent + self.bytes_received + self.listing_bytes
-    }
-}
+pub use mailctl_api::sync::Stats;
 
 fn number(text: &str) -> Option<u64> {
     let digits: String = text

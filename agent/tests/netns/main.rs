@@ -5,6 +5,8 @@ mod lab;
 
 use std::process::Command;
 
+use mailctl_agent::address::AddressError;
+use mailctl_agent::firewall::FirewallError;
 use mailctl_agent::{Announcement, ApplyReport, Config, Effect, Error, ResourcePlan, error_chain};
 use mailctl_schemas::model::HostSpec;
 use serde_json::Value;
@@ -195,7 +197,7 @@ spec:
         netns.reconcile(|reconciler| async move { reconciler.apply(&spec).await })
     };
     match refused.errors().next() {
-        Some((_, Error::WouldRemoveSecondaries { secondaries, .. })) => {
+        Some((_, Error::Address(AddressError::WouldRemoveSecondaries { secondaries, .. }))) => {
             assert_eq!(secondaries.len(), 1, "{refused}");
         }
         _ => panic!("expected a refusal, got:\n{refused}"),
@@ -497,7 +499,7 @@ fn a_lockout_is_refused_and_changes_nothing() {
         });
 
     let refusal = |result: Option<&Error>| match result {
-        Some(Error::Lockout { blocked, .. }) => {
+        Some(Error::Firewall(FirewallError::Lockout { blocked, .. })) => {
             let mut ports: Vec<u16> = blocked.iter().map(|b| b.port).collect();
             ports.dedup();
             ports
@@ -575,7 +577,7 @@ fn rule_sets_that_cut_off_an_address_family_or_the_admins_are_refused() {
     );
     let blocked = |report: &ApplyReport| -> Vec<(u16, String)> {
         match report.errors().next().map(|(_, e)| e) {
-            Some(Error::Lockout { blocked, .. }) => blocked
+            Some(Error::Firewall(FirewallError::Lockout { blocked, .. })) => blocked
                 .iter()
                 .map(|b| (b.port, b.source.to_string()))
                 .collect(),

@@ -114,10 +114,12 @@ impl Converge for Recorder {
             refused
         };
         if refused {
-            return Err(Error::NoSuchInterface {
-                address: "192.0.2.25/24".parse().expect("cidr"),
-                interface: "eth9".into(),
-            });
+            return Err(Error::Address(
+                crate::address::AddressError::NoSuchInterface {
+                    address: "192.0.2.25/24".parse().expect("cidr"),
+                    interface: "eth9".into(),
+                },
+            ));
         }
         if failing {
             return Err(Error::NetlinkSocket(std::io::Error::other(format!(
@@ -328,4 +330,21 @@ async fn a_refusal_is_not_retried_until_something_changes() {
     h.scheduler.trigger(|_| true);
     pass(Duration::from_secs(1)).await;
     assert_eq!(h.recorder.runs("addresses").len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_stops_growing_at_five_minutes() {
+    let recorder = Recorder::new(vec![service("postfix")]);
+    recorder.fail("service postfix", 12);
+    let mut h = Harness::new(recorder);
+    h.activate();
+    pass(Duration::from_secs(3_000)).await;
+    let runs = h.recorder.runs("service postfix");
+    assert_eq!(runs.len(), 13, "12 failures, then a success: {runs:?}");
+    let gaps: Vec<u64> = runs
+        .windows(2)
+        .map(|w| (w[1].start - w[0].end).as_secs())
+        .collect();
+    assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    assert_eq!(*h.recorder.overlaps.lock().expect("lock"), 0);
 }

@@ -1,5 +1,12 @@
 //! Plan and apply a host manifest: every resource through the same
-//! observe -> diff (-> apply -> verify) path.
+//! observe -> diff (-> apply -> verify) path. The sum types over the
+//! drivers ([`Change`], [`Error`]) live here, above the drivers.
+
+mod change;
+mod error;
+
+pub use change::Change;
+pub use error::Error;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,15 +19,14 @@ use mailctl_schemas::model::{Handler, HostSpec, ManagedFile, ServiceState};
 use crate::address::AddressDriver;
 use crate::command::argv_text;
 use crate::config::AgentConfig;
-use crate::driver::{Change, Driver, Effect, Resource, ResourceChange};
-use crate::error::Error;
+use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::files::FileDriver;
 use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
-use crate::service::{ServiceChange, Services};
+use crate::service::{ServiceChange, ServicesDriver};
 use crate::tasks::TaskDriver;
 
 /// The port the agent's API listens on unless configured otherwise.
-pub const DEFAULT_API_PORT: u16 = 7443;
+pub const DEFAULT_API_PORT: u16 = mailctl_api::DEFAULT_PORT;
 
 /// How the reconciler reaches the host, and what it protects.
 #[derive(Debug)]
@@ -31,7 +37,8 @@ pub struct Config {
     nft: PathBuf,
     dad_timeout: Duration,
     state_dir: PathBuf,
-    services: Services,
+    handler_timeout: Option<Duration>,
+    services: ServicesDriver,
 }
 
 impl Default for Config {
@@ -43,7 +50,8 @@ impl Default for Config {
             nft: PathBuf::from("nft"),
             dad_timeout: Duration::from_secs(5),
             state_dir: PathBuf::from("/var/lib/mailctl"),
-            services: Services::default(),
+            handler_timeout: None,
+            services: ServicesDriver::default(),
         }
     }
 }
@@ -99,8 +107,15 @@ impl Config {
         self
     }
 
+    /// How long an `onChange` `run` handler may take before it is killed
+    /// (default: the files driver's, 60 s).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
     /// How services are driven (systemd bus, exec timeouts).
-    pub fn services(mut self, services: Services) -> Self {
+    pub fn services(mut self, services: ServicesDriver) -> Self {
         self.services = services;
         self
     }
@@ -114,7 +129,7 @@ pub struct Reconciler {
     firewall: FirewallDriver,
     files: FileDriver,
     tasks: TaskDriver,
-    services: Services,
+    services: ServicesDriver,
 }
 
 /// What one resource needs, or why that could not be worked out.
@@ -254,6 +269,10 @@ impl Reconciler {
     pub fn connect(config: Config) -> Result<Self, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::NetlinkSocket)?;
         tokio::spawn(connection);
+        let mut files = FileDriver::new(config.state_dir.join("files"));
+        if let Some(timeout) = config.handler_timeout {
+            files = files.handler_timeout(timeout);
+        }
         Ok(Reconciler {
             addresses: AddressDriver::new(handle, config.dad_timeout),
             firewall: FirewallDriver::new(
@@ -272,7 +291,7 @@ impl Reconciler {
                     config.admin_sources,
                 ),
             ),
-            files: FileDriver::new(config.state_dir.join("files")),
+            files,
             tasks: TaskDriver::new(config.state_dir.join("tasks")),
             services: config.services,
         })
@@ -421,10 +440,7 @@ impl Reconciler {
     /// the firewall) together, then the others in order.
     async fn run(&self, spec: &HostSpec, mode: Mode) -> Vec<(Resource, Result<Outcome, Error>)> {
         let resources = self.resources(spec);
-        let network = resources
-            .iter()
-            .take_while(|r| matches!(r, Resource::Addresses | Resource::Firewall { .. }))
-            .count();
+        let network = resources.iter().take_while(|r| r.is_network()).count();
         let (network, rest) = resources.split_at(network);
         // Reported in resource order, whichever finishes first.
         let mut results: Vec<(Resource, Result<Outcome, Error>)> = network
@@ -512,11 +528,12 @@ impl Outcome {
     }
 }
 
-async fn reconcile<D: Driver>(
-    driver: &D,
-    desired: &D::Desired,
-    mode: Mode,
-) -> Result<Outcome, Error> {
+async fn reconcile<D>(driver: &D, desired: &D::Desired, mode: Mode) -> Result<Outcome, Error>
+where
+    D: Driver,
+    Change: From<D::Change>,
+    Error: From<D::Error>,
+{
     let observed = driver.observe(desired).await?;
     let changes = driver.diff(desired, &observed)?;
     if mode == Mode::Plan || changes.is_empty() {

@@ -5,7 +5,7 @@
 //! before roles, every one of them was a full client, and an agent's own
 //! certificate could read another agent's secrets and hand it a task to run
 //! as root. So every certificate now names exactly one role, as a URI in its
-//! subject alternative names (see [`crate::pki`] for how they are issued):
+//! subject alternative names (`mailctl certs` issues them):
 //!
 //! | URI                          | role                                        |
 //! |------------------------------|---------------------------------------------|
@@ -23,6 +23,8 @@
 //! client, the docs) use the same function.
 
 use std::fmt;
+
+use crate::route;
 
 /// The URI scheme and prefix of every role name.
 pub const ROLE_URI_PREFIX: &str = "mailctl:role:";
@@ -184,18 +186,6 @@ fn role_uris<'a>(
             GeneralName::URI(uri) if uri.starts_with(ROLE_URI_PREFIX) => Some(*uri),
             _ => None,
         })
-}
-
-/// The API's routes, as the router declares them.
-pub mod route {
-    pub const HEALTH: &str = "/v1/health";
-    pub const STATUS: &str = "/v1/status";
-    pub const DESIRED: &str = "/v1/desired";
-    pub const CONFIRM: &str = "/v1/confirm/{generation}";
-    pub const PLAN: &str = "/v1/plan";
-    pub const SYNC: &str = "/v1/sync/{job}";
-    pub const POINT_OF_NO_RETURN: &str = "/v1/point-of-no-return";
-    pub const METRICS: &str = "/metrics";
 }
 
 const CONTROLLER: &[RoleKind] = &[RoleKind::Controller];

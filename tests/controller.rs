@@ -1,0 +1,430 @@
+//! The controller end to end, through the `mailctl` binary: two real agents
+//! in two network namespaces (real netlink), a real controller in the root
+//! namespace reaching them over veth links, and an admin using `apply`,
+//! `status`, `approve` and `history`. A watcher samples both namespaces'
+//! addresses every 10 ms for the whole run and fails the test if the
+//! service IP is ever on both hosts. Needs root (CI runs as root).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+const SERVICE_IP: &str = "192.0.2.25";
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn require_root() {
+    let uid = run("id", &["-u"]);
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "this test creates network namespaces and needs root: run `bash scripts/test.sh` as root"
+    );
+}
+
+/// A namespace `name` with `eth0`, linked to the root namespace by a veth
+/// pair: the root side has 10.98.N.1/30, the namespace 10.98.N.2/30.
+struct Host {
+    ns: String,
+    link: String,
+    address: String,
+}
+
+impl Host {
+    fn new(tag: &str, n: u8) -> Host {
+        let ns = format!("mctl-c{}-{tag}", std::process::id());
+        let link = format!("mc{}{tag}", std::process::id() % 100_000);
+        run("ip", &["netns", "add", &ns]);
+        let host = Host {
+            ns: ns.clone(),
+            link: link.clone(),
+            address: format!("10.98.{n}.2"),
+        };
+        run(
+            "ip",
+            &[
+                "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        );
+        run(
+            "ip",
+            &["addr", "add", &format!("10.98.{n}.1/30"), "dev", &link],
+        );
+        run("ip", &["link", "set", &link, "up"]);
+        host.ip(&["link", "set", "lo", "up"]);
+        host.ip(&["addr", "add", &format!("10.98.{n}.2/30"), "dev", "eth0"]);
+        host.ip(&["link", "set", "eth0", "up"]);
+        host
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn holds(ns: &str, ip: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-j", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        json[0]["addr_info"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["local"] == ip))
+    }
+
+    fn spawn(&self, args: &[&str], log: &Path) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_mailctl")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn migration(dir: &Path, bob: &Host, eve: &Host) -> String {
+    let file = |host: &str| dir.join(host).join("main.cf").display().to_string();
+    let address = format!("{{address: {SERVICE_IP}/24, interface: eth0, exclusive: true}}");
+    format!(
+        r#"apiVersion: mailctl/v1alpha1
+kind: Migration
+metadata: {{name: bob-to-eve}}
+spec:
+  hosts:
+    bob: {{agent: "https://{bob_addr}:7443"}}
+    eve: {{agent: "https://{eve_addr}:7443"}}
+  phases: [prepare, cutover, live]
+  targetPhase: live
+  pointOfNoReturn: live
+---
+apiVersion: mailctl/v1alpha1
+kind: Phase
+metadata: {{name: prepare, migration: bob-to-eve}}
+spec:
+  hosts:
+    bob:
+      addresses: [{address}]
+      files: [{{path: {bob_file}, content: "relay\n", mode: "0644"}}]
+    eve:
+      files: [{{path: {eve_file}, content: "held\n", mode: "0644"}}]
+---
+apiVersion: mailctl/v1alpha1
+kind: Phase
+metadata: {{name: cutover, migration: bob-to-eve}}
+spec:
+  hosts:
+    bob:
+      files: [{{path: {bob_file}, content: "relay to eve\n", mode: "0644"}}]
+    eve:
+      addresses: [{address}]
+      files: [{{path: {eve_file}, content: "accepting\n", mode: "0644"}}]
+  gates:
+    - {{name: go-ahead, approval: {{}}}}
+---
+apiVersion: mailctl/v1alpha1
+kind: Phase
+metadata: {{name: live, migration: bob-to-eve}}
+spec:
+  hosts:
+    eve:
+      addresses: [{address}]
+      files: [{{path: {eve_file}, content: "delivering\n", mode: "0644"}}]
+  gates:
+    - {{name: settle, soak: {{duration: 2s}}}}
+"#,
+        bob_addr = bob.address,
+        eve_addr = eve.address,
+        bob_file = file("bob"),
+        eve_file = file("eve"),
+    )
+}
+
+#[test]
+fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let bob = Host::new("b", 1);
+    let eve = Host::new("e", 2);
+    let tls = w.join("tls");
+    let certs = Command::new(env!("CARGO_BIN_EXE_mailctl"))
+        .args(["certs", "init", "--out"])
+        .arg(&tls)
+        .args(["--agent", &format!("bob={}", bob.address)])
+        .args(["--agent", &format!("eve={}", eve.address)])
+        .args(["--controller", "127.0.0.1"])
+        .output()
+        .expect("certs");
+    assert!(certs.status.success(), "{}", text(&certs));
+
+    let mut agents = Vec::new();
+    for (name, host) in [("bob", &bob), ("eve", &eve)] {
+        let d = w.join(name);
+        fs::create_dir_all(&d).expect("dir");
+        fs::write(
+            d.join("desired.yaml"),
+            format!(
+                "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: {name}}}\nspec: {{}}\n"
+            ),
+        )
+        .expect("desired");
+        let folder = tls.join(format!("agent-{name}"));
+        fs::write(
+            d.join("agent.toml"),
+            format!(
+                "listen = \"{}:7443\"\nhost = \"{name}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = 60\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                host.address,
+                d.join("desired.yaml").display(),
+                d.join("state").display(),
+                folder.join("ca.pem").display(),
+                folder.join("agent.pem").display(),
+                folder.join("agent.key").display(),
+            ),
+        )
+        .expect("config");
+        agents.push(Killed(host.spawn(
+            &[
+                "agent",
+                "--config",
+                d.join("agent.toml").to_str().expect("utf-8"),
+            ],
+            &d.join("agent.log"),
+        )));
+    }
+
+    // The watcher: both namespaces, every 10 ms, from now to the end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        let (b, e) = (bob.ns.clone(), eve.ns.clone());
+        thread::spawn(move || {
+            let mut both = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let on_bob = Host::holds(&b, SERVICE_IP);
+                let on_eve = Host::holds(&e, SERVICE_IP);
+                if on_bob && on_eve {
+                    both.push(samples.load(Ordering::Relaxed));
+                }
+                samples.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(10));
+            }
+            both
+        })
+    };
+
+    let port = free_port();
+    let cdir = tls.join("controller");
+    fs::write(
+        w.join("controller.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            w.join("controller-state").display(),
+            cdir.join("ca.pem").display(),
+            cdir.join("controller.pem").display(),
+            cdir.join("controller.key").display(),
+        ),
+    )
+    .expect("controller config");
+    let controller = Killed(
+        Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(["controller", "--config"])
+            .arg(w.join("controller.toml"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(w.join("controller.log")).expect("log"))
+            .spawn()
+            .expect("controller"),
+    );
+    let url = format!("https://127.0.0.1:{port}");
+    let admin = tls.join("admin-admin");
+    let mailctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mailctl"))
+            .args(args)
+            .args(["--controller", &url, "--tls-dir"])
+            .arg(&admin)
+            .output()
+            .expect("mailctl")
+    };
+    let logs = || {
+        ["bob/agent.log", "eve/agent.log", "controller.log"]
+            .iter()
+            .map(|l| {
+                format!(
+                    "--- {l}\n{}",
+                    fs::read_to_string(w.join(l)).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || mailctl(&["status"])
+            .status
+            .success()),
+        "the controller answers: {}",
+        logs()
+    );
+    // A second controller on the same state folder is refused.
+    let second = Command::new(env!("CARGO_BIN_EXE_mailctl"))
+        .args(["controller", "--config"])
+        .arg(w.join("controller.toml"))
+        .output()
+        .expect("second");
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        text(&second).contains("is in use by another controller"),
+        "{}",
+        text(&second)
+    );
+
+    let manifests = w.join("manifests");
+    fs::create_dir_all(&manifests).expect("dir");
+    fs::write(manifests.join("migration.yaml"), migration(w, &bob, &eve)).expect("manifests");
+    let applied = mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
+    assert!(applied.status.success(), "{}\n{}", text(&applied), logs());
+    assert!(
+        text(&applied).contains("migration bob-to-eve: target live"),
+        "{}",
+        text(&applied)
+    );
+
+    // prepare is reached, then cutover waits for its approval: the service
+    // IP moved to eve, bob's relay file says so.
+    let status_text = || text(&mailctl(&["status", "bob-to-eve"]));
+    assert!(
+        wait_for(Duration::from_secs(60), || status_text()
+            .contains("waiting for approval of cutover")),
+        "{}\n{}",
+        status_text(),
+        logs()
+    );
+    assert!(Host::holds(&eve.ns, SERVICE_IP) && !Host::holds(&bob.ns, SERVICE_IP));
+    assert_eq!(
+        fs::read_to_string(w.join("bob/main.cf")).expect("bob"),
+        "relay to eve\n"
+    );
+    let status = status_text();
+    assert!(status.contains("[prepare]"), "{status}");
+    assert!(
+        status.contains("gate go-ahead (run 1): running"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "host eve (https://{}:7443): generation",
+            eve.address
+        )),
+        "{status}"
+    );
+
+    let approved = mailctl(&["approve", "bob-to-eve"]);
+    assert!(approved.status.success(), "{}", text(&approved));
+    // Approving again waits for nothing: said, nothing changes.
+    assert!(
+        wait_for(Duration::from_secs(60), || status_text()
+            .contains("reached live")),
+        "{}\n{}",
+        status_text(),
+        logs()
+    );
+    let again = mailctl(&["approve", "bob-to-eve"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("waits for no approval (reached live)"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        fs::read_to_string(w.join("eve/main.cf")).expect("eve"),
+        "delivering\n"
+    );
+
+    let history = text(&mailctl(&["history", "bob-to-eve"]));
+    if std::env::var_os("SHOW_CONTROLLER_RUN").is_some() {
+        eprintln!("{status}\n{history}\n{}", status_text());
+    }
+    for line in [
+        "moving from the hosts as they are to prepare",
+        "reached prepare",
+        "cutover: release done",
+        "admin approved cutover",
+        "point of no return: live (agents told)",
+        "gate settle (run 1): passed: soaked 2s",
+        "reached live",
+    ] {
+        assert!(history.contains(line), "{line:?} missing from\n{history}");
+    }
+    let json: Value =
+        serde_json::from_slice(&mailctl(&["status", "-o", "json"]).stdout).expect("json");
+    assert_eq!(json[0]["phase"], "live", "{json}");
+
+    stop.store(true, Ordering::Relaxed);
+    let both = watcher.join().expect("watcher");
+    let taken = samples.load(Ordering::Relaxed);
+    assert!(taken > 100, "only {taken} samples");
+    assert!(
+        both.is_empty(),
+        "the service IP was on both hosts at samples {both:?} of {taken}\n{}",
+        logs()
+    );
+    drop(controller);
+    drop(agents);
+}
