@@ -225,6 +225,9 @@ enum SyncCommand {
         /// A folder `mailctl certs init` wrote (ca.pem, ca.crl, and admin.pem/.key, else controller.pem/.key).
         #[arg(long, default_value = "/etc/mailctl/tls")]
         tls_dir: PathBuf,
+        /// List the messages sent and renamed (up to 1000 of each).
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -456,13 +459,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     file,
                     host,
                     state_dir,
+                    verbose,
                     ..
                 },
         } => {
             let (Some(file), [job]) = (file, args.as_slice()) else {
                 anyhow::bail!("usage: mailctl sync run --local -f FILE JOB [--host NAME]");
             };
-            crate::sync::run_local(&file, host.as_deref(), job, &state_dir)
+            crate::sync::run_local(&file, host.as_deref(), job, &state_dir, verbose)
         }
         Command::Sync {
             command:
@@ -472,6 +476,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     file,
                     agent,
                     tls_dir,
+                    verbose,
                     ..
                 },
         } => {
@@ -483,6 +488,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::sync::run_remote(&crate::sync::Remote {
                 host,
                 job,
+                verbose,
                 agent: crate::remote::AgentArgs {
                     url: agent.as_deref(),
                     file: file.as_deref(),

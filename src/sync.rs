@@ -23,6 +23,8 @@ const POLL: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Remote<'a> {
     pub job: &'a str,
+    /// List the messages sent and renamed.
+    pub verbose: bool,
     pub host: &'a str,
     pub agent: crate::remote::AgentArgs<'a>,
 }
@@ -71,6 +73,22 @@ async fn follow(remote: &Remote<'_>, client: &AgentClient) -> Result<ExitCode> {
     }
 }
 
+/// `-v`: the messages a run sent and renamed.
+fn print_details(details: &mailctl_api::RunDetails) {
+    let mut out = std::io::stdout().lock();
+    for (what, names, more) in [
+        ("sent", &details.sent, details.more_sent),
+        ("renamed", &details.renamed, details.more_renamed),
+    ] {
+        for name in names {
+            let _ = writeln!(out, "  {what} {name}");
+        }
+        if more > 0 {
+            let _ = writeln!(out, "  ... and {more} more {what}");
+        }
+    }
+}
+
 /// Prints a finished run; exit 0 only when it verified.
 fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
     if let Some(error) = &status.error {
@@ -87,6 +105,9 @@ fn report_status(remote: &Remote<'_>, status: &JobStatus) -> ExitCode {
             remote.host,
             mailctl_api::sync::summary(stats, status.renamed, status.duplicates_removed)
         );
+    }
+    if let (true, Some(details)) = (remote.verbose, &status.details) {
+        print_details(details);
     }
     match &status.verification {
         Some(verification) => println!("{verification}"),
@@ -106,6 +127,7 @@ pub fn run_local(
     host: Option<&str>,
     job_name: &str,
     state_dir: &Path,
+    verbose: bool,
 ) -> Result<ExitCode> {
     let (host_name, spec) = crate::local::host_spec(
         &[file.to_path_buf()],
@@ -137,6 +159,9 @@ pub fn run_local(
     match outcome {
         Ok(report) => {
             println!("{report}");
+            if verbose {
+                print_details(&report.details);
+            }
             Ok(if report.verification.verified() {
                 ExitCode::SUCCESS
             } else {

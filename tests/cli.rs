@@ -704,3 +704,65 @@ fn validate_prints_warnings_and_still_exits_0() {
         "{err}"
     );
 }
+
+#[test]
+fn sync_run_verbose_lists_the_messages_sent_and_renamed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(src.join(sub)).expect("mkdir");
+    }
+    let names = ["1700000000.M1P1.old", "1700000001.M2P2.old"];
+    for name in names {
+        fs::write(src.join("new").join(name), "Subject: x\n\nbody\n").expect("mail");
+    }
+    let manifest = dir.path().join("host.yaml");
+    fs::write(
+        &manifest,
+        format!(
+            "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: eve}}\nspec:\n  syncJobs:\n    - {{name: maildirs, source: {}/, destination: {}/, maildir: true}}\n",
+            src.display(),
+            dst.display()
+        ),
+    )
+    .expect("manifest");
+    let state = dir.path().join("state");
+    let run = || {
+        mailctl(&[
+            "sync",
+            "run",
+            "--local",
+            "-f",
+            manifest.to_str().expect("utf-8"),
+            "maildirs",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "-v",
+        ])
+    };
+    let first = run();
+    let said = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for name in names {
+        assert!(said.contains(&format!("  sent new/{name}")), "{said}");
+    }
+    // Read in a mail client: new/ -> cur/ with the seen flag, a rename.
+    fs::rename(
+        src.join("new").join(names[0]),
+        src.join("cur").join(format!("{}:2,S", names[0])),
+    )
+    .expect("rename");
+    let second = run();
+    let said = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("  renamed new/{0} -> cur/{0}:2,S", names[0])),
+        "{said}"
+    );
+    assert!(!said.contains("  sent "), "{said}");
+}

@@ -211,8 +211,46 @@ fn maildir_sync_renames_instead_of_copying_and_verifies() {
     )
     .expect("copy");
 
-    let second = runner.run(&job, &mut |_| {}).expect("second run");
+    let before = files(&dst);
+    let new_bytes: u64 = Listing::read_local(&src)
+        .expect("list")
+        .folders
+        .iter()
+        .flat_map(|(folder, f)| f.messages.iter().map(move |m| (folder, m)))
+        .filter(|(folder, m)| {
+            !before
+                .keys()
+                .any(|k| k.starts_with(&format!("{folder}/")) && k.contains(&m.key))
+        })
+        .map(|(_, m)| m.size)
+        .sum();
+    let mut seen = Vec::new();
+    let second = runner
+        .run(&job, &mut |p| seen.push(*p))
+        .expect("second run");
     assert!(second.verification.verified(), "{}", second.verification);
+    // Progress says what is known: the listing's count once listed, and a
+    // byte total known before rsync starts (what the destination lacks),
+    // which never shrinks and never falls behind what was sent.
+    use mailctl_agent::sync::SyncStep;
+    assert!(
+        seen.iter()
+            .any(|p| p.step == SyncStep::Listing && p.files_done == 315),
+        "{seen:?}"
+    );
+    let transfer: Vec<_> = seen
+        .iter()
+        .filter(|p| p.step == SyncStep::Transferring)
+        .collect();
+    assert_eq!(transfer[0].bytes_total, new_bytes, "{seen:?}");
+    assert!(new_bytes > 0);
+    for pair in transfer.windows(2) {
+        assert!(pair[1].bytes_total >= pair[0].bytes_total, "{seen:?}");
+    }
+    assert!(
+        transfer.iter().all(|p| p.bytes_done <= p.bytes_total),
+        "{seen:?}"
+    );
     assert_eq!(second.verification.messages, 315);
     assert_eq!(second.renamed, 70, "{second}");
     assert_eq!(second.duplicates_removed, 1, "{second}");

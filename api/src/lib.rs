@@ -37,7 +37,9 @@ pub use client::{AgentClient, ClientError, SyncFollowError};
 pub use error::{ApiError, ErrorKind};
 pub use plan::{Action, Plan, PlannedChange, PlannedResource};
 pub use status::{AgentStatus, Cause, Condition, GenerationOutcome, ResourceStatus, Rollback};
-pub use sync::{JobStatus, Progress, RunState, Stats, SyncStarted, SyncStep, Verification};
+pub use sync::{
+    JobStatus, Progress, RunDetails, RunState, Stats, SyncStarted, SyncStep, Verification,
+};
 pub use tls::{TlsError, TlsFiles};
 
 /// The port an agent listens on unless its agent.toml says otherwise.

@@ -80,6 +80,38 @@ pub enum RunState {
     Failed,
 }
 
+/// Which messages a run sent and renamed (`mailctl sync run -v`), at most
+/// [`DETAILS`] of each, with the count of the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetails {
+    /// `FOLDER/new/NAME` of each message sent.
+    pub sent: Vec<String>,
+    pub more_sent: usize,
+    /// `FOLDER/cur/OLD -> cur/NEW` of each message renamed (flags changed).
+    pub renamed: Vec<String>,
+    pub more_renamed: usize,
+}
+
+/// How many names [`RunDetails`] keeps of each kind.
+pub const DETAILS: usize = 1000;
+
+impl RunDetails {
+    /// Keeps the first [`DETAILS`] of `names`, counting the rest.
+    pub fn capped(names: impl IntoIterator<Item = String>) -> (Vec<String>, usize) {
+        let mut kept = Vec::new();
+        let mut more = 0;
+        for name in names {
+            if kept.len() < DETAILS {
+                kept.push(name);
+            } else {
+                more += 1;
+            }
+        }
+        (kept, more)
+    }
+}
+
 /// The state file of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,6 +137,9 @@ pub struct JobStatus {
     /// that far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// The messages the last finished run sent and renamed (maildir mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<RunDetails>,
 }
 
 impl JobStatus {

@@ -287,6 +287,7 @@ impl Agents for MemoryAgents {
             error: None,
             last_verified_at_unix: Some(0),
             host_key: None,
+            details: None,
         })
     }
 

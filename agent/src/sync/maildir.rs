@@ -595,6 +595,19 @@ pub fn lacking(listing: &Listing, other: &Listing) -> Vec<String> {
     paths
 }
 
+/// The bytes of the messages [`lacking`] names: what a run will send.
+pub fn bytes_lacking(listing: &Listing, other: &Listing) -> u64 {
+    let mut bytes = 0;
+    for (name, folder) in &listing.folders {
+        for (mine, theirs) in pairs(&folder.messages, other.messages(name)) {
+            if theirs.is_empty() {
+                bytes += mine.iter().map(|m| m.size).sum::<u64>();
+            }
+        }
+    }
+    bytes
+}
+
 /// The directories of one destination tree, each opened once for the
 /// renames and removals in it, beneath the root and without following a
 /// link (see `fsutil`): a user who owns a maildir and swaps its `cur/` for

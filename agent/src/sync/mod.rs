@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use mailctl_schemas::model::{SyncJob, SyncSource};
 
 pub use mailctl_api::sync::{
-    JobStatus, Progress, RunState, Stats, SyncStep, Verification, summary,
+    JobStatus, Progress, RunDetails, RunState, Stats, SyncStep, Verification, summary,
 };
 pub use maildir::Listing;
 
@@ -120,6 +120,8 @@ pub struct RunReport {
     pub duration: Duration,
     /// Where the time went.
     pub phases: Vec<(SyncStep, Duration)>,
+    /// Which messages were sent and renamed (maildir mode).
+    pub details: RunDetails,
 }
 
 impl fmt::Display for RunReport {
@@ -387,6 +389,7 @@ impl SyncRunner {
             error: None,
             last_verified_at_unix: previous.as_ref().and_then(|p| p.last_verified_at_unix),
             host_key: previous.and_then(|p| p.host_key),
+            details: None,
         };
         self.save(&status)?;
         Ok(Started {
@@ -426,6 +429,7 @@ impl SyncRunner {
             Ok(report) => {
                 status.state = RunState::Finished;
                 status.stats = Some(report.stats);
+                status.details = Some(report.details.clone());
                 status.renamed = report.renamed;
                 status.duplicates_removed = report.duplicates_removed;
                 status.verification = Some(report.verification.clone());
@@ -481,6 +485,7 @@ impl SyncRunner {
             verification: Verification::default(),
             duration: Duration::ZERO,
             phases: Vec::new(),
+            details: RunDetails::default(),
         };
         let mut clock = PhaseClock::start();
         let lister = source::Lister::new(endpoint, &self.state_dir, &job.name, self.limits);
@@ -504,6 +509,7 @@ impl SyncRunner {
         };
         let mut progress = Progress::starting(SyncStep::Transferring);
         progress.files_total = planned.to_send;
+        progress.bytes_total = planned.bytes_to_send;
         on_progress(&progress);
         let listing_bytes = report.stats.listing_bytes;
         let (stats, local) = transfer_while_renaming(
@@ -642,6 +648,7 @@ impl SyncRunner {
             verification: maildir::verify(&expected, &actual),
             duration: started.elapsed(),
             phases: Vec::new(),
+            details: RunDetails::default(),
         })
     }
 }
@@ -693,6 +700,8 @@ fn maildir_options(job: &SyncJob) -> (rsync::Options, rsync::Options) {
 struct Planned {
     /// How many messages the destination lacks.
     to_send: u64,
+    /// Their bytes (from the source's listing).
+    bytes_to_send: u64,
     /// The source as listed at the start of the run.
     listed: Option<Listing>,
     /// Renames and removals to make on the destination while rsync runs.
@@ -717,11 +726,34 @@ fn plan_maildir_run(
     let (source, dest, mut transfer) = list_for_run(lister, endpoint, destination, listed_options)?;
     report.stats.listing_bytes += source.bytes;
     let source = source.listing;
+    // The listing's count, once known (the step began at "0 files").
+    let count = source.message_count() as u64;
+    on_progress(&Progress {
+        files_done: count,
+        files_total: count,
+        ..Progress::starting(SyncStep::Listing)
+    });
     clock.done(report, SyncStep::Listing);
     let steps = maildir::plan(&source, &dest);
     let gone = deletions(job, &source, &dest)?;
     let lacking = maildir::lacking(&source, &dest);
     let to_send = lacking.len() as u64;
+    let bytes_to_send = maildir::bytes_lacking(&source, &dest);
+    let (sent, more_sent) = RunDetails::capped(lacking.iter().cloned());
+    let (renamed, more_renamed) = RunDetails::capped(steps.iter().filter_map(|step| match step {
+        maildir::Step::Rename { folder, from, to } => Some(if folder.is_empty() {
+            format!("{from} -> {to}")
+        } else {
+            format!("{folder}/{from} -> {to}")
+        }),
+        maildir::Step::RemoveDuplicate { .. } => None,
+    }));
+    report.details = RunDetails {
+        sent,
+        more_sent,
+        renamed,
+        more_renamed,
+    };
     let mut local_work = None;
     // Only what the destination lacks goes to rsync: not the names of
     // every message, which on a big maildir would cost more than the new
@@ -754,6 +786,7 @@ fn plan_maildir_run(
     }
     Ok(Planned {
         to_send,
+        bytes_to_send,
         listed: Some(source),
         local_work,
         transfer,
@@ -790,6 +823,7 @@ fn transfer_while_renaming(
     Result<Stats, SyncError>,
     Option<Result<LocalWork, SyncError>>,
 ) {
+    let known_total = progress.bytes_total;
     std::thread::scope(|scope| {
         let local = local_work.map(|(steps, gone)| {
             scope.spawn(move || rename_and_remove(destination, &steps, &gone))
@@ -799,9 +833,14 @@ fn transfer_while_renaming(
                 progress.files_done = p.files;
                 progress.files_total = progress.files_total.max(p.files);
                 progress.bytes_done = p.bytes;
-                if p.percent > 0 {
+                // The total is what the listing said the destination lacks
+                // (maildir mode), known before rsync starts; rsync's own
+                // estimate (from its percentage, which wanders as it
+                // discovers files) only when nothing better is known.
+                if known_total == 0 && p.percent > 0 {
                     progress.bytes_total = p.bytes.saturating_mul(100) / u64::from(p.percent);
                 }
+                progress.bytes_total = progress.bytes_total.max(p.bytes);
                 progress.rate = p.rate;
                 progress.eta_seconds =
                     (p.rate > 0).then(|| progress.bytes_total.saturating_sub(p.bytes) / p.rate);
@@ -999,6 +1038,7 @@ mod tests {
             error: None,
             last_verified_at_unix: Some(1),
             host_key: None,
+            details: None,
         };
         runner.save(&status).expect("save");
         // Held lock: the run is alive, leave it.
@@ -1035,6 +1075,7 @@ mod tests {
             error: None,
             last_verified_at_unix: None,
             host_key: None,
+            details: None,
         }
     }
 
