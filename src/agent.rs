@@ -8,8 +8,7 @@ use mailctl_agent::config::{AgentConfig, LogFormat};
 use mailctl_agent::daemon;
 
 pub fn run(config_file: Option<&Path>) -> Result<ExitCode> {
-    let config =
-        AgentConfig::load(config_file).map_err(|e| anyhow::anyhow!("agent configuration: {e}"))?;
+    let config = AgentConfig::load(config_file).map_err(|e| anyhow::anyhow!("{e}"))?;
     use std::io::IsTerminal;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

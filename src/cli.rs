@@ -32,37 +32,61 @@ enum Output {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check manifests (files or folders) and report every problem as FILE:LINE:COL.
+    ///
+    /// Exit status: 0 valid (warnings, if any, on stderr), 1 problems found or a usage error.
     Validate {
         /// Manifest files or folders (read recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Print the validated manifests.
+        /// Also print the validated set: a table of its documents, or the
+        /// manifests with defaults filled in and `source:` files inlined (yaml, json).
         #[arg(short, long, value_enum)]
         output: Option<Output>,
     },
-    /// Write the JSON Schema of each manifest kind (for editors).
+    /// Print the JSON Schema of a manifest kind, or of all three as one JSON object (for editors).
     Schema {
-        /// Folder to write host.json, migration.json and phase.json into; stdout when omitted.
-        #[arg(long)]
+        /// One kind only; without it stdout is one object {"Host": ..., "Migration": ..., "Phase": ...}.
+        #[arg(value_enum)]
+        kind: Option<SchemaKind>,
+        /// Write host.json, migration.json and phase.json (or only KIND's) into this folder instead.
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Show what applying a host state would change on this host (exit 2: changes pending).
+    /// Show what applying a host state would change on this host (exit 2: changes pending), or a migration's runbook.
+    ///
+    /// With --host or --phase, or a Host document: this host's plan.
+    ///
+    /// Exit status: 0 nothing to change, 2 changes pending, 1 an error (a
+    /// resource that cannot be planned, an invalid manifest, a usage error).
+    ///
+    /// With a Migration and neither --host nor --phase: its runbook, planned
+    /// from the manifests alone (exit 0, or 1 when a phase is refused).
     Plan {
         #[command(flatten)]
         state: HostStateArgs,
-        /// Where pending handlers and task completions are recorded.
-        #[arg(long, default_value = "/var/lib/mailctl")]
+        /// The state directory apply --local and the agent use (pending onChange
+        /// handlers, task completions): a plan reads it, never writes it.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
     },
     /// Apply a manifest: converge this host (--local) or hand a migration to the controller.
+    ///
+    /// Exit status with --local: 0 converged and verified, 1 a resource failed,
+    /// the manifest is invalid, or a usage error.
     Apply {
         #[command(flatten)]
         state: HostStateArgs,
-        /// Converge this host directly (no controller).
+        /// Converge this host now, directly, by the agent's reconciler (without
+        /// --local, the manifests go to the controller).
         #[arg(long)]
         local: bool,
-        /// Where pending handlers and task completions are recorded.
-        #[arg(long, default_value = "/var/lib/mailctl")]
+        /// Apply --local even though a mailctl agent manages this host (it
+        /// would undo the change at its next resync).
+        #[arg(long, requires = "local")]
+        force: bool,
+        /// Where pending onChange handlers and task completions are recorded:
+        /// the agent's state_dir, so both know what ran.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
         /// Follow the migration until it reaches its target (exit 1: paused; 3: rolled back).
         #[arg(long)]
@@ -78,14 +102,14 @@ enum Command {
         #[command(flatten)]
         controller: ControllerFlags,
     },
-    /// List objects known to the controller.
+    /// List objects known to the controller (not built yet).
     Get {
         kind: String,
         name: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Show one object in detail, with its recent events.
+    /// Show one object in detail, with its recent events (not built yet).
     Describe { kind: String, name: String },
     /// Approve the pending approval gate of a migration.
     Approve {
@@ -159,7 +183,10 @@ enum Command {
     },
     /// Run the host agent daemon.
     Agent {
-        #[arg(long)]
+        /// The agent's settings (agent.toml; an example is dist/agent.toml, the
+        /// unit file passes /etc/mailctl/agent.toml). Without it: the built-in
+        /// defaults. MAILCTL_* environment variables override both.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Run the migration controller (its configuration: dist/controller.toml).
@@ -167,7 +194,7 @@ enum Command {
         #[arg(long, default_value = "/etc/mailctl/controller.toml")]
         config: PathBuf,
     },
-    /// A two-host lab with real Postfix and Dovecot on this machine.
+    /// A two-host lab with real Postfix and Dovecot on this machine (not built yet).
     Lab {
         #[command(subcommand)]
         command: LabCommand,
@@ -183,15 +210,18 @@ enum SyncCommand {
         /// HOST JOB, or only JOB with --local.
         #[arg(required = true, num_args = 1..=2)]
         args: Vec<String>,
+        /// Run the job on this machine, from the Host manifest in -f, instead of asking an agent.
         #[arg(long)]
         local: bool,
-        #[arg(short = 'f', long = "file")]
+        /// With --local: the manifest declaring the job. Otherwise: the
+        /// Migration that lists HOST's agent address (instead of --agent).
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
         /// Which host of the manifest runs the job (with --local).
         #[arg(long)]
         host: Option<String>,
         /// Where job state, locks and the point-of-no-return flag are kept (with --local).
-        #[arg(long, default_value = "/var/lib/mailctl")]
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/mailctl")]
         state_dir: PathBuf,
         /// The agent's address, https://ADDRESS[:PORT] (default: the Migration in -f that lists HOST).
         #[arg(long)]
@@ -315,6 +345,24 @@ enum CertsAdd {
     },
 }
 
+/// The manifest kinds `mailctl schema` describes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Host,
+    Migration,
+    Phase,
+}
+
+impl From<SchemaKind> for Kind {
+    fn from(kind: SchemaKind) -> Kind {
+        match kind {
+            SchemaKind::Host => Kind::Host,
+            SchemaKind::Migration => Kind::Migration,
+            SchemaKind::Phase => Kind::Phase,
+        }
+    }
+}
+
 /// Whose certificate `certs revoke` revokes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RevokeKind {
@@ -337,7 +385,7 @@ enum LabCommand {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, output } => validate(&paths, output),
-        Command::Schema { out } => schema(out.as_deref()),
+        Command::Schema { kind, out } => schema(kind.map(Kind::from), out.as_deref()),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when a write fails.
             let mut script = Vec::new();
@@ -360,9 +408,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply {
             state,
             local: true,
+            force,
             state_dir,
             ..
-        } => crate::local::apply(&state.files, &state.selection(), &state_dir),
+        } => crate::local::apply(&state.files, &state.selection(), &state_dir, force),
         Command::Apply {
             state,
             local: false,
@@ -535,7 +584,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
         .unwrap_or_default()
         .to_lowercase();
     eprintln!(
-        "mailctl {verb}: not built yet in this version of mailctl (working: validate, schema, plan, apply --local, agent, certs, sync run, completions)"
+        "mailctl {verb}: not built yet in this version of mailctl (`mailctl --help` marks every verb not built yet)"
     );
     Ok(ExitCode::from(1))
 }
@@ -543,6 +592,7 @@ fn not_built(command: &Command) -> Result<ExitCode> {
 fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
     match load::load_paths(paths) {
         Ok(set) => {
+            print_warnings(&set);
             let mut out = std::io::stdout().lock();
             match output {
                 Some(Output::Yaml) => write!(out, "{}", render::to_yaml(&set))?,
@@ -551,7 +601,8 @@ fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
                     "{}",
                     serde_json::to_string_pretty(&render::to_documents(&set))?
                 )?,
-                Some(Output::Table) | None => writeln!(
+                Some(Output::Table) => write!(out, "{}", documents_table(&set))?,
+                None => writeln!(
                     out,
                     "valid: {} migration(s), {} phase(s), {} host(s)",
                     set.migrations.len(),
@@ -570,16 +621,88 @@ fn validate(paths: &[PathBuf], output: Option<Output>) -> Result<ExitCode> {
     }
 }
 
-fn schema(out: Option<&Path>) -> Result<ExitCode> {
-    for kind in Kind::ALL {
-        let text = schema_text(kind);
-        match out {
-            Some(dir) => {
-                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// `validate -o table`: one row per document of the set.
+fn documents_table(set: &mailctl_schemas::model::ManifestSet) -> String {
+    let names = |hosts: &mut dyn Iterator<Item = &String>| {
+        hosts.map(String::as_str).collect::<Vec<_>>().join(",")
+    };
+    let mut rows = vec![["KIND", "NAME", "MIGRATION", "HOSTS", "FILE"].map(str::to_owned)];
+    for m in &set.migrations {
+        rows.push([
+            "Migration".into(),
+            m.name.clone(),
+            String::new(),
+            names(&mut m.hosts.keys()),
+            m.origin.to_string(),
+        ]);
+    }
+    for p in &set.phases {
+        rows.push([
+            "Phase".into(),
+            p.name.clone(),
+            p.migration.clone(),
+            names(&mut p.hosts.keys()),
+            p.origin.to_string(),
+        ]);
+    }
+    for h in &set.hosts {
+        rows.push([
+            "Host".into(),
+            h.name.clone(),
+            String::new(),
+            String::new(),
+            h.origin.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Warnings go to stderr and never change the exit code.
+pub fn print_warnings(set: &mailctl_schemas::model::ManifestSet) {
+    for warning in &set.warnings {
+        eprintln!("{}", mailctl_schemas::Warning(warning));
+    }
+}
+
+/// stdout holds one JSON document: the schema of `kind`, or an object of
+/// all three by kind name; `--out` writes the committed files instead.
+fn schema(kind: Option<Kind>, out: Option<&Path>) -> Result<ExitCode> {
+    let kinds = match kind {
+        Some(kind) => vec![kind],
+        None => Kind::ALL.to_vec(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match (out, kind) {
+        (Some(dir), _) => {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for kind in kinds {
                 let path = dir.join(kind.schema_file());
-                fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                fs::write(&path, schema_text(kind))
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
-            None => print!("{text}"),
+        }
+        (None, Some(kind)) => stdout.write_all(schema_text(kind).as_bytes())?,
+        (None, None) => {
+            let all: serde_json::Map<String, serde_json::Value> = kinds
+                .into_iter()
+                .map(|kind| (kind.name().to_owned(), json_schema(kind)))
+                .collect();
+            let mut text = serde_json::to_string_pretty(&all)?;
+            text.push('\n');
+            stdout.write_all(text.as_bytes())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -430,6 +430,281 @@ fn plan_of_a_migration_folder_prints_its_runbook_without_contacting_anyone() {
     );
 }
 
+/// A Host whose resources live in `dir`: one managed file with a handler
+/// that needs shell quoting and a reload of each of two exec services, one
+/// running and one stopped.
+fn demo_host(dir: &Path, content: &str) -> PathBuf {
+    let d = dir.display();
+    let manifest = dir.join("demo.yaml");
+    fs::write(
+        &manifest,
+        format!(
+            "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: demo}}\nspec:\n  services:\n    \
+             - name: demo\n      state: running\n      driver: exec\n      reloadOn: [{d}/demo.conf]\n      exec:\n        \
+             start: [touch, {d}/up]\n        stop: [rm, -f, {d}/up]\n        status: [test, -e, {d}/up]\n        \
+             reload: [sh, -c, \"date >> {d}/reloads\"]\n    \
+             - name: off\n      state: stopped\n      driver: exec\n      exec:\n        \
+             start: [touch, {d}/off]\n        stop: [rm, -f, {d}/off]\n        status: [test, -e, {d}/off]\n  \
+             files:\n    - path: {d}/demo.conf\n      content: \"{content}\\n\"\n      \
+             onChange:\n        - {{run: [sh, -c, \"date >> {d}/handled\"]}}\n        - {{reload: off}}\n"
+        ),
+    )
+    .expect("manifest");
+    manifest
+}
+
+#[test]
+fn plan_exits_2_with_changes_pending_and_usage_errors_never_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = demo_host(dir.path(), "v1");
+    let m = manifest.to_str().expect("utf-8");
+    let state = dir.path().join("state");
+    let s = state.to_str().expect("utf-8");
+    let plan = mailctl(&["plan", "-f", m, "--state-dir", s]);
+    assert_eq!(plan.status.code(), Some(2), "{plan:?}");
+    let apply = mailctl(&["apply", "--local", "-f", m, "--state-dir", s]);
+    assert_eq!(apply.status.code(), Some(0), "{apply:?}");
+    let plan = mailctl(&["plan", "-f", m, "--state-dir", s]);
+    assert_eq!(plan.status.code(), Some(0), "{plan:?}");
+    for usage in [
+        &["plan", "--fiel", m][..],
+        &["plan"][..],
+        &["apply", "--force", "-f", m][..],
+        &["validate"][..],
+        &[][..],
+    ] {
+        let out = mailctl(usage);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{usage:?}: 2 means changes pending"
+        );
+    }
+    let help = String::from_utf8(mailctl(&["plan", "--help"]).stdout).expect("utf-8");
+    assert!(
+        help.contains("status: 0 nothing to change, 2 changes pending, 1 an error"),
+        "{help}"
+    );
+}
+
+#[test]
+fn apply_says_what_each_handler_did_quoted_and_why_one_was_skipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().display().to_string();
+    let state = dir.path().join("state");
+    let s = state.to_str().expect("utf-8");
+    let apply = |content: &str| {
+        let manifest = demo_host(dir.path(), content);
+        let out = mailctl(&[
+            "apply",
+            "--local",
+            "-f",
+            manifest.to_str().expect("utf-8"),
+            "--state-dir",
+            s,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let first = apply("v1");
+    for line in [
+        format!("  ran sh -c 'date >> {d}/handled'"),
+        "  skipped reload of service off: it does not run, and a handler never starts a service"
+            .to_owned(),
+        "  skipped reload of service demo: it does not run yet, and starts below with the new file"
+            .to_owned(),
+        "+ service demo: start (exec)".to_owned(),
+    ] {
+        assert!(first.lines().any(|l| l == line), "{line:?} in:\n{first}");
+    }
+    let second = apply("v2");
+    assert!(
+        second
+            .lines()
+            .any(|l| l == "  reloaded service demo (exec)"),
+        "{second}"
+    );
+    assert!(!second.contains("ran ~"), "{second}");
+    assert!(dir.path().join("reloads").exists(), "demo was reloaded");
+}
+
+#[test]
+fn apply_local_refuses_a_host_an_agent_manages_unless_forced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = demo_host(dir.path(), "v1");
+    let m = manifest.to_str().expect("utf-8");
+    let state = dir.path().join("state");
+    fs::create_dir_all(state.join("desired")).expect("state dir");
+    fs::write(state.join("desired/0000000003.yaml"), "kind: Host\n").expect("generation");
+    let s = state.to_str().expect("utf-8");
+    let out = mailctl(&["apply", "--local", "-f", m, "--state-dir", s]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a mailctl agent manages this host"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(
+        !dir.path().join("demo.conf").exists(),
+        "nothing was changed"
+    );
+    // A running agent holds STATE_DIR/agent.lock, naming its pid.
+    let running = tempfile::tempdir().expect("temp dir");
+    let lock = fs::File::create(running.path().join("agent.lock")).expect("lock file");
+    fs::write(running.path().join("agent.lock"), "4242\n").expect("pid");
+    lock.lock().expect("held as the agent holds it");
+    let r = running.path().to_str().expect("utf-8");
+    let out = mailctl(&["apply", "--local", "-f", m, "--state-dir", r]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a mailctl agent (pid 4242) runs with the state directory"),
+        "{err}"
+    );
+    drop(lock);
+    let out = mailctl(&["apply", "--local", "--force", "-f", m, "--state-dir", s]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: a mailctl agent manages this host")
+    );
+    assert!(dir.path().join("demo.conf").exists(), "applied");
+}
+
+#[test]
+fn plan_shows_every_address_change_around_a_missing_interface() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("addresses.yaml");
+    fs::write(
+        &manifest,
+        "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: demo}\nspec:\n  addresses:\n    \
+         - {address: 192.0.2.25/24, interface: nosuch0}\n    - {address: 198.51.100.77/32, interface: lo}\n    \
+         - {address: 192.0.2.26/24, interface: nosuch1}\n",
+    )
+    .expect("manifest");
+    let state = dir.path().join("state");
+    let out = mailctl(&[
+        "plan",
+        "-f",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[1].starts_with("! address 192.0.2.25/24 on nosuch0: no interface nosuch0"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("! address 192.0.2.26/24 on nosuch1: no interface nosuch1"),
+        "{stdout}"
+    );
+    assert_eq!(lines[3], "+ address 198.51.100.77/32 on lo", "{stdout}");
+}
+
+#[test]
+fn schema_prints_one_json_document() {
+    let out = mailctl(&["schema"]);
+    assert!(out.status.success());
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let kinds: Vec<&String> = all.as_object().expect("an object").keys().collect();
+    assert_eq!(kinds, ["Host", "Migration", "Phase"]);
+    let out = mailctl(&["schema", "phase"]);
+    let phase: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(phase, all["Phase"]);
+    let committed = fs::read_to_string(root().join("schemas/json/phase.json")).expect("committed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
+#[test]
+fn help_describes_the_options_and_marks_what_is_not_built() {
+    let help = |args: &[&str]| String::from_utf8(mailctl(args).stdout).expect("utf-8");
+    let top = help(&["--help"]);
+    for verb in ["get", "describe", "rollback", "lab"] {
+        let line = top
+            .lines()
+            .find(|l| l.trim_start().starts_with(verb))
+            .expect("listed");
+        assert!(line.contains("(not built yet)"), "{line}");
+    }
+    for verb in [
+        "validate",
+        "plan",
+        "apply",
+        "agent",
+        "sync",
+        "certs",
+        "status",
+        "controller",
+        "approve",
+    ] {
+        let line = top
+            .lines()
+            .find(|l| l.trim_start().starts_with(verb))
+            .expect("listed");
+        assert!(!line.contains("not built"), "{line}");
+    }
+    let agent = help(&["agent", "--help"]);
+    assert!(
+        agent.contains("--config <FILE>") && agent.contains("/etc/mailctl/agent.toml"),
+        "{agent}"
+    );
+    assert!(agent.contains("MAILCTL_*"), "{agent}");
+    let apply = help(&["apply", "-h"]);
+    for option in [
+        "--local",
+        "--force",
+        "--state-dir <DIR>",
+        "-f, --file <PATH>",
+    ] {
+        let line = apply.lines().find(|l| l.contains(option)).expect("listed");
+        assert!(
+            line.trim_end().len() > option.len() + 10,
+            "{option} is described: {line}"
+        );
+    }
+    let sync = help(&["sync", "run", "-h"]);
+    for option in ["--local", "-f, --file <PATH>"] {
+        let line = sync.lines().find(|l| l.contains(option)).expect("listed");
+        assert!(
+            line.trim_end().len() > option.len() + 10,
+            "{option} is described: {line}"
+        );
+    }
+    // validate -o table is a table of the documents, not the summary line.
+    let plain = help(&["validate", "manifests/examples/askja"]);
+    let table = help(&["validate", "-o", "table", "manifests/examples/askja"]);
+    assert_ne!(plain, table);
+    assert!(table.starts_with("KIND"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("Phase") && l.contains("cutover")),
+        "{table}"
+    );
+}
+
+#[test]
+fn validate_prints_warnings_and_still_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(
+        dir.path().join("m.yaml"),
+        "apiVersion: mailctl/v1alpha1\nkind: Migration\nmetadata: {name: m}\nspec:\n  hosts:\n    \
+         bob: {agent: \"https://192.0.2.11:7443\"}\n    eve: {agent: \"https://192.0.2.12:7443\"}\n  \
+         phases: [prepare]\n  targetPhase: prepare\n---\napiVersion: mailctl/v1alpha1\nkind: Phase\n\
+         metadata: {name: prepare, migration: m}\nspec:\n  hosts:\n    bob: {}\n    eve:\n      \
+         syncJobs: [{name: mail, source: \"bbo:/var/mail/\", destination: /var/mail/}]\n",
+    )
+    .expect("manifest");
+    let out = mailctl(&["validate", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("m.yaml:18:39: warning: spec.hosts.eve.syncJobs[0].source: source host \"bbo\" is not a host of migration \"m\"\n  hint: did you mean \"bob\"?"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sync_run_verbose_lists_the_messages_sent_and_renamed() {
     let dir = tempfile::tempdir().expect("tmp");

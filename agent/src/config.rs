@@ -75,16 +75,153 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     /// Defaults, then the file (when given), then `MAILCTL_*` variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("MAILCTL_").split("__"))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
-            .map_err(Box::new)
+            .map_err(|error| ConfigError::from_figment(&error))
     }
+}
+
+const ENV_PREFIX: &str = "MAILCTL_";
+
+/// A setting that could not be read, on one line: where (`agent.toml:3`,
+/// or the `MAILCTL_*` variable), which setting, and what is wrong with it,
+/// with the setting most likely meant for an unknown one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {problem}")]
+pub struct ConfigError {
+    /// `FILE:LINE[:COLUMN]`, `FILE`, or `MAILCTL_NAME`.
+    pub place: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// figment reports where a value came from but not its line, and
+    /// spreads a TOML syntax error over several lines: both are put right
+    /// here (the first error only; the next run shows the next one).
+    fn from_figment(error: &figment::Error) -> Self {
+        use figment::error::Kind;
+        let file = error
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .and_then(|s| s.file_path())
+            .map(Path::to_path_buf);
+        let mut key = error.path.clone();
+        let problem = match &error.kind {
+            Kind::UnknownField(name, expected) => {
+                if key.last() != Some(name) {
+                    key.push(name.clone());
+                }
+                let setting = key.join(".");
+                match mailctl_schemas::diag::closest(name, expected.iter().copied()) {
+                    Some(close) => format!("unknown setting `{setting}`; did you mean `{close}`?"),
+                    None => format!(
+                        "unknown setting `{setting}` (settings here: {})",
+                        expected.join(", ")
+                    ),
+                }
+            }
+            Kind::Message(message) if message.starts_with("TOML parse error") => {
+                return syntax_error(file.as_deref(), message);
+            }
+            Kind::Message(message) if key.is_empty() => {
+                let problem = match &file {
+                    Some(_) => format!("cannot read: {message}"),
+                    None => message.clone(),
+                };
+                return ConfigError {
+                    place: file
+                        .map_or_else(|| "agent configuration".into(), |f| f.display().to_string()),
+                    problem,
+                };
+            }
+            kind => format!("{}: {kind}", key.join(".")),
+        };
+        let place = match &file {
+            Some(path) => {
+                // An item of a list (`admin_sources.0`) is on its key's line.
+                let named = key
+                    .iter()
+                    .position(|part| part.parse::<usize>().is_ok())
+                    .map_or(key.as_slice(), |at| &key[..at]);
+                let line = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|text| key_line(&text, named));
+                match line {
+                    Some(line) => format!("{}:{line}", path.display()),
+                    None => path.display().to_string(),
+                }
+            }
+            None if key.is_empty() => "agent configuration".into(),
+            None => format!("{ENV_PREFIX}{}", key.join("__").to_uppercase()),
+        };
+        ConfigError { place, problem }
+    }
+}
+
+/// `TOML parse error at line 1, column 25` followed by the line quoted and
+/// the reason, as one line: `FILE:1:25: invalid TOML: REASON`.
+fn syntax_error(file: Option<&Path>, message: &str) -> ConfigError {
+    let mut lines = message.lines();
+    let head = lines.next().unwrap_or_default();
+    let reason = lines
+        .filter(|l| !l.trim_start().starts_with('|') && !l.contains(" | ") && !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let numbers: Vec<&str> = head
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let file = file.map_or_else(|| "agent configuration".into(), |f| f.display().to_string());
+    let place = match numbers.as_slice() {
+        [line, column] => format!("{file}:{line}:{column}"),
+        _ => file,
+    };
+    ConfigError {
+        place,
+        problem: format!("invalid TOML: {reason}"),
+    }
+}
+
+/// The line (from 1) where `key` (`["tls", "ca"]`) is set in TOML `text`:
+/// under its `[table]` header or as a dotted key.
+fn key_line(text: &str, key: &[String]) -> Option<usize> {
+    let parts = |text: &str| -> Vec<String> {
+        text.split('.')
+            .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_owned())
+            .collect()
+    };
+    let mut table: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            let header = header.split(']').next().unwrap_or_default();
+            table = parts(header);
+            if table == key {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if let Some((name, _)) = line.split_once('=') {
+            let mut full = table.clone();
+            full.extend(parts(name));
+            if full == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -102,7 +239,8 @@ mod tests {
             )?;
             jail.set_env("MAILCTL_STATE_DIR", "/srv/mailctl");
             jail.set_env("MAILCTL_TLS__CA", "/y/ca.pem");
-            let config = AgentConfig::load(Some(Path::new("agent.toml"))).map_err(|e| *e)?;
+            let config = AgentConfig::load(Some(Path::new("agent.toml")))
+                .map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(config.listen, "127.0.0.1:9443".parse().expect("addr"));
             assert_eq!(config.host.as_deref(), Some("eve"));
             assert_eq!(config.state_dir, PathBuf::from("/srv/mailctl"));
@@ -119,7 +257,8 @@ mod tests {
         // In a jail: the other tests set MAILCTL_* variables.
         figment::Jail::expect_with(|_| {
             let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/agent.toml");
-            let config = AgentConfig::load(Some(&shipped)).map_err(|e| *e)?;
+            let config = AgentConfig::load(Some(&shipped))
+                .map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(config.listen.port(), DEFAULT_API_PORT);
             assert_eq!(config.confirm_timeout_seconds, 120);
             // The names `mailctl certs init` writes into each agent's folder.
@@ -140,7 +279,8 @@ mod tests {
                 "agent.toml",
                 "ssh_port = 2222\nadmin_sources = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
             )?;
-            let config = AgentConfig::load(Some(Path::new("agent.toml"))).map_err(|e| *e)?;
+            let config = AgentConfig::load(Some(Path::new("agent.toml")))
+                .map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(config.ssh_port, 2222);
             let sources: Vec<String> = config
                 .admin_sources
@@ -150,7 +290,10 @@ mod tests {
             assert_eq!(sources, ["192.0.2.0/24", "2001:db8::/32"]);
             jail.create_file("bad.toml", "admin_sources = [\"192.0.2.0/33\"]\n")?;
             let e = AgentConfig::load(Some(Path::new("bad.toml"))).expect_err("bad CIDR");
-            assert!(e.to_string().contains("admin_sources"), "{e}");
+            assert!(
+                e.to_string().starts_with("bad.toml:1: admin_sources"),
+                "{e}"
+            );
             Ok(())
         });
     }
@@ -158,10 +301,44 @@ mod tests {
     #[test]
     fn unknown_settings_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("agent.toml", "lisen = \"127.0.0.1:9443\"\n")?;
-            let e = AgentConfig::load(Some(Path::new("agent.toml"))).expect_err("typo");
-            assert!(e.to_string().contains("lisen"), "{e}");
-            assert!(AgentConfig::load(Some(Path::new("missing.toml"))).is_err());
+            let error = |file: &str| {
+                let e = AgentConfig::load(Some(Path::new(file))).expect_err("refused");
+                e.to_string()
+            };
+            jail.create_file("agent.toml", "# agent\nlisen = \"127.0.0.1:9443\"\n")?;
+            assert_eq!(
+                error("agent.toml"),
+                "agent.toml:2: unknown setting `lisen`; did you mean `listen`?"
+            );
+            jail.create_file(
+                "tls.toml",
+                "ssh_port = 22\n\n[tls]\nca = \"/x\"\ncrt = \"/y\"\n",
+            )?;
+            assert_eq!(
+                error("tls.toml"),
+                "tls.toml:5: unknown setting `tls.crt`; did you mean `cert`?"
+            );
+            jail.create_file(
+                "port.toml",
+                "listen = \"127.0.0.1:9443\"\nssh_port = \"x\"\n",
+            )?;
+            let e = error("port.toml");
+            assert!(e.starts_with("port.toml:2: ssh_port: invalid type"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            jail.create_file("syntax.toml", "listen = \"127.0.0.1:9443\n")?;
+            let e = error("syntax.toml");
+            assert!(e.starts_with("syntax.toml:1:25: invalid TOML: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            let e = error("missing.toml");
+            assert!(e.starts_with("missing.toml: cannot read: "), "{e}");
+            jail.set_env("MAILCTL_SSH_PORT", "many");
+            let e = AgentConfig::load(None)
+                .expect_err("bad variable")
+                .to_string();
+            assert!(
+                e.starts_with("MAILCTL_SSH_PORT: ssh_port: invalid type"),
+                "{e}"
+            );
             Ok(())
         });
     }

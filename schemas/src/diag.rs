@@ -207,3 +207,50 @@ pub(crate) fn file_origin(file: &Path) -> Origin {
         position: Position { line: 1, column: 1 },
     }
 }
+
+/// The name among `names` closest to `wanted`, when it is close enough to be
+/// a slip of the fingers (at most two edits, and not the whole word).
+pub fn closest<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .into_iter()
+        .filter(|n| *n != wanted)
+        .map(|n| (strsim::damerau_levenshtein(n, wanted), n))
+        .filter(|(d, n)| *d <= 2 && *d < n.chars().count().max(wanted.chars().count()))
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// A hint naming the closest of `names` to `wanted` (`did you mean "eve"?`),
+/// or else listing them all (`hosts are: bob, eve`).
+pub(crate) fn suggest<'a>(
+    wanted: &str,
+    what: &str,
+    names: impl IntoIterator<Item = &'a str> + Clone,
+) -> String {
+    match closest(wanted, names.clone()) {
+        Some(name) => format!("did you mean \"{name}\"?"),
+        None => format!(
+            "{what}: {}",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// A diagnostic shown as a warning: `FILE:LINE:COL: warning: field: message`.
+#[derive(Debug, Clone, Copy)]
+pub struct Warning<'a>(pub &'a Diagnostic);
+
+impl fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(f, "{}: warning: ", d.origin)?;
+        if !d.field.is_empty() {
+            write!(f, "{}: ", Brief(&d.field))?;
+        }
+        f.write_str(&d.message)?;
+        if let Some(hint) = &d.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}

@@ -25,7 +25,7 @@ pub mod ssh;
 mod validate;
 mod yaml;
 
-pub use diag::{Diagnostic, Diagnostics, Origin, Position};
+pub use diag::{Diagnostic, Diagnostics, Origin, Position, Warning};
 pub use duration::ManifestDuration;
 pub use schema::{Kind, json_schema};
 pub use validate::{ContentReader, Source, validate};

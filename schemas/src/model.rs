@@ -23,6 +23,9 @@ pub struct ManifestSet {
     pub hosts: Vec<Host>,
     pub migrations: Vec<Migration>,
     pub phases: Vec<Phase>,
+    /// What looks wrong without making the set invalid (a sync source
+    /// `HOST:` that is not a host of the migration): shown, never fatal.
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl ManifestSet {

@@ -8,10 +8,69 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The only apiVersion this release understands.
 pub const API_VERSION: &str = "mailctl/v1alpha1";
+
+/// One word of a command (argv). Plain YAML scalars are words too: in
+/// `[sleep, 5]` or `[chmod, 0600, FILE]` the number is meant as text, and
+/// the loader takes it as written (`0600`, not 600).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArgvWord(pub String);
+
+impl<'de> Deserialize<'de> for ArgvWord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Word;
+        impl serde::de::Visitor<'_> for Word {
+            type Value = ArgvWord;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a command word (a string, number or boolean)")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ArgvWord, E> {
+                Ok(ArgvWord(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ArgvWord, E> {
+                Ok(ArgvWord(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ArgvWord, E> {
+                Ok(ArgvWord(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ArgvWord, E> {
+                Ok(ArgvWord(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ArgvWord, E> {
+                Ok(ArgvWord(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Word)
+    }
+}
+
+impl JsonSchema for ArgvWord {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ArgvWord".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A command word; a plain number or boolean is taken as written (`0600`).",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+
+fn argv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let words = Vec::<ArgvWord>::deserialize(deserializer)?;
+    Ok(words.into_iter().map(|w| w.0).collect())
+}
+
+fn optional_argv<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let words = Option::<Vec<ArgvWord>>::deserialize(deserializer)?;
+    Ok(words.map(|words| words.into_iter().map(|w| w.0).collect()))
+}
 
 /// `metadata` of a Host or Migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -165,11 +224,22 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecCommands {
+    #[serde(deserialize_with = "argv")]
+    #[schemars(with = "Vec<ArgvWord>")]
     pub start: Vec<String>,
+    #[serde(deserialize_with = "argv")]
+    #[schemars(with = "Vec<ArgvWord>")]
     pub stop: Vec<String>,
     /// Exits 0 while the service runs.
+    #[serde(deserialize_with = "argv")]
+    #[schemars(with = "Vec<ArgvWord>")]
     pub status: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_argv"
+    )]
+    #[schemars(with = "Option<Vec<ArgvWord>>")]
     pub reload: Option<Vec<String>>,
 }
 
@@ -260,7 +330,12 @@ pub struct File {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Handler {
     /// Command to run (argv).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_argv"
+    )]
+    #[schemars(with = "Option<Vec<ArgvWord>>")]
     pub run: Option<Vec<String>>,
     /// Service (by name in this manifest) to reload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,6 +388,8 @@ pub struct SyncJob {
 pub struct Task {
     pub name: String,
     /// Command to run (argv).
+    #[serde(deserialize_with = "argv")]
+    #[schemars(with = "Vec<ArgvWord>")]
     pub run: Vec<String>,
     /// Skip the task when this path exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,6 +548,8 @@ pub struct DiskFreeGate {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandGate {
     pub host: String,
+    #[serde(deserialize_with = "argv")]
+    #[schemars(with = "Vec<ArgvWord>")]
     pub run: Vec<String>,
 }
 

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::budget::{Budget, Limit};
-use crate::diag::{Diagnostic, Diagnostics, Origin, file_origin};
+use crate::diag::{Diagnostic, Diagnostics, Origin, closest, file_origin, suggest};
 use crate::model::{self, ManifestDuration};
 use crate::raw::{self, API_VERSION};
 use crate::schema::{Kind, ShapeError, check_shape, shape_ok};
@@ -53,7 +53,14 @@ pub fn validate(
             return Err(diags.sorted());
         }
     }
-    let set = cross_check(&docs, &mut diags);
+    let mut set = cross_check(&docs, &mut diags);
+    set.warnings.sort_by(|a, b| {
+        (&a.origin.file, a.origin.position, &a.field).cmp(&(
+            &b.origin.file,
+            b.origin.position,
+            &b.field,
+        ))
+    });
     if diags.is_empty() {
         Ok(set)
     } else {
@@ -77,6 +84,97 @@ enum Object {
     Host(model::Host),
     Migration(model::Migration),
     Phase(model::Phase),
+    /// A document whose YAML or shape is broken (already reported), as far
+    /// as it names itself: references to it are not reported as missing.
+    Named(Named),
+}
+
+/// What a broken document says it is.
+struct Named {
+    /// `None`: the document is too broken to tell (a syntax error before
+    /// its name), so it may be anything a reference looks for.
+    kind: Option<Kind>,
+    name: String,
+    /// The migration of a Phase.
+    migration: String,
+}
+
+impl Named {
+    fn anonymous() -> Named {
+        Named {
+            kind: None,
+            name: String::new(),
+            migration: String::new(),
+        }
+    }
+
+    /// `kind`, `metadata.name` and `metadata.migration` of a document, when
+    /// it has at least a kind and a name.
+    fn of(value: &Value) -> Option<Named> {
+        let kind = Kind::from_name(value.get("kind")?.as_str()?)?;
+        let metadata = value.get("metadata")?;
+        let text = |field: &str| {
+            metadata
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Named {
+            kind: Some(kind),
+            name: text("name")?,
+            migration: text("migration").unwrap_or_default(),
+        })
+    }
+}
+
+/// The documents of a file with a YAML syntax error at `line`, as far as
+/// they name themselves (the file is not checked further): each document
+/// read alone, the broken one up to the line of the error, or only the part
+/// before its `spec:`. A broken document that names nothing is
+/// [`Named::anonymous`]: what is missing may be in it.
+fn names_in_broken_file(text: &str, line: usize) -> Vec<Named> {
+    // Each document's text, and whether the error is in it.
+    let mut chunks: Vec<(String, bool)> = vec![(String::new(), false)];
+    for (i, row) in text.lines().enumerate() {
+        if row == "---" || row.starts_with("--- ") {
+            chunks.push((String::new(), false));
+            continue;
+        }
+        let Some((chunk, broken)) = chunks.last_mut() else {
+            continue;
+        };
+        if i + 1 == line {
+            *broken = true;
+        }
+        // The broken document is read up to the error.
+        if !*broken {
+            chunk.push_str(row);
+            chunk.push('\n');
+        }
+    }
+    // An error found at the end of the text (an unclosed quote) is in the last document.
+    if !chunks.iter().any(|(_, broken)| *broken)
+        && let Some((_, broken)) = chunks.last_mut()
+    {
+        *broken = true;
+    }
+    let named = |text: &str| {
+        let parsed = yaml::parse(text, &mut Budget::default()).ok()?;
+        Named::of(&parsed.documents.first()?.value)
+    };
+    chunks
+        .iter()
+        .filter_map(|(chunk, broken)| {
+            let found = named(chunk).or_else(|| {
+                let header = chunk.split("\nspec:").next().unwrap_or_default();
+                named(header)
+            });
+            match found {
+                None if *broken => Some(Named::anonymous()),
+                found => found,
+            }
+        })
+        .collect()
 }
 
 /// The load's budget is spent: nothing more is read.
@@ -116,6 +214,14 @@ fn parse_file(
             };
         }
         Err(e) => {
+            for named in names_in_broken_file(&source.text, e.position.line) {
+                docs.push(Checked {
+                    file: file.clone(),
+                    map: SourceMap::default(),
+                    object: Object::Named(named),
+                    clean: false,
+                });
+            }
             let hint = if e.message.contains("alias") || e.message.contains("recursion") {
                 "the document nests or expands too deeply to be a manifest"
             } else if e.message.contains("duplicate") {
@@ -152,8 +258,9 @@ fn parse_file(
             content,
         };
         let before = check.diags.len();
-        if let Some(object) = check.document(&document.value) {
-            let clean = diags.len() == before;
+        let checked = check.document(&document.value);
+        let clean = checked.is_some() && diags.len() == before;
+        if let Some(object) = checked.or_else(|| Named::of(&document.value).map(Object::Named)) {
             docs.push(Checked {
                 file: file.clone(),
                 map: document.map,
@@ -448,7 +555,18 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some(argv.to_vec())
+        // A plain number or boolean word is taken as written (`0600`).
+        let words = argv
+            .iter()
+            .enumerate()
+            .map(
+                |(i, word)| match self.map.scalar_text(&join_index(field, i), word) {
+                    Some(written) => written.to_owned(),
+                    None => word.clone(),
+                },
+            )
+            .collect();
+        Some(words)
     }
 
     fn host_spec(&mut self, path: &str, spec: &raw::HostSpec) -> model::HostSpec {
@@ -659,7 +777,12 @@ impl Checker<'_> {
                     self.error_hint(
                         &field,
                         format!("\"{file}\" is not a managed file of this host"),
-                        "declare it under files:, or remove it from reloadOn",
+                        match closest(file, managed.iter().copied()) {
+                            Some(close) => format!("did you mean \"{close}\"?"),
+                            None => {
+                                "declare it under files:, or remove it from reloadOn".to_owned()
+                            }
+                        },
                     );
                 }
             }
@@ -866,7 +989,10 @@ impl Checker<'_> {
             self.error_hint(
                 field,
                 format!("unknown service \"{name}\""),
-                "declare it under services: of this host",
+                match closest(name, services.iter().copied()) {
+                    Some(close) => format!("did you mean \"{close}\"?"),
+                    None => "declare it under services: of this host".to_owned(),
+                },
             );
         }
         known
@@ -1004,7 +1130,7 @@ impl Checker<'_> {
                 self.error_hint(
                     field,
                     format!("phase \"{name}\" is not in spec.phases"),
-                    format!("phases are: {}", spec.phases.join(", ")),
+                    suggest(name, "phases are", spec.phases.iter().map(String::as_str)),
                 );
             }
         }
@@ -1074,7 +1200,10 @@ impl Checker<'_> {
                 self.error_hint(
                     &join_key(at, "host"),
                     format!("host \"{host}\" has no spec in this phase"),
-                    "the sync job runs on the destination host, which must be under spec.hosts",
+                    match closest(host, hosts.keys().map(String::as_str)) {
+                        Some(close) => format!("did you mean \"{close}\"?"),
+                        None => "the sync job runs on the destination host, which must be under spec.hosts".to_owned(),
+                    },
                 );
                 false
             }
@@ -1082,7 +1211,10 @@ impl Checker<'_> {
                 self.error_hint(
                     &join_key(at, "job"),
                     format!("host \"{host}\" has no sync job \"{job}\" in this phase"),
-                    "declare it under that host's syncJobs",
+                    match closest(job, spec.sync_jobs.iter().map(|j| j.name.as_str())) {
+                        Some(close) => format!("did you mean \"{close}\"?"),
+                        None => "declare it under that host's syncJobs".to_owned(),
+                    },
                 );
                 false
             }
@@ -1235,11 +1367,14 @@ impl Checker<'_> {
     ) -> bool {
         let known = hosts.contains_key(host);
         if !known {
-            let names: Vec<&str> = hosts.keys().map(String::as_str).collect();
             self.error_hint(
                 field,
                 format!("host \"{host}\" has no spec in this phase"),
-                format!("hosts of this phase: {}", names.join(", ")),
+                suggest(
+                    host,
+                    "hosts of this phase",
+                    hosts.keys().map(String::as_str),
+                ),
             );
         }
         known
@@ -1437,6 +1572,8 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
             Object::Host(h) => (Kind::Host, String::new(), h.name.clone()),
             Object::Migration(m) => (Kind::Migration, String::new(), m.name.clone()),
             Object::Phase(p) => (Kind::Phase, p.migration.clone(), p.name.clone()),
+            // Its own errors are reported; where it sits may not be known.
+            Object::Named(_) => continue,
         };
         if let Some(first) = seen.get(&key) {
             report(
@@ -1458,40 +1595,79 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
             _ => None,
         })
         .collect();
+    // Broken documents count as there: what refers to them is not reported
+    // as missing on top of their own errors.
+    let broken = |kind: Kind, migration: &str, name: &str| {
+        docs.iter().any(|d| match &d.object {
+            Object::Named(n) => match n.kind {
+                None => true,
+                Some(k) => {
+                    k == kind && n.name == name && (kind != Kind::Phase || n.migration == migration)
+                }
+            },
+            _ => false,
+        })
+    };
+    let phase_names = |migration: &str| -> Vec<&str> {
+        docs.iter()
+            .filter_map(|d| match &d.object {
+                Object::Phase(p) if p.migration == migration => Some(p.name.as_str()),
+                _ => None,
+            })
+            .collect()
+    };
 
     for doc in docs {
         match &doc.object {
             Object::Host(h) => set.hosts.push(h.clone()),
             Object::Migration(m) => {
                 for (i, name) in m.phases.iter().enumerate() {
-                    let declared = docs.iter().any(|d| matches!(&d.object, Object::Phase(p) if p.migration == m.name && &p.name == name));
+                    let declared = docs.iter().any(|d| matches!(&d.object, Object::Phase(p) if p.migration == m.name && &p.name == name))
+                        || broken(Kind::Phase, &m.name, name);
                     if !declared {
+                        let unlisted = phase_names(&m.name)
+                            .into_iter()
+                            .filter(|p| !m.phases.iter().any(|l| l == p));
+                        let hint = match closest(name, unlisted) {
+                            Some(close) => format!(
+                                "did you mean \"{close}\"? (a Phase document of migration {} has that name)",
+                                m.name
+                            ),
+                            None => format!(
+                                "add a document with kind: Phase, metadata: {{name: {name}, migration: {}}}",
+                                m.name
+                            ),
+                        };
                         report(
                             diags,
                             doc,
                             &join_index("spec.phases", i),
                             format!("phase \"{name}\" has no Phase document"),
-                            Some(format!(
-                                "add a document with kind: Phase, metadata: {{name: {name}, migration: {}}}",
-                                m.name
-                            )),
+                            Some(hint),
                         );
                     }
                 }
                 set.migrations.push(m.clone());
             }
+            Object::Named(_) => {}
             Object::Phase(p) => {
                 set.phases.push(p.clone());
                 let Some((_, m)) = migrations.get(p.migration.as_str()) else {
-                    let hint = if migrations.is_empty() {
-                        "validate the Phase together with its Migration (e.g. the whole folder)"
-                            .to_owned()
-                    } else {
-                        format!(
-                            "known migrations: {}",
-                            migrations.keys().copied().collect::<Vec<_>>().join(", ")
-                        )
-                    };
+                    if broken(Kind::Migration, "", &p.migration) {
+                        continue;
+                    }
+                    let hint =
+                        if let Some(close) = closest(&p.migration, migrations.keys().copied()) {
+                            format!("did you mean \"{close}\"?")
+                        } else if migrations.is_empty() {
+                            "validate the Phase together with its Migration (e.g. the whole folder)"
+                                .to_owned()
+                        } else {
+                            format!(
+                                "known migrations: {}",
+                                migrations.keys().copied().collect::<Vec<_>>().join(", ")
+                            )
+                        };
                     report(
                         diags,
                         doc,
@@ -1510,10 +1686,18 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                             "phase \"{}\" is not listed in migration \"{}\"",
                             p.name, m.name
                         ),
-                        Some(format!(
-                            "add it to spec.phases of the migration (now: {})",
-                            m.phases.join(", ")
-                        )),
+                        Some(
+                            match closest(&p.name, m.phases.iter().map(String::as_str)) {
+                                Some(close) => format!(
+                                    "did you mean \"{close}\"? (or add \"{}\" to spec.phases of the migration)",
+                                    p.name
+                                ),
+                                None => format!(
+                                    "add it to spec.phases of the migration (now: {})",
+                                    m.phases.join(", ")
+                                ),
+                            },
+                        ),
                     );
                     continue;
                 };
@@ -1524,17 +1708,34 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
                             doc,
                             &join_key("spec.hosts", host),
                             format!("host \"{host}\" is not a host of migration \"{}\"", m.name),
-                            Some(format!(
-                                "hosts are: {}",
-                                m.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+                            Some(suggest(
+                                host,
+                                "hosts are",
+                                m.hosts.keys().map(String::as_str),
                             )),
                         );
                     }
                 }
+                warn_unknown_sources(&mut set.warnings, doc, p, m);
                 if !doc.clean {
                     continue;
                 }
-                check_exclusive(diags, doc, p);
+                // Who held a service IP before this phase is who must let it go.
+                let previous =
+                    index
+                        .checked_sub(1)
+                        .and_then(|i| m.phases.get(i))
+                        .and_then(|name| {
+                            docs.iter().find_map(|d| match &d.object {
+                                Object::Phase(before)
+                                    if before.migration == m.name && &before.name == name =>
+                                {
+                                    Some(before)
+                                }
+                                _ => None,
+                            })
+                        });
+                check_exclusive(diags, doc, p, previous);
                 let past_no_return = m
                     .point_of_no_return
                     .as_ref()
@@ -1564,8 +1765,81 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
     set
 }
 
+/// A sync source `HOST:PATH` names a host by how ssh reaches it, which is
+/// usually a host of the migration; a name that is none (`eev:`) would
+/// fail only on the night, so it gets a warning (it may be a real name).
+fn warn_unknown_sources(
+    warnings: &mut Vec<Diagnostic>,
+    doc: &Checked,
+    phase: &model::Phase,
+    migration: &model::Migration,
+) {
+    for (host, spec) in &phase.hosts {
+        for (i, job) in spec.sync_jobs.iter().enumerate() {
+            let model::SyncSource::Remote { host: source, .. } = &job.source else {
+                continue;
+            };
+            let name = source.rsplit_once('@').map_or(source.as_str(), |(_, h)| h);
+            let literal = name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok();
+            // `eve.example.org` is eve; `mx.example.org`, far from every
+            // host's name, is some other machine ssh knows.
+            let (label, qualified) = name
+                .split_once('.')
+                .map_or((name, false), |(l, _)| (l, true));
+            if literal || migration.hosts.contains_key(label) {
+                continue;
+            }
+            let close = closest(label, migration.hosts.keys().map(String::as_str));
+            let hint = match close {
+                Some(close) => format!("did you mean \"{close}\"?"),
+                None if qualified => continue,
+                None => format!(
+                    "hosts of migration {} are: {}; ignore this if ssh reaches the source as \"{name}\"",
+                    migration.name,
+                    migration
+                        .hosts
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let field = format!("spec.hosts.{host}.syncJobs[{i}].source");
+            warnings.push(
+                Diagnostic::new(
+                    origin(doc, &field, false),
+                    field,
+                    format!(
+                        "source host \"{name}\" is not a host of migration \"{}\"",
+                        migration.name
+                    ),
+                )
+                .with_hint(hint),
+            );
+        }
+    }
+}
+
 /// An exclusive (service) address may be present on only one host per phase.
-fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase) {
+fn check_exclusive(
+    diags: &mut Diagnostics,
+    doc: &Checked,
+    phase: &model::Phase,
+    previous: Option<&model::Phase>,
+) {
+    let held_before = |host: &str, ip: IpAddr| {
+        previous
+            .and_then(|p| p.hosts.get(host))
+            .is_some_and(|spec| {
+                spec.addresses
+                    .iter()
+                    .any(|a| a.state == model::Presence::Present && a.address.addr() == ip)
+            })
+    };
     let mut holders: HashMap<IpAddr, (&str, usize)> = HashMap::new();
     for (host, spec) in &phase.hosts {
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -1583,18 +1857,33 @@ fn check_exclusive(diags: &mut Diagnostics, doc: &Checked, phase: &model::Phase)
                 continue;
             }
             match holders.get(&ip) {
-                Some((first, _)) if *first != host.as_str() => report(
-                    diags,
-                    doc,
-                    &format!("spec.hosts.{host}.addresses[{i}].address"),
-                    format!(
-                        "exclusive address {ip} is present on \"{first}\" and \"{host}\" in phase \"{}\"",
-                        phase.name
-                    ),
-                    Some(format!(
-                        "a service IP lives on one host at a time: set state: absent on \"{first}\" or remove it from \"{host}\""
-                    )),
-                ),
+                Some((first, _)) if *first != host.as_str() => {
+                    // The host that held it in the phase before releases
+                    // it; when that does not tell, the first one named.
+                    let (holder, taker) = if held_before(host, ip) && !held_before(first, ip) {
+                        (host.as_str(), *first)
+                    } else {
+                        (*first, host.as_str())
+                    };
+                    let since = match previous {
+                        Some(before) if held_before(holder, ip) => {
+                            format!(" (it held it in phase \"{}\")", before.name)
+                        }
+                        _ => String::new(),
+                    };
+                    report(
+                        diags,
+                        doc,
+                        &format!("spec.hosts.{host}.addresses[{i}].address"),
+                        format!(
+                            "exclusive address {ip} is present on \"{first}\" and \"{host}\" in phase \"{}\"",
+                            phase.name
+                        ),
+                        Some(format!(
+                            "a service IP lives on one host at a time: \"{holder}\" must release it in this phase{since}: set state: absent on \"{holder}\", or remove it from \"{taker}\""
+                        )),
+                    )
+                }
                 Some(_) => {}
                 None => {
                     holders.insert(ip, (host.as_str(), i));

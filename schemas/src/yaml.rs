@@ -33,6 +33,9 @@ struct Node {
     value: Position,
     /// Where the key naming this node was written (mapping values only).
     key: Option<Position>,
+    /// How a plain integer, float or boolean was written (`0600`, `1.10`),
+    /// for fields that take such a scalar as text (argv words).
+    text: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,9 +53,10 @@ enum Segment {
 /// Paths are not stored: a node holds its parent, its own key or index and
 /// the length of its path, so the map grows with the number of nodes, not
 /// with the length of their paths (a long key over a long list once made
-/// every item cost a copy of the key). Only reports look positions up, so
-/// the lookup index (path hashes) is built on the first lookup: a valid
-/// manifest never pays for it.
+/// every item cost a copy of the key). Only reports, and argv words
+/// written as plain numbers or booleans, look positions up, so the lookup
+/// index (path hashes) is built on the first lookup: most valid manifests
+/// never pay for it.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     /// Every value node, in document order (parents before children).
@@ -60,6 +64,8 @@ pub struct SourceMap {
     /// `(path hash, node)` sorted, built on the first lookup: a hash finds
     /// the nodes of a path without spelling every path out.
     sorted: OnceLock<Vec<(u64, u32)>>,
+    /// Whether any node records how it was written ([`Node::text`]).
+    any_text: bool,
 }
 
 /// Path hashes are polynomial over the path's bytes modulo a Mersenne prime,
@@ -101,6 +107,7 @@ impl SourceMap {
             path_len,
             value,
             key,
+            text: None,
         });
         index
     }
@@ -217,6 +224,19 @@ impl SourceMap {
                 None => return self.value_at("").unwrap_or_default(),
             }
         }
+    }
+
+    /// How the plain integer, float or boolean at `path` was written in the
+    /// file (`0600` for what JSON holds as 600); `None` for other values.
+    /// `as_text` is the value as serde turned it into text: only one that
+    /// reads as a number or boolean may have been written otherwise, so
+    /// only then is the position index needed.
+    pub fn scalar_text<'a>(&'a self, path: &'a str, as_text: &str) -> Option<&'a str> {
+        let plain = !matches!(Scalar::parse_from_cow(as_text.into()), Scalar::String(_));
+        if !self.any_text || !plain {
+            return None;
+        }
+        self.nodes_at(path).next().and_then(|n| n.text.as_deref())
     }
 
     /// Position of the key naming the field at `path` (for unknown fields),
@@ -376,6 +396,7 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
         errors: Vec::new(),
         omitted: 0,
     };
+    let text = Text::new(text);
     for node in loader.into_documents() {
         if matches!(node.data, YamlData::Value(Scalar::Null)) {
             // An empty document, e.g. after a trailing `---`.
@@ -383,7 +404,7 @@ pub fn parse(text: &str, budget: &mut Budget) -> Result<Parsed, YamlError> {
         }
         let mut map = SourceMap::default();
         let root = map.push(0, Segment::Root, position(&node), None);
-        let value = convert(&node, root, &mut map, &mut parsed);
+        let value = convert(&node, root, &mut map, &mut parsed, &text);
         parsed.documents.push(Document { value, map });
     }
     Ok(parsed)
@@ -544,8 +565,63 @@ fn problem(parsed: &mut Parsed, error: impl FnOnce() -> YamlError) {
     }
 }
 
+/// The file's text, to recover how a scalar was written from its span
+/// (saphyr's markers count characters, not bytes).
+struct Text<'t> {
+    text: &'t str,
+    /// Then a character index is a byte index (checked once: a file may
+    /// hold a hundred thousand numbers).
+    ascii: bool,
+    /// Byte offset of each character, built once for a file that is not
+    /// ASCII (there a character index is not a byte index).
+    offsets: OnceLock<Vec<usize>>,
+}
+
+impl<'t> Text<'t> {
+    fn new(text: &'t str) -> Self {
+        Text {
+            text,
+            ascii: text.is_ascii(),
+            offsets: OnceLock::new(),
+        }
+    }
+
+    fn byte(&self, char_index: usize) -> Option<usize> {
+        if self.ascii {
+            return (char_index <= self.text.len()).then_some(char_index);
+        }
+        let offsets = self.offsets.get_or_init(|| {
+            let mut offsets: Vec<usize> = self.text.char_indices().map(|(at, _)| at).collect();
+            offsets.push(self.text.len());
+            offsets
+        });
+        offsets.get(char_index).copied()
+    }
+
+    /// What `node` spans, when that is how `scalar` is written: a node
+    /// reached through an alias spans the alias (`*port`), which is not.
+    fn scalar(&self, node: &MarkedYaml, scalar: &Scalar) -> Option<Box<str>> {
+        let from = self.byte(node.span.start.index())?;
+        let to = self.byte(node.span.end.index())?;
+        let mut written = self.text.get(from..to)?.trim_end();
+        // An anchored scalar's span starts at its anchor (`&wait 05`).
+        if let Some(anchored) = written.strip_prefix('&') {
+            written = anchored
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, rest)| rest.trim_start());
+        }
+        (Scalar::parse_from_cow(written.into()) == *scalar).then(|| written.into())
+    }
+}
+
 /// Converts `node`, recorded in `map` as `here`.
-fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parsed) -> Value {
+fn convert(
+    node: &MarkedYaml,
+    here: u32,
+    map: &mut SourceMap,
+    parsed: &mut Parsed,
+    text: &Text,
+) -> Value {
     let at = position(node);
     let fail = |parsed: &mut Parsed, map: &SourceMap, message: String| {
         problem(parsed, || YamlError {
@@ -556,6 +632,16 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
         });
         Value::Null
     };
+    if let YamlData::Value(
+        scalar @ (Scalar::Boolean(_) | Scalar::Integer(_) | Scalar::FloatingPoint(_)),
+    ) = &node.data
+    {
+        let written = text.scalar(node, scalar);
+        map.any_text |= written.is_some();
+        if let Some(recorded) = map.nodes.get_mut(here as usize) {
+            recorded.text = written;
+        }
+    }
     match &node.data {
         YamlData::Value(scalar) => match scalar {
             Scalar::Null => Value::Null,
@@ -576,7 +662,7 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
             let mut array = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let child = map.push(here, Segment::Index(i), position(item), None);
-                array.push(convert(item, child, map, parsed));
+                array.push(convert(item, child, map, parsed, text));
             }
             Value::Array(array)
         }
@@ -603,7 +689,7 @@ fn convert(node: &MarkedYaml, here: u32, map: &mut SourceMap, parsed: &mut Parse
                     position(v),
                     Some(position(k)),
                 );
-                let value = convert(v, child, map, parsed);
+                let value = convert(v, child, map, parsed, text);
                 object.insert(key, value);
             }
             Value::Object(object)

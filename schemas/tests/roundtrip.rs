@@ -1202,3 +1202,42 @@ fn example_manifests_round_trip() {
         }
     }
 }
+
+/// Plain YAML scalars in argv lists are words as written (`0600` stays
+/// `0600`, not 600), and the rendering quotes them so they stay words.
+#[test]
+fn argv_scalars_are_taken_as_written_and_survive_the_round_trip() {
+    let text = "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: eve}\nspec:\n  \
+        services:\n    - name: demo\n      state: running\n      exec:\n        \
+        start: [sleep, 5]\n        stop: [kill, -15, 1]\n        status: [test, true]\n        \
+        reload: [kill, -1, 1.50]\n  \
+        files:\n    - path: /etc/demo.conf\n      content: x\n      \
+        onChange: [{run: [chmod, 0600, /etc/demo.conf]}]\n  \
+        tasks:\n    - {name: addr, run: [ip, -4, addr, 1e3, 0x1F]}\n";
+    let set = load("argv.yaml", text).expect("plain scalars are argv words");
+    let spec = &set.hosts[0].spec;
+    let exec = spec.services[0].exec.as_ref().expect("exec commands");
+    assert_eq!(exec.start, ["sleep", "5"]);
+    assert_eq!(exec.stop, ["kill", "-15", "1"]);
+    assert_eq!(exec.status, ["test", "true"]);
+    assert_eq!(
+        exec.reload.as_deref(),
+        Some(&["kill".to_owned(), "-1".into(), "1.50".into()][..])
+    );
+    assert_eq!(
+        spec.files[0].on_change,
+        [mailctl_schemas::model::Handler::Run(vec![
+            "chmod".into(),
+            "0600".into(),
+            "/etc/demo.conf".into()
+        ])]
+    );
+    assert_eq!(spec.tasks[0].run, ["ip", "-4", "addr", "1e3", "0x1F"]);
+    assert_round_trip("argv.yaml", text);
+    // An anchored number is its text; an alias of it is its value, never `*wait`.
+    let aliased = "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {name: eve}\nspec:\n  \
+        tasks:\n    - {name: a, run: [sleep, &wait 05]}\n    - {name: b, run: [sleep, *wait]}\n";
+    let set = load("alias.yaml", aliased).expect("aliases resolve");
+    assert_eq!(set.hosts[0].spec.tasks[0].run, ["sleep", "05"]);
+    assert_eq!(set.hosts[0].spec.tasks[1].run, ["sleep", "5"]);
+}

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use mailctl_schemas::model::{Handler, HostSpec, ManagedFile};
+use mailctl_schemas::model::{Handler, HostSpec, ManagedFile, ServiceState};
 
 use crate::address::AddressDriver;
+use crate::command::argv_text;
 use crate::config::AgentConfig;
 use crate::driver::{Driver, Effect, Resource, ResourceChange};
 use crate::files::FileDriver;
 use crate::firewall::{FirewallDriver, LockoutGuard, ProtectedPort};
-use crate::service::ServicesDriver;
+use crate::service::{ServiceChange, ServicesDriver};
 use crate::tasks::TaskDriver;
 
 /// The port the agent's API listens on unless configured otherwise.
@@ -151,6 +152,68 @@ pub struct ResourceReport {
 pub struct Applied {
     pub changes: Vec<Change>,
     pub effects: Vec<Effect>,
+    /// Every handler the changes made due, run or skipped (and why), in
+    /// order; the ones that ran are also [`Effect::HandlerRan`].
+    pub handlers: Vec<HandlerOutcome>,
+}
+
+/// What became of one handler (onChange, or a service's reloadOn) after a
+/// managed file changed. Its `Display` is one line of `apply` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerOutcome {
+    /// The managed file whose change made it due.
+    pub path: PathBuf,
+    pub handler: Handler,
+    result: HandlerResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HandlerResult {
+    /// The command exited 0.
+    Ran,
+    /// The service was reloaded or restarted.
+    Service(ServiceChange),
+    /// The service does not run, and a handler never starts one; when
+    /// this state starts it (after its files), it reads the new file anyway.
+    NotRunning { starts_later: bool },
+    /// The state declares no such service.
+    NotDeclared,
+}
+
+fn restart_handler(handler: &Handler) -> bool {
+    matches!(handler, Handler::Restart(_))
+}
+
+impl fmt::Display for HandlerOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, service) = match &self.handler {
+            Handler::Run(argv) => return write!(f, "ran {}", argv_text(argv)),
+            Handler::Reload(name) => ("reload", name),
+            Handler::Restart(name) => ("restart", name),
+        };
+        match &self.result {
+            HandlerResult::Ran => write!(f, "{verb}ed service {service}"),
+            HandlerResult::Service(change) => write!(
+                f,
+                "{verb}ed service {} ({})",
+                change.service, change.backend
+            ),
+            HandlerResult::NotRunning { starts_later: true } => write!(
+                f,
+                "skipped {verb} of service {service}: it does not run yet, and starts below with the new file"
+            ),
+            HandlerResult::NotRunning {
+                starts_later: false,
+            } => write!(
+                f,
+                "skipped {verb} of service {service}: it does not run, and a handler never starts a service"
+            ),
+            HandlerResult::NotDeclared => write!(
+                f,
+                "skipped {verb} of service {service}: this state declares no such service"
+            ),
+        }
+    }
 }
 
 /// The result of [`Reconciler::apply`], one entry per resource.
@@ -316,29 +379,57 @@ impl Reconciler {
                 continue;
             };
             for handler in &handlers {
-                let what = match handler {
+                let result = match handler {
                     Handler::Run(argv) => {
                         self.files.run_handler(&path, argv).await?;
-                        Some(format!("`{}`", argv.join(" ")))
+                        HandlerResult::Ran
                     }
                     Handler::Reload(name) | Handler::Restart(name) => {
-                        let restart = matches!(handler, Handler::Restart(_));
-                        let done = match spec.services.iter().find(|s| &s.name == name) {
+                        let restart = restart_handler(handler);
+                        let declared = spec.services.iter().find(|s| &s.name == name);
+                        let done = match declared {
                             // A stopped service is not started by a handler.
                             Some(service) if restart => self.services.restart(service).await?,
                             Some(service) => self.services.reload(service).await?,
                             None => None,
                         };
                         self.files.handler_ran(&path, handler).await?;
-                        done.map(|change| change.to_string())
+                        match (done, declared) {
+                            (Some(change), _) => HandlerResult::Service(change),
+                            (None, Some(service)) => HandlerResult::NotRunning {
+                                starts_later: service.state == ServiceState::Running,
+                            },
+                            (None, None) => HandlerResult::NotDeclared,
+                        }
                     }
                 };
-                if let Some(handler) = what {
+                let outcome = HandlerOutcome {
+                    path: path.clone(),
+                    handler: handler.clone(),
+                    result,
+                };
+                // The log's line: `ran `CMD` (changed PATH)`, `ran reload of service S (BACKEND) (...)`.
+                let ran = match (&outcome.handler, &outcome.result) {
+                    (Handler::Run(argv), _) => Some(format!("`{}`", argv_text(argv))),
+                    (_, HandlerResult::Service(change)) => Some(format!(
+                        "{} of service {} ({})",
+                        if restart_handler(handler) {
+                            "restart"
+                        } else {
+                            "reload"
+                        },
+                        change.service,
+                        change.backend
+                    )),
+                    _ => None,
+                };
+                if let Some(handler) = ran {
                     effects.push(Effect::HandlerRan {
                         path: path.clone(),
                         handler,
                     });
                 }
+                applied.handlers.push(outcome);
             }
         }
         applied.effects = effects;
@@ -471,6 +562,7 @@ where
     Ok(Outcome::Applied(Applied {
         changes: seen.into_iter().map(Into::into).collect(),
         effects,
+        handlers: Vec::new(),
     }))
 }
 
