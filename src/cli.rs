@@ -36,8 +36,11 @@ enum Command {
     /// Exit status: 0 valid (warnings, if any, on stderr), 1 problems found or a usage error.
     Validate {
         /// Manifest files or folders (read recursively).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "files")]
         paths: Vec<PathBuf>,
+        /// The same, as the other verbs take them (repeat -f).
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
         /// Also print the validated set: a table of its documents, or the
         /// manifests with defaults filled in and `source:` files inlined (yaml, json).
         #[arg(short, long, value_enum)]
@@ -96,6 +99,7 @@ enum Command {
     },
     /// Show migrations and where each one stands: phase, step, what it waits for.
     Status {
+        /// One migration (default: every migration the controller holds).
         migration: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -145,8 +149,15 @@ enum Command {
         controller: ControllerFlags,
     },
     /// Declare a host down, so a transition goes on without it (recorded in the history).
+    ///
+    /// Fence a host only when it is really off (powered down, or its service
+    /// addresses removed by hand): the controller then stops waiting for its
+    /// agent to report the service IP released. A fence lasts for the whole
+    /// migration; the history keeps who fenced it and why.
     Fence {
+        /// The migration whose transition waits for the host.
         migration: String,
+        /// The host that is down (a host of the migration).
         host: String,
         /// Your statement of why the host is down.
         #[arg(long, required = true)]
@@ -384,7 +395,14 @@ enum LabCommand {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate { paths, output } => validate(&paths, output),
+        Command::Validate {
+            mut paths,
+            files,
+            output,
+        } => {
+            paths.extend(files);
+            validate(&paths, output)
+        }
         Command::Schema { kind, out } => schema(kind.map(Kind::from), out.as_deref()),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when a write fails.

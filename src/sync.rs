@@ -188,7 +188,9 @@ struct Display {
     last_line: Option<Instant>,
 }
 
-const BAR: &str = "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}";
+/// The bar shows the share done; the words beside it (files, bytes, rate,
+/// ETA) are the same as in plain output.
+const BAR: &str = "{msg:12} [{bar:30}] {prefix}";
 const SPINNER: &str = "{spinner} {msg:12} {prefix}";
 
 impl Display {

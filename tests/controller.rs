@@ -450,6 +450,28 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
     let json: Value =
         serde_json::from_slice(&mailctl(&["status", "-o", "json"]).stdout).expect("json");
     assert_eq!(json[0]["phase"], "live", "{json}");
+    // The controller's metrics, for an admin: the phase (3 of 3), the
+    // steps' durations, the gates' outcomes, the agents reachable.
+    let metrics = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(admin.join("ca.pem"))
+        .arg("--cert")
+        .arg(admin.join("admin.pem"))
+        .arg("--key")
+        .arg(admin.join("admin.key"))
+        .arg(format!("{url}/metrics"))
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    for line in [
+        "mailctl_controller_phase{migration=\"bob-to-eve\"} 3",
+        "mailctl_controller_paused{migration=\"bob-to-eve\"} 0",
+        "mailctl_controller_gate_runs_total{migration=\"bob-to-eve\",gate=\"go-ahead\",outcome=\"passed\"} 1",
+        "mailctl_controller_agent_reachable{migration=\"bob-to-eve\",host=\"eve\"} 1",
+        "mailctl_controller_step_duration_seconds_count{migration=\"bob-to-eve\",step=\"acquire\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 
     stop.store(true, Ordering::Relaxed);
     let both = watcher.join().expect("watcher");

@@ -929,7 +929,7 @@ fn the_agent_runs_sync_jobs_on_request_and_on_schedule() {
         String::from_utf8_lossy(&cli.stdout).into_owned() + &String::from_utf8_lossy(&cli.stderr);
     assert_eq!(cli.status.code(), Some(0), "{said}");
     assert!(said.contains("sync final on eve: run 2 started"), "{said}");
-    assert!(said.contains("verified: 2 messages in 1 folders"), "{said}");
+    assert!(said.contains("verified: 2 messages in 1 folder"), "{said}");
     let after = status("final").expect("status");
     assert_eq!(
         (after["run"].as_u64(), after["verified"].as_bool()),

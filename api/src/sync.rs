@@ -163,13 +163,33 @@ impl JobStatus {
 /// the agent's log, `mailctl sync run` and its `--local` form say it alike.
 pub fn summary(stats: &Stats, renamed: usize, duplicates_removed: usize) -> String {
     format!(
-        "{} files ({} bytes) transferred, {} bytes on the wire, {} renamed, {} duplicates removed",
-        stats.files_transferred,
-        stats.transferred_file_size,
-        stats.wire_bytes(),
+        "{} ({}) transferred, {} on the wire, {} renamed, {} removed",
+        count(stats.files_transferred, "file", "files"),
+        bytes(stats.transferred_file_size),
+        bytes(stats.wire_bytes()),
         renamed,
-        duplicates_removed
+        count(duplicates_removed as u64, "duplicate", "duplicates"),
     )
+}
+
+/// `1 file`, `6 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `512 B`, `79.3 KiB`, `1.2 GiB`: the units the progress display uses.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// rsync's closing statistics (`--info=stats2`).
@@ -251,8 +271,9 @@ impl fmt::Display for Verification {
         if self.verified() {
             write!(
                 f,
-                "verified: {} messages in {} folders",
-                self.messages, self.folders
+                "verified: {} in {}",
+                count(self.messages as u64, "message", "messages"),
+                count(self.folders as u64, "folder", "folders")
             )?;
             if self.extra > 0 {
                 write!(
@@ -265,8 +286,13 @@ impl fmt::Display for Verification {
         }
         write!(
             f,
-            "not verified: {} missing, {} extra, {} differing, {} duplicates ({} messages in {} folders)",
-            self.missing, self.extra, self.differing, self.duplicates, self.messages, self.folders
+            "not verified: {} missing, {} extra, {} differing, {} duplicates ({} in {})",
+            self.missing,
+            self.extra,
+            self.differing,
+            self.duplicates,
+            count(self.messages as u64, "message", "messages"),
+            count(self.folders as u64, "folder", "folders")
         )?;
         for (what, list) in [
             ("missing", &self.missing_examples),

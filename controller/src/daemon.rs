@@ -111,6 +111,7 @@ struct Controller {
     state_dir: PathBuf,
     set: RwLock<Arc<ManifestSet>>,
     migrations: RwLock<BTreeMap<String, Arc<Shared>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The bytes a manifest upload may have (the agent's API takes 2 MB for
@@ -178,6 +179,7 @@ pub async fn run(
         state_dir: config.state_dir.clone(),
         set: RwLock::new(Arc::new(set.clone())),
         migrations: RwLock::new(BTreeMap::new()),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
     });
     for migration in &set.migrations {
         let record = records
@@ -210,7 +212,7 @@ impl Controller {
     /// Starts the driver of one migration: drive, then wait for an intent
     /// or new manifests, and drive again.
     fn start(self: &Arc<Self>, name: &str, record: MigrationRecord) {
-        let shared = Shared::new(record);
+        let shared = Shared::with_metrics(record, self.metrics.clone());
         self.migrations
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -465,6 +467,7 @@ fn router(controller: Arc<Controller>) -> Router {
         .route(route::INTENT, post(intent))
         .route(route::FENCE, post(fence))
         .route(route::MANIFESTS, put(apply))
+        .route("/metrics", get(metrics))
         .fallback(|request: Request| async move {
             error(
                 ErrorKind::NotFound,
@@ -495,6 +498,43 @@ fn unknown(controller: &Controller, name: &str) -> Response {
             }
         ),
     )
+}
+
+/// Prometheus text; the phase and pause gauges are read from the records
+/// at each scrape.
+async fn metrics(State(c): Api) -> Response {
+    let set = c.set();
+    let names: Vec<String> = c
+        .migrations
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    for name in names {
+        let (Some(shared), Some(migration)) = (
+            c.shared(&name),
+            set.migrations.iter().find(|m| m.name == name),
+        ) else {
+            continue;
+        };
+        let record = shared.snapshot();
+        let position = record
+            .phase
+            .as_ref()
+            .and_then(|p| migration.phases.iter().position(|q| q == p))
+            .map_or(0, |i| i + 1);
+        c.metrics.phase(&name, position);
+        c.metrics.paused(&name, record.paused.is_some());
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        c.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn list(State(c): Api) -> Response {

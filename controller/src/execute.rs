@@ -82,6 +82,8 @@ pub struct Shared {
     record: Mutex<MigrationRecord>,
     /// Woken when an intent changes the record.
     pub changed: Notify,
+    /// Where the drive reports what it measures (the daemon's `/metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Shared {
@@ -89,7 +91,24 @@ impl Shared {
         Arc::new(Shared {
             record: Mutex::new(record),
             changed: Notify::new(),
+            metrics: None,
         })
+    }
+
+    /// A record whose drive reports to `metrics`.
+    pub fn with_metrics(
+        record: MigrationRecord,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            record: Mutex::new(record),
+            changed: Notify::new(),
+            metrics: Some(metrics),
+        })
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.metrics.as_deref()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut MigrationRecord) -> R) -> R {
@@ -384,6 +403,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                 }
             });
             self.save()?;
+            let step_started = tokio::time::Instant::now();
             match self.run_step(&transition, step).await? {
                 StepResult::Done => {}
                 StepResult::Stop(outcome) => {
@@ -394,6 +414,13 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                     self.save()?;
                     return Ok(None);
                 }
+            }
+            if let Some(metrics) = self.shared.metrics() {
+                metrics.step(
+                    &self.migration.name,
+                    &step.kind().to_string(),
+                    step_started.elapsed().as_secs_f64(),
+                );
             }
             self.log(format!("{}: {} done", transition.to, step.kind()));
         }
@@ -614,6 +641,9 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
     }
 
     fn finish_gate(&self, name: &str, run: u32, outcome: GateOutcome, reason: &str) {
+        if let Some(metrics) = self.shared.metrics() {
+            metrics.gate(&self.migration.name, name, outcome_word(outcome));
+        }
         self.shared.with(|r| {
             if let Some(t) = &mut r.transition
                 && let Some(g) = t.gates.iter_mut().find(|g| g.gate == name && g.run == run)
@@ -735,6 +765,12 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                                 Some(g)
                             }
                             Err(e) if e.retry_can_help => {
+                                if let Some(metrics) = self.shared.metrics() {
+                                    metrics.reachable(&self.migration.name, &host, false);
+                                }
+                                if let Some(metrics) = self.shared.metrics() {
+                                    metrics.reachable(&self.migration.name, &host, false);
+                                }
                                 let since = *unreachable_since
                                     .entry(host.clone())
                                     .or_insert_with(clock::unix_now);
@@ -756,6 +792,9 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                 };
                 match self.agents.status(&host).await {
                     Err(e) => {
+                        if let Some(metrics) = self.shared.metrics() {
+                            metrics.reachable(&self.migration.name, &host, false);
+                        }
                         let since = *unreachable_since
                             .entry(host.clone())
                             .or_insert_with(clock::unix_now);
@@ -767,6 +806,9 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                     }
                     Ok(status) => {
                         unreachable_since.remove(&host);
+                        if let Some(metrics) = self.shared.metrics() {
+                            metrics.reachable(&self.migration.name, &host, true);
+                        }
                         let generation = generation.unwrap_or(status.effective_generation);
                         match status.outcome(generation) {
                             GenerationOutcome::Converged {

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod clock;
 pub mod daemon;
 pub mod execute;
+pub mod metrics;
 pub mod plan;
 pub mod record;
 pub mod runbook;

@@ -180,12 +180,18 @@ pub fn changes(before: Option<&HostSpec>, after: &HostSpec) -> Vec<String> {
         (was, Some(now)) => {
             let old_rules = was.as_ref().map(|f| f.rules.as_slice()).unwrap_or_default();
             for rule in &now.rules {
-                if !old_rules.contains(rule) {
-                    lines.push(format!("+ rule {}", describe_rule(rule)));
+                match old_rules.iter().find(|r| r.name == rule.name) {
+                    Some(old) if old == rule => {}
+                    Some(old) => lines.push(format!(
+                        "~ rule {} -> {}",
+                        describe_rule(old),
+                        describe_rule(rule).split_once(": ").map_or("", |(_, r)| r)
+                    )),
+                    None => lines.push(format!("+ rule {}", describe_rule(rule))),
                 }
             }
             for rule in old_rules {
-                if !now.rules.contains(rule) {
+                if !now.rules.iter().any(|r| r.name == rule.name) {
                     lines.push(format!("- rule {}", rule.name));
                 }
             }

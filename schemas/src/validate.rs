@@ -111,7 +111,11 @@ impl Named {
     /// `kind`, `metadata.name` and `metadata.migration` of a document, when
     /// it has at least a kind and a name.
     fn of(value: &Value) -> Option<Named> {
-        let kind = Kind::from_name(value.get("kind")?.as_str()?)?;
+        // A misspelt kind (`Phse`) may be any kind of that name.
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::from_name);
         let metadata = value.get("metadata")?;
         let text = |field: &str| {
             metadata
@@ -120,7 +124,7 @@ impl Named {
                 .map(str::to_owned)
         };
         Some(Named {
-            kind: Some(kind),
+            kind,
             name: text("name")?,
             migration: text("migration").unwrap_or_default(),
         })
@@ -1600,7 +1604,14 @@ fn cross_check(docs: &[Checked], diags: &mut Diagnostics) -> model::ManifestSet 
     let broken = |kind: Kind, migration: &str, name: &str| {
         docs.iter().any(|d| match &d.object {
             Object::Named(n) => match n.kind {
-                None => true,
+                // Too broken to tell, or of an unknown kind: anything of its name.
+                None => {
+                    n.name.is_empty()
+                        || (n.name == name
+                            && (kind != Kind::Phase
+                                || n.migration.is_empty()
+                                || n.migration == migration))
+                }
                 Some(k) => {
                     k == kind && n.name == name && (kind != Kind::Phase || n.migration == migration)
                 }

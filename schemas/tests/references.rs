@@ -189,3 +189,19 @@ fn a_sync_source_that_is_no_host_of_the_migration_gets_a_located_warning() {
         ]
     );
 }
+
+#[test]
+fn a_misspelt_kind_is_one_problem_not_also_a_missing_phase() {
+    let misspelt = "apiVersion: mailctl/v1alpha1\nkind: Phse\nmetadata: {name: cutover, migration: m}\nspec:\n  hosts: {bob: {}, eve: {}}\n";
+    let problems = load(&[
+        ("m.yaml", MIGRATION),
+        ("p.yaml", PREPARE),
+        ("c.yaml", misspelt),
+    ])
+    .expect_err("invalid");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("unknown kind \"Phse\""),
+        "{problems:#?}"
+    );
+}
