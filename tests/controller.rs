@@ -705,3 +705,80 @@ fn a_controller_killed_at_every_step_boundary_ends_like_an_uninterrupted_run() {
         assert_eq!(lab.outcome(), expected, "cut {cut}\n{}", lab.logs());
     }
 }
+
+#[test]
+fn uploads_that_would_break_the_rules_are_refused_and_change_nothing() {
+    let lab = Lab::new("r", 15);
+    let w = lab.work.path();
+    let _controller = lab.controller();
+    assert!(wait_for(Duration::from_secs(20), || lab
+        .mailctl(&["status"])
+        .status
+        .success()));
+    let manifests = w.join("manifests");
+    let upload = |text: &str| {
+        fs::write(manifests.join("migration.yaml"), text).expect("manifests");
+        let out = lab.mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
+        (out.status.code(), text_of(&out))
+    };
+    let good = migration(w, &lab.bob, &lab.eve, true);
+    // A second migration over the same agents: each would keep the
+    // service-IP rule only within itself.
+    let twice = format!(
+        "{good}---\n{}",
+        good.replace("name: bob-to-eve", "name: again")
+            .replace("migration: bob-to-eve", "migration: again")
+    );
+    let (code, said) = upload(&twice);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("are the same agent"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(lab.mailctl(&["status", "again"]).status.code() == Some(1));
+    // The real one, up to its approval gate in cutover.
+    let (code, said) = upload(&good);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        wait_for(Duration::from_secs(60), || text_of(
+            &lab.mailctl(&["status", "bob-to-eve"])
+        )
+        .contains("waiting for approval of cutover")),
+        "{}",
+        lab.logs()
+    );
+    // Dropping it while it moves: refused.
+    let other = good
+        .replace("name: bob-to-eve", "name: other")
+        .replace("migration: bob-to-eve", "migration: other");
+    let (code, said) = upload(&other);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("the new manifests drop migration bob-to-eve, which is moving to cutover"),
+        "{said}"
+    );
+    // Approve, reach live (the point of no return); then a target back is refused.
+    let approved = lab.mailctl(&["approve", "bob-to-eve"]);
+    assert!(approved.status.success(), "{}", text_of(&approved));
+    assert!(
+        wait_for(Duration::from_secs(60), || lab.reached_live()),
+        "{}",
+        lab.logs()
+    );
+    let (code, said) = upload(&good.replace("targetPhase: live", "targetPhase: prepare"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("at or past its point of no return (live)"),
+        "{said}"
+    );
+    let (code, said) = upload(&good.replace("pointOfNoReturn: live", "pointOfNoReturn: cutover"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("has passed its point of no return (live); it cannot be moved"),
+        "{said}"
+    );
+    assert!(lab.reached_live());
+    assert!(lab.outcome().1, "the service IP stays on eve");
+}
+
+fn text_of(out: &Output) -> String {
+    text(out)
+}

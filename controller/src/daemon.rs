@@ -112,11 +112,17 @@ struct Controller {
     set: RwLock<Arc<ManifestSet>>,
     migrations: RwLock<BTreeMap<String, Arc<Shared>>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// One upload at a time, from validation to the set in force.
+    uploads: tokio::sync::Mutex<()>,
 }
 
 /// The bytes a manifest upload may have (the agent's API takes 2 MB for
 /// one host; a migration holds several).
 const MAX_MANIFESTS: usize = 4 * 1024 * 1024;
+
+/// The bytes of an intent's body, and of its reason (kept in the history).
+const MAX_INTENT: usize = 16 * 1024;
+const MAX_REASON: usize = 1024;
 
 struct NoSources;
 
@@ -180,6 +186,7 @@ pub async fn run(
         set: RwLock::new(Arc::new(set.clone())),
         migrations: RwLock::new(BTreeMap::new()),
         metrics: Arc::new(crate::metrics::Metrics::default()),
+        uploads: tokio::sync::Mutex::new(()),
     });
     for migration in &set.migrations {
         let record = records
@@ -299,6 +306,101 @@ impl Controller {
             });
         }
         Ok(applied)
+    }
+
+    /// What a new set may not do to the migrations held:
+    /// - one agent in two migrations, or one exclusive address in two (each
+    ///   migration keeps the service-IP rule only within itself);
+    /// - drop a migration whose transition is in flight (its driver would
+    ///   go on unseen);
+    /// - move a target back before a phase at or past the point of no
+    ///   return that was reached or is being reached, or move or remove a
+    ///   point of no return already passed.
+    fn check_upload(&self, set: &ManifestSet) -> Result<(), String> {
+        let mut agents: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        let mut exclusive: BTreeMap<ipnet::IpNet, &str> = BTreeMap::new();
+        for migration in &set.migrations {
+            for (host, entry) in &migration.hosts {
+                if let Some((other, other_host)) =
+                    agents.insert(entry.agent.as_str(), (&migration.name, host))
+                {
+                    return Err(format!(
+                        "host {host} of migration {} and host {other_host} of migration {other} are the same agent ({}): a host can be in one migration at a time",
+                        migration.name, entry.agent
+                    ));
+                }
+            }
+            let mine: std::collections::BTreeSet<ipnet::IpNet> = set
+                .phases_of(migration)
+                .flat_map(|p| p.hosts.values())
+                .flat_map(|spec| &spec.addresses)
+                .filter(|a| a.exclusive)
+                .map(|a| a.address)
+                .collect();
+            for address in mine {
+                if let Some(other) = exclusive.insert(address, &migration.name) {
+                    return Err(format!(
+                        "exclusive address {address} is in migration {other} and in migration {}: a service IP belongs to one migration, or two could place it on two hosts",
+                        migration.name
+                    ));
+                }
+            }
+        }
+        let held = self
+            .migrations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let old_set = self.set();
+        for (name, shared) in &held {
+            let record = shared.snapshot();
+            let Some(new) = set.migrations.iter().find(|m| &m.name == name) else {
+                if let Some(t) = &record.transition {
+                    return Err(format!(
+                        "the new manifests drop migration {name}, which is moving to {}; let it reach its phase (or pause it and roll it back) first",
+                        t.to
+                    ));
+                }
+                continue;
+            };
+            let index = |m: &Migration, phase: &str| m.phases.iter().position(|p| p == phase);
+            let furthest = record
+                .transition
+                .as_ref()
+                .map(|t| t.to.clone())
+                .into_iter()
+                .chain(record.phase.clone())
+                .filter_map(|p| index(new, &p).map(|i| (i, p)))
+                .max();
+            let Some((at, phase)) = furthest else {
+                continue;
+            };
+            let old = old_set.migrations.iter().find(|m| &m.name == name);
+            let passed = |m: &Migration| {
+                m.point_of_no_return
+                    .as_deref()
+                    .and_then(|pnr| index(m, pnr))
+                    .is_some_and(|pnr| pnr <= at)
+            };
+            if let Some(old) = old
+                && passed(old)
+                && old.point_of_no_return != new.point_of_no_return
+            {
+                return Err(format!(
+                    "migration {name} has passed its point of no return ({}); it cannot be moved or removed",
+                    old.point_of_no_return.as_deref().unwrap_or_default()
+                ));
+            }
+            let target = index(new, &new.target_phase).unwrap_or(at);
+            if passed(new) && target < at {
+                return Err(format!(
+                    "migration {name} is at {phase}, at or past its point of no return ({}): targetPhase {} would take it back; new mail may be on the new host, and going back needs a reverse sync this migration does not declare",
+                    new.point_of_no_return.as_deref().unwrap_or_default(),
+                    new.target_phase
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn view(&self, name: &str) -> Option<MigrationView> {
@@ -464,8 +566,14 @@ fn router(controller: Arc<Controller>) -> Router {
         .route(route::MIGRATIONS, get(list))
         .route(route::MIGRATION, get(one))
         .route(route::HISTORY, get(history))
-        .route(route::INTENT, post(intent))
-        .route(route::FENCE, post(fence))
+        .route(
+            route::INTENT,
+            post(intent).layer(axum::extract::DefaultBodyLimit::max(MAX_INTENT)),
+        )
+        .route(
+            route::FENCE,
+            post(fence).layer(axum::extract::DefaultBodyLimit::max(MAX_INTENT)),
+        )
         .route(route::MANIFESTS, put(apply))
         .route("/metrics", get(metrics))
         .fallback(|request: Request| async move {
@@ -572,25 +680,6 @@ async fn history(State(c): Api, UrlPath(name): UrlPath<String>) -> Response {
     axum::Json(entries).into_response()
 }
 
-/// The phase whose approval gate waits now, if one does.
-fn awaiting_approval(
-    set: &ManifestSet,
-    migration: &Migration,
-    record: &MigrationRecord,
-) -> Option<String> {
-    let t = record.transition.as_ref()?;
-    let phase = set.phases_of(migration).find(|p| p.name == t.to)?;
-    let has_approval = phase
-        .gates
-        .iter()
-        .any(|g| matches!(g.check, GateCheck::Approval));
-    let at_gates = t
-        .waiting
-        .as_deref()
-        .is_some_and(|w| w.starts_with("waiting for approval"));
-    (has_approval && at_gates).then(|| t.to.clone())
-}
-
 async fn intent(
     State(c): Api,
     axum::Extension(Admin(admin)): axum::Extension<Admin>,
@@ -601,24 +690,43 @@ async fn intent(
         return unknown(&c, &name);
     };
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    if reason.len() > MAX_REASON {
+        return error(
+            ErrorKind::Invalid,
+            format!(
+                "the reason is {} bytes; at most {MAX_REASON} are kept",
+                reason.len()
+            ),
+        );
+    }
     let set = c.set();
     let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
         return unknown(&c, &name);
     };
     let record = shared.snapshot();
     match intent.as_str() {
-        "approve" => match awaiting_approval(&set, migration, &record) {
-            Some(phase) => shared.approve(&phase, &admin),
-            None => {
+        "approve" => {
+            let gates: Vec<String> = set
+                .phases_of(migration)
+                .find(|p| record.transition.as_ref().is_some_and(|t| t.to == p.name))
+                .map(|p| {
+                    p.gates
+                        .iter()
+                        .filter(|g| matches!(g.check, GateCheck::Approval))
+                        .map(|g| g.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Err(why) = shared.approve_waiting(&gates, &admin) {
                 return error(
                     ErrorKind::Conflict,
                     format!(
-                        "migration {name} waits for no approval ({}); nothing was approved",
+                        "migration {name} {why} ({}); nothing was approved",
                         view(&set, migration, &record).state
                     ),
                 );
             }
-        },
+        }
         "pause" => {
             let reason = if reason.is_empty() {
                 "no reason given".to_owned()
@@ -691,6 +799,15 @@ async fn fence(
         );
     }
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    if reason.len() > MAX_REASON {
+        return error(
+            ErrorKind::Invalid,
+            format!(
+                "the reason is {} bytes; at most {MAX_REASON} are kept",
+                reason.len()
+            ),
+        );
+    }
     if reason.trim().is_empty() {
         return error(
             ErrorKind::Invalid,
@@ -709,6 +826,7 @@ async fn apply(
     axum::Extension(Admin(admin)): axum::Extension<Admin>,
     body: String,
 ) -> Response {
+    let _one_at_a_time = c.uploads.lock().await;
     let text = body.clone();
     let checked = tokio::task::spawn_blocking(move || validate_upload(body)).await;
     let set = match checked {
@@ -734,6 +852,9 @@ async fn apply(
                 );
             }
         }
+    }
+    if let Err(why) = c.check_upload(&set) {
+        return error(ErrorKind::Invalid, format!("{why}; nothing was changed"));
     }
     match c.apply(set, &text, &admin) {
         Ok(applied) => {

@@ -129,6 +129,33 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
+    /// An admin's approval, taken only while an approval gate of the
+    /// transition in flight is running (`approval_gates`: the names of the
+    /// target phase's approval gates), checked and recorded at once: an
+    /// approval given at another moment would pass a later gate nobody
+    /// looked at.
+    pub fn approve_waiting(&self, approval_gates: &[String], by: &str) -> Result<String, String> {
+        let approved = self.with(|r| {
+            let t = r.transition.as_ref()?;
+            let running = t.gates.last().filter(|g| g.outcome.is_none())?;
+            if !approval_gates.contains(&running.gate) {
+                return None;
+            }
+            let phase = t.to.clone();
+            let gate = running.gate.clone();
+            r.approvals.insert(phase.clone(), intent(by, ""));
+            r.log(clock::unix_now(), format!("{by} approved {phase}"));
+            Some(format!("{phase} (gate {gate})"))
+        });
+        match approved {
+            Some(what) => {
+                self.changed.notify_waiters();
+                Ok(what)
+            }
+            None => Err("waits for no approval".into()),
+        }
+    }
+
     /// An admin's statement that `host` is down.
     pub fn fence(&self, host: &str, by: &str, reason: &str) {
         self.with(|r| {
@@ -282,6 +309,34 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
         to: &str,
         rollback: bool,
     ) -> Result<Transition, ExecuteError> {
+        // A second line of defence behind `apply` and `rollback`: never a
+        // step back from a phase at or past the point of no return.
+        if rollback
+            && let (Some(pnr), Some(phase)) = (&self.migration.point_of_no_return, &record.phase)
+        {
+            let index = |name: &str| self.migration.phases.iter().position(|p| p == name);
+            if index(pnr) <= index(phase) {
+                let reason = format!(
+                    "a step back from {phase} to {to} is refused: {phase} is at or past the point of no return ({pnr}) and going back needs a reverse sync"
+                );
+                self.shared.with(|r| {
+                    r.paused = Some(intent("controller", &reason));
+                    r.log(clock::unix_now(), reason.clone());
+                });
+                self.save()?;
+                return Ok(Transition {
+                    from: record.phase.clone(),
+                    to: to.to_owned(),
+                    rollback,
+                    plan_hash: String::new(),
+                    step: usize::MAX,
+                    step_started_unix: 0,
+                    sent: BTreeMap::new(),
+                    gates: Vec::new(),
+                    waiting: None,
+                });
+            }
+        }
         let plan_hash = match self.plan(record, to) {
             Ok(plan) => hash(&plan),
             Err(reason) => {
@@ -432,6 +487,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
         // Reached.
         let reason = self.shared.with(|r| {
             r.transition = None;
+            r.approvals.remove(&transition.to);
             r.phase = Some(transition.to.clone());
             r.log(clock::unix_now(), format!("reached {}", transition.to));
             if transition.rollback {
@@ -531,6 +587,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                         return Ok(stop);
                     }
                     self.finish_gate(&gate.name, run, outcome, &reason);
+                    self.set_waiting(None);
                     self.save()?;
                     match outcome {
                         GateOutcome::Passed => {}
@@ -614,6 +671,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             // The phase left counts as reached: its states are in force.
             r.phase = Some(transition.to.clone());
             r.transition = None;
+            r.approvals.clear();
             r.target = back;
             r.rollback_reason = Some(reason);
         });
@@ -708,7 +766,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
             }
             _ => (
                 GateOutcome::Inconclusive,
-                "this gate kind is not built yet (the mail gates come next); approve the phase by hand once checked, or remove the gate".into(),
+                "this gate kind is not built yet (the mail gates come next): check it by hand, remove it from the phase, `mailctl apply` and `mailctl retry`".into(),
             ),
         }
     }
@@ -1017,6 +1075,7 @@ pub fn roll_back_intent(
         r.target = back.clone();
         r.paused = None;
         r.rollback_reason = Some(format!("{by} asked for it"));
+        r.approvals.clear();
         r.transition = Some(Transition {
             from: Some(base.clone()),
             to: back.clone(),

@@ -81,6 +81,8 @@ impl DirStore {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A link planted as the lock file is refused, not truncated.
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(io_error("cannot open", &lock_path))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -122,11 +124,14 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = folder.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A left-over temporary (or a link planted under its name) goes first;
+    // the new one is created, never opened through a link.
+    let _ = fs::remove_file(&temporary);
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&temporary)
         .map_err(io_error("cannot write", &temporary))?;
     file.write_all(bytes)
@@ -206,6 +211,19 @@ mod tests {
         );
         drop(first);
         DirStore::open(dir.path()).expect("free again once the first is gone");
+    }
+
+    #[test]
+    fn a_link_planted_as_the_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").expect("victim");
+        let state = dir.path().join("state");
+        fs::create_dir_all(&state).expect("state");
+        std::os::unix::fs::symlink(&victim, state.join("lock")).expect("link");
+        let error = DirStore::open(&state).expect_err("a link");
+        assert!(error.to_string().contains("cannot open"), "{error}");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "precious");
     }
 
     #[test]

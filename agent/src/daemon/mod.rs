@@ -111,11 +111,15 @@ fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Daemon
         path: dir.to_owned(),
         source,
     };
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        // A link planted as the lock file is refused, not truncated.
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(failed)?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
