@@ -204,56 +204,9 @@ spec:
 
 #[test]
 fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() {
-    require_root();
-    let work = tempfile::tempdir().expect("tmp");
-    let w = work.path();
-    let bob = Host::new("b", 1);
-    let eve = Host::new("e", 2);
-    let tls = w.join("tls");
-    let certs = Command::new(env!("CARGO_BIN_EXE_mailctl"))
-        .args(["certs", "init", "--out"])
-        .arg(&tls)
-        .args(["--agent", &format!("bob={}", bob.address)])
-        .args(["--agent", &format!("eve={}", eve.address)])
-        .args(["--controller", "127.0.0.1"])
-        .output()
-        .expect("certs");
-    assert!(certs.status.success(), "{}", text(&certs));
-
-    let mut agents = Vec::new();
-    for (name, host) in [("bob", &bob), ("eve", &eve)] {
-        let d = w.join(name);
-        fs::create_dir_all(&d).expect("dir");
-        fs::write(
-            d.join("desired.yaml"),
-            format!(
-                "apiVersion: mailctl/v1alpha1\nkind: Host\nmetadata: {{name: {name}}}\nspec: {{}}\n"
-            ),
-        )
-        .expect("desired");
-        let folder = tls.join(format!("agent-{name}"));
-        fs::write(
-            d.join("agent.toml"),
-            format!(
-                "listen = \"{}:7443\"\nhost = \"{name}\"\ndesired_state = \"{}\"\nstate_dir = \"{}\"\nresync_seconds = 3600\nconfirm_timeout_seconds = 60\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                host.address,
-                d.join("desired.yaml").display(),
-                d.join("state").display(),
-                folder.join("ca.pem").display(),
-                folder.join("agent.pem").display(),
-                folder.join("agent.key").display(),
-            ),
-        )
-        .expect("config");
-        agents.push(Killed(host.spawn(
-            &[
-                "agent",
-                "--config",
-                d.join("agent.toml").to_str().expect("utf-8"),
-            ],
-            &d.join("agent.log"),
-        )));
-    }
+    let lab = Lab::new("m", 1);
+    let w = lab.work.path();
+    let (bob, eve) = (&lab.bob, &lab.eve);
 
     // The watcher: both namespaces, every 10 ms, from now to the end.
     let stop = Arc::new(AtomicBool::new(false));
@@ -276,49 +229,11 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
         })
     };
 
-    let port = free_port();
-    let cdir = tls.join("controller");
-    fs::write(
-        w.join("controller.toml"),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            w.join("controller-state").display(),
-            cdir.join("ca.pem").display(),
-            cdir.join("controller.pem").display(),
-            cdir.join("controller.key").display(),
-        ),
-    )
-    .expect("controller config");
-    let controller = Killed(
-        Command::new(env!("CARGO_BIN_EXE_mailctl"))
-            .args(["controller", "--config"])
-            .arg(w.join("controller.toml"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(w.join("controller.log")).expect("log"))
-            .spawn()
-            .expect("controller"),
-    );
-    let url = format!("https://127.0.0.1:{port}");
-    let admin = tls.join("admin-admin");
-    let mailctl = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_mailctl"))
-            .args(args)
-            .args(["--controller", &url, "--tls-dir"])
-            .arg(&admin)
-            .output()
-            .expect("mailctl")
-    };
-    let logs = || {
-        ["bob/agent.log", "eve/agent.log", "controller.log"]
-            .iter()
-            .map(|l| {
-                format!(
-                    "--- {l}\n{}",
-                    fs::read_to_string(w.join(l)).unwrap_or_default()
-                )
-            })
-            .collect::<String>()
-    };
+    let controller = lab.controller();
+    let url = format!("https://127.0.0.1:{}", lab.port);
+    let admin = w.join("tls/admin-admin");
+    let mailctl = |args: &[&str]| lab.mailctl(args);
+    let logs = || lab.logs();
     assert!(
         wait_for(Duration::from_secs(20), || mailctl(&["status"])
             .status
@@ -343,7 +258,7 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
     fs::create_dir_all(&manifests).expect("dir");
     fs::write(
         manifests.join("migration.yaml"),
-        migration(w, &bob, &eve, true),
+        migration(w, bob, eve, true),
     )
     .expect("manifests");
     let applied = mailctl(&["apply", "-f", manifests.to_str().expect("utf-8")]);
@@ -483,7 +398,6 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
         logs()
     );
     drop(controller);
-    drop(agents);
 }
 
 /// Two hosts with their agents, certificates, and a controller's

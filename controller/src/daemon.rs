@@ -680,6 +680,18 @@ async fn history(State(c): Api, UrlPath(name): UrlPath<String>) -> Response {
     axum::Json(entries).into_response()
 }
 
+/// The reason in an intent's body, at most [`MAX_REASON`] bytes.
+fn reason_of(body: Option<axum::Json<IntentBody>>) -> Result<String, String> {
+    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    if reason.len() > MAX_REASON {
+        return Err(format!(
+            "the reason is {} bytes; at most {MAX_REASON} are kept",
+            reason.len()
+        ));
+    }
+    Ok(reason)
+}
+
 async fn intent(
     State(c): Api,
     axum::Extension(Admin(admin)): axum::Extension<Admin>,
@@ -689,16 +701,10 @@ async fn intent(
     let Some(shared) = c.shared(&name) else {
         return unknown(&c, &name);
     };
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    if reason.len() > MAX_REASON {
-        return error(
-            ErrorKind::Invalid,
-            format!(
-                "the reason is {} bytes; at most {MAX_REASON} are kept",
-                reason.len()
-            ),
-        );
-    }
+    let reason = match reason_of(body) {
+        Ok(reason) => reason,
+        Err(why) => return error(ErrorKind::Invalid, why),
+    };
     let set = c.set();
     let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
         return unknown(&c, &name);
@@ -798,16 +804,10 @@ async fn fence(
             ),
         );
     }
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    if reason.len() > MAX_REASON {
-        return error(
-            ErrorKind::Invalid,
-            format!(
-                "the reason is {} bytes; at most {MAX_REASON} are kept",
-                reason.len()
-            ),
-        );
-    }
+    let reason = match reason_of(body) {
+        Ok(reason) => reason,
+        Err(why) => return error(ErrorKind::Invalid, why),
+    };
     if reason.trim().is_empty() {
         return error(
             ErrorKind::Invalid,

@@ -324,17 +324,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                     r.log(clock::unix_now(), reason.clone());
                 });
                 self.save()?;
-                return Ok(Transition {
-                    from: record.phase.clone(),
-                    to: to.to_owned(),
-                    rollback,
-                    plan_hash: String::new(),
-                    step: usize::MAX,
-                    step_started_unix: 0,
-                    sent: BTreeMap::new(),
-                    gates: Vec::new(),
-                    waiting: None,
-                });
+                return Ok(refused(record, to, rollback));
             }
         }
         let plan_hash = match self.plan(record, to) {
@@ -352,17 +342,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
                     );
                 });
                 self.save()?;
-                return Ok(Transition {
-                    from: record.phase.clone(),
-                    to: to.to_owned(),
-                    rollback,
-                    plan_hash: String::new(),
-                    step: usize::MAX,
-                    step_started_unix: 0,
-                    sent: BTreeMap::new(),
-                    gates: Vec::new(),
-                    waiting: None,
-                });
+                return Ok(refused(record, to, rollback));
             }
         };
         let transition = Transition {
@@ -966,6 +946,22 @@ pub fn hash(plan: &TransitionPlan) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// A transition refused before it started (the record says why, and is
+/// paused): [`Executor::run_transition`] stops at once.
+fn refused(record: &MigrationRecord, to: &str, rollback: bool) -> Transition {
+    Transition {
+        from: record.phase.clone(),
+        to: to.to_owned(),
+        rollback,
+        plan_hash: String::new(),
+        step: usize::MAX,
+        step_started_unix: 0,
+        sent: BTreeMap::new(),
+        gates: Vec::new(),
+        waiting: None,
+    }
 }
 
 /// The states of `phase` (`None`: before the first phase, nothing known).
