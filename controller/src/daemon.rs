@@ -680,6 +680,14 @@ async fn history(State(c): Api, UrlPath(name): UrlPath<String>) -> Response {
     axum::Json(entries).into_response()
 }
 
+/// The record of a migration the controller holds, and the set in force.
+fn held(c: &Controller, name: &str) -> Result<(Arc<Shared>, Arc<ManifestSet>), Box<Response>> {
+    match c.shared(name) {
+        Some(shared) => Ok((shared, c.set())),
+        None => Err(Box::new(unknown(c, name))),
+    }
+}
+
 /// The reason in an intent's body, at most [`MAX_REASON`] bytes.
 fn reason_of(body: Option<axum::Json<IntentBody>>) -> Result<String, String> {
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
@@ -698,14 +706,14 @@ async fn intent(
     UrlPath((name, intent)): UrlPath<(String, String)>,
     body: Option<axum::Json<IntentBody>>,
 ) -> Response {
-    let Some(shared) = c.shared(&name) else {
-        return unknown(&c, &name);
+    let (shared, set) = match held(&c, &name) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
     let reason = match reason_of(body) {
         Ok(reason) => reason,
         Err(why) => return error(ErrorKind::Invalid, why),
     };
-    let set = c.set();
     let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
         return unknown(&c, &name);
     };
@@ -787,10 +795,10 @@ async fn fence(
     UrlPath((name, host)): UrlPath<(String, String)>,
     body: Option<axum::Json<IntentBody>>,
 ) -> Response {
-    let Some(shared) = c.shared(&name) else {
-        return unknown(&c, &name);
+    let (shared, set) = match held(&c, &name) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
-    let set = c.set();
     let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
         return unknown(&c, &name);
     };
