@@ -64,6 +64,9 @@ pub enum AddressChange {
         address: IpNet,
         interface: String,
         label: Option<String>,
+        /// A service IP: an IPv4 one is probed for first (ARP, RFC 5227)
+        /// and not added while another machine answers for it.
+        exclusive: bool,
     },
     /// Remove the address (as found on the host).
     Remove { address: IpNet, interface: String },
@@ -101,6 +104,7 @@ impl fmt::Display for AddressChange {
                 address,
                 interface,
                 label,
+                ..
             } => {
                 write!(f, "+ address {address} on {interface}")?;
                 if let Some(label) = label {
@@ -220,6 +224,7 @@ fn diff(
                         address: declared.address,
                         interface: declared.interface.clone(),
                         label: declared.label.clone(),
+                        exclusive: declared.exclusive,
                     }),
                     Some(o)
                         if o.address.prefix_len() == declared.address.prefix_len()
@@ -377,21 +382,25 @@ impl Driver for AddressDriver {
         // One packet socket per interface for all announcements of this apply.
         let mut announcer = Announcer::default();
         for change in changes {
-            let (address, interface, label) = match change {
+            let (address, interface, label, exclusive) = match change {
                 AddressChange::Add {
                     address,
                     interface,
                     label,
-                } => (*address, interface, label.clone()),
+                    exclusive,
+                } => (*address, interface, label.clone(), *exclusive),
                 AddressChange::Replace {
                     interface,
                     to,
                     to_label,
                     ..
-                } => (*to, interface, to_label.clone()),
+                } => (*to, interface, to_label.clone(), false),
                 AddressChange::Remove { .. } => continue,
             };
             let on = link(interface, address)?;
+            if exclusive {
+                probe_before_adding(on, interface, address).await?;
+            }
             self.add(on, interface, address, label).await?;
             match address {
                 IpNet::V4(_) => {
@@ -603,6 +612,49 @@ impl AddressDriver {
     }
 }
 
+/// The last line of defence for a service IP (DESIGN.md §6, fencing):
+/// before an exclusive IPv4 address is added, ask the link whether another
+/// machine holds it (ARP probe, RFC 5227), and refuse while one answers.
+/// (IPv6 has the kernel's duplicate address detection: a `dadfailed`
+/// address is an error.) A link without ARP cannot be asked.
+async fn probe_before_adding(
+    link: &Link,
+    interface: &str,
+    address: IpNet,
+) -> Result<(), AddressError> {
+    let (IpNet::V4(v4), Some(mac)) = (address, link.mac) else {
+        return Ok(());
+    };
+    if !link.up || link.noarp {
+        return Ok(());
+    }
+    let (index, name, ip) = (link.index, interface.to_owned(), v4.addr());
+    let answered = tokio::task::spawn_blocking(move || announce::probe(index, &name, mac, ip))
+        .await
+        .map_err(|e| AddressError::Probe {
+            address,
+            interface: interface.to_owned(),
+            source: io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| AddressError::Probe {
+            address,
+            interface: interface.to_owned(),
+            source,
+        })?;
+    match answered {
+        None => Ok(()),
+        Some(holder) => Err(AddressError::HeldElsewhere {
+            address,
+            interface: interface.to_owned(),
+            mac: holder
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        }),
+    }
+}
+
 /// Announces an address just added on `link`, or says why it cannot.
 fn announce_on(
     announcer: &mut Announcer,
@@ -757,6 +809,21 @@ pub enum AddressError {
         "address {address} on {interface}: duplicate address detection failed, another host on the link holds it; remove it there, the next reconcile adds it again"
     )]
     DuplicateAddress { address: IpNet, interface: String },
+    #[error(
+        "exclusive address {address} on {interface}: another machine answers for it (MAC {mac}); it is not added while that machine holds it (is the old host still up? the controller waits for its agent to release it)"
+    )]
+    HeldElsewhere {
+        address: IpNet,
+        interface: String,
+        mac: String,
+    },
+    #[error("exclusive address {address} on {interface}: cannot probe the link for another holder")]
+    Probe {
+        address: IpNet,
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("address {address} on {interface}: cannot send the announcement")]
     Announce {
         address: IpAddr,

@@ -52,6 +52,77 @@ pub(crate) fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     frame
 }
 
+/// An ARP probe for `ip` from `mac` (RFC 5227 §2.1.1): a broadcast ARP
+/// request whose sender protocol address is 0.0.0.0, so that nobody's
+/// cache learns anything from it, and whose target is the address.
+pub(crate) fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut frame = gratuitous_arp(mac, ip);
+    frame[28..32].copy_from_slice(&[0, 0, 0, 0]);
+    frame
+}
+
+/// The machine another ARP frame shows holding (or probing for) `ip`: a
+/// reply from `ip`, a request from `ip`, or another host's probe for `ip`
+/// (RFC 5227 §2.1.1); frames from `own` are ours.
+pub(crate) fn conflict(frame: &[u8], own: [u8; 6], ip: Ipv4Addr) -> Option<[u8; 6]> {
+    if frame.len() < 42 || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
+        return None;
+    }
+    let sender_mac: [u8; 6] = frame[22..28].try_into().ok()?;
+    if sender_mac == own {
+        return None;
+    }
+    let sender_ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+    let target_ip = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
+    let opcode = u16::from_be_bytes([frame[20], frame[21]]);
+    let holds = sender_ip == ip;
+    let probes = opcode == 1 && sender_ip.is_unspecified() && target_ip == ip;
+    (holds || probes).then_some(sender_mac)
+}
+
+/// How long a probe listens for an answer, and how many probes it sends
+/// in that time. RFC 5227 waits seconds (three probes 1-2 s apart); a
+/// service IP moving between two hosts on one link would be down that
+/// long, so mailctl sends two probes 100 ms apart and listens 300 ms:
+/// enough for any host on a LAN to answer, short next to the move itself.
+pub(crate) const PROBE_LISTEN: Duration = Duration::from_millis(300);
+const PROBES: u32 = 2;
+
+/// Asks the link whether another machine holds `ip`: `Some(mac)` of the
+/// first that answers. Blocking (up to [`PROBE_LISTEN`]).
+pub(crate) fn probe(
+    index: u32,
+    name: &str,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+) -> io::Result<Option<[u8; 6]>> {
+    let (mut tx, mut rx) = open_channel(index, name, Duration::from_millis(10))?;
+    let frame = arp_probe(mac, ip);
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < PROBE_LISTEN {
+        if sent < PROBES && started.elapsed() >= PROBE_LISTEN / 3 * sent {
+            tx.send_to(&frame, None)
+                .unwrap_or_else(|| Err(io::Error::other("the packet socket refused to send")))?;
+            sent += 1;
+        }
+        match rx.next() {
+            Ok(received) => {
+                if let Some(holder) = conflict(received, mac, ip) {
+                    return Ok(Some(holder));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// An unsolicited neighbour advertisement of `ip` at `mac` to all nodes.
 pub(crate) fn unsolicited_neighbor_advertisement(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     let mut icmp = Vec::with_capacity(32);
@@ -120,6 +191,18 @@ impl Announcer {
 }
 
 fn open_sender(index: u32, name: &str) -> io::Result<Box<dyn DataLinkSender>> {
+    open_channel(index, name, Duration::from_millis(1)).map(|(tx, _rx)| tx)
+}
+
+/// A packet socket on the interface: its sender and its receiver.
+fn open_channel(
+    index: u32,
+    name: &str,
+    read_timeout: Duration,
+) -> io::Result<(
+    Box<dyn DataLinkSender>,
+    Box<dyn pnet_datalink::DataLinkReceiver>,
+)> {
     let interface = NetworkInterface {
         name: name.to_owned(),
         description: String::new(),
@@ -132,12 +215,12 @@ fn open_sender(index: u32, name: &str) -> io::Result<Box<dyn DataLinkSender>> {
         channel_type: ChannelType::Layer2,
         promiscuous: false,
         write_timeout: Some(Duration::from_secs(1)),
-        read_timeout: Some(Duration::from_millis(1)),
+        read_timeout: Some(read_timeout),
         ..Config::default()
     };
     match pnet_datalink::channel(&interface, config)? {
-        // The receiver shares the socket; the sender keeps it open.
-        Channel::Ethernet(tx, _rx) => Ok(tx),
+        // The receiver shares the socket with the sender.
+        Channel::Ethernet(tx, rx) => Ok((tx, rx)),
         _ => Err(io::Error::other("no Ethernet channel on this interface")),
     }
 }
@@ -159,6 +242,27 @@ mod tests {
         assert_eq!(&frame[22..28], &MAC, "sender hardware address");
         assert_eq!(&frame[28..32], &[192, 0, 2, 25], "sender protocol address");
         assert_eq!(&frame[38..42], &[192, 0, 2, 25], "target protocol address");
+    }
+
+    #[test]
+    fn a_probe_asks_from_no_address_and_answers_name_their_holder() {
+        let ip = Ipv4Addr::new(192, 0, 2, 25);
+        let probe = arp_probe(MAC, ip);
+        assert_eq!(&probe[28..32], &[0, 0, 0, 0], "sender protocol address");
+        assert_eq!(&probe[38..42], &[192, 0, 2, 25]);
+        let other = [0x02, 0, 0, 0, 0, 0x99];
+        // Our own probe is no conflict; another host's reply, announcement
+        // or probe for the address is.
+        assert_eq!(conflict(&probe, MAC, ip), None);
+        let mut reply = gratuitous_arp(other, ip);
+        reply[21] = 2;
+        assert_eq!(conflict(&reply, MAC, ip), Some(other));
+        assert_eq!(conflict(&arp_probe(other, ip), MAC, ip), Some(other));
+        assert_eq!(conflict(&gratuitous_arp(other, ip), MAC, ip), Some(other));
+        // Someone else's business: no conflict.
+        let elsewhere = gratuitous_arp(other, Ipv4Addr::new(192, 0, 2, 26));
+        assert_eq!(conflict(&elsewhere, MAC, ip), None);
+        assert_eq!(conflict(&probe[..20], MAC, ip), None);
     }
 
     #[test]

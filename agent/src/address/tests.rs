@@ -67,6 +67,7 @@ fn adds_a_missing_address_with_its_label() {
             address: net("192.0.2.25/24"),
             interface: "eth0".into(),
             label: Some("eth0:mail".into()),
+            exclusive: false,
         }]
     );
     assert_eq!(
@@ -214,6 +215,7 @@ fn subjects_identify_the_ip_on_its_interface() {
         address: net("192.0.2.25/24"),
         interface: "eth0".into(),
         label: None,
+        exclusive: false,
     };
     let replace = AddressChange::Replace {
         interface: "eth0".into(),

@@ -283,6 +283,65 @@ fn a_moved_address_is_announced_to_neighbours() {
     );
 }
 
+#[test]
+fn an_exclusive_address_another_machine_holds_is_not_added() {
+    // The last line of defence behind the controller's fencing: the agent
+    // asks the link (ARP probe) before taking a service IP.
+    let host = Netns::new();
+    let intruder = Netns::new();
+    host.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        intruder.name(),
+    ]);
+    host.ip(&["link", "set", "eth0", "up"]);
+    intruder.ip(&["link", "set", "eth0", "up"]);
+    intruder.ip(&["addr", "add", "192.0.2.25/24", "dev", "eth0"]);
+    let intruder_mac = intruder.mac("eth0");
+    let spec = eve_spec(
+        r#"
+  addresses:
+    - {address: "192.0.2.25/24", interface: eth0, exclusive: true}
+"#,
+    );
+    let probe_spec = spec.clone();
+    let report = host.reconcile(|reconciler| async move { reconciler.apply(&probe_spec).await });
+    let errors: Vec<String> = report
+        .errors()
+        .map(|(_, e)| mailctl_agent::error_chain(e))
+        .collect();
+    assert_eq!(errors.len(), 1, "{report}");
+    assert!(
+        errors[0].contains(&format!(
+            "another machine answers for it (MAC {intruder_mac})"
+        )),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        addresses(&host, "eth0")
+            .iter()
+            .all(|(a, _)| a != "192.0.2.25/24"),
+        "not added while held elsewhere"
+    );
+    // Once the other machine lets it go, it is taken (and announced).
+    intruder.ip(&["addr", "del", "192.0.2.25/24", "dev", "eth0"]);
+    let report = host.reconcile(|reconciler| async move { reconciler.apply(&spec).await });
+    assert_converged(&report);
+    assert!(
+        addresses(&host, "eth0")
+            .iter()
+            .any(|(a, _)| a == "192.0.2.25/24")
+    );
+}
+
 const FIREWALL: &str = r#"
 apiVersion: mailctl/v1alpha1
 kind: Host
