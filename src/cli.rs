@@ -106,15 +106,27 @@ enum Command {
         #[command(flatten)]
         controller: ControllerFlags,
     },
-    /// List objects known to the controller (not built yet).
+    /// List what the controller holds: migrations, phases or hosts, a line each.
     Get {
-        kind: String,
+        /// migrations, phases or hosts.
+        #[arg(value_enum)]
+        kind: GetKind,
+        /// Only this migration's.
         name: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        #[command(flatten)]
+        controller: ControllerFlags,
     },
-    /// Show one object in detail, with its recent events (not built yet).
-    Describe { kind: String, name: String },
+    /// Show one migration in detail, with its recent history.
+    Describe {
+        /// migration.
+        #[arg(value_enum)]
+        kind: DescribeKind,
+        name: String,
+        #[command(flatten)]
+        controller: ControllerFlags,
+    },
     /// Approve the pending approval gate of a migration.
     Approve {
         migration: String,
@@ -244,6 +256,23 @@ enum SyncCommand {
         #[arg(short, long)]
         verbose: bool,
     },
+}
+
+/// What `mailctl get` lists.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GetKind {
+    #[value(alias = "migration")]
+    Migrations,
+    #[value(alias = "phase")]
+    Phases,
+    #[value(alias = "host")]
+    Hosts,
+}
+
+/// What `mailctl describe` shows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DescribeKind {
+    Migration,
 }
 
 /// How an admin's verb reaches the controller.
@@ -475,6 +504,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             controller,
         } => crate::controller::fence(&controller.target(), &migration, &host, &reason),
+        Command::Get {
+            kind,
+            name,
+            output,
+            controller,
+        } => crate::controller::get(
+            &controller.target(),
+            match kind {
+                GetKind::Migrations => crate::controller::Listing::Migrations,
+                GetKind::Phases => crate::controller::Listing::Phases,
+                GetKind::Hosts => crate::controller::Listing::Hosts,
+            },
+            name.as_deref(),
+            format(output),
+        ),
+        Command::Describe {
+            kind: DescribeKind::Migration,
+            name,
+            controller,
+        } => crate::controller::describe_migration(&controller.target(), &name),
         Command::Agent { config } => crate::agent::run(config.as_deref()),
         Command::Certs { command } => certs(command),
         Command::Sync {

@@ -307,3 +307,165 @@ pub fn apply(target: &Target<'_>, files: &[PathBuf], wait: bool) -> Result<ExitC
     }
     Ok(code)
 }
+
+/// What `mailctl get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Migrations,
+    Phases,
+    Hosts,
+}
+
+/// Columns padded to their widest cell.
+fn table(rows: &[Vec<String>]) -> String {
+    let mut widths = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `mailctl get migrations|phases|hosts [MIGRATION]`.
+pub fn get(
+    target: &Target<'_>,
+    listing: Listing,
+    migration: Option<&str>,
+    format: Format,
+) -> Result<ExitCode> {
+    let client = target.client()?;
+    let views = crate::remote::runtime()?.block_on(async {
+        match migration {
+            Some(name) => client.migration(name).await.map(|v| vec![v]),
+            None => client.migrations().await,
+        }
+    });
+    let views = views.map_err(said)?;
+    let mut rows = Vec::new();
+    match listing {
+        Listing::Migrations => {
+            rows.push(
+                vec!["NAME", "PHASE", "TARGET", "STATE"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            );
+            for v in &views {
+                rows.push(vec![
+                    v.name.clone(),
+                    v.phase.clone().unwrap_or_else(|| "-".into()),
+                    v.target.clone(),
+                    v.state.clone(),
+                ]);
+            }
+        }
+        Listing::Phases => {
+            rows.push(
+                vec!["MIGRATION", "#", "PHASE", "STATE"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            );
+            for v in &views {
+                let reached = v
+                    .phase
+                    .as_ref()
+                    .and_then(|p| v.phases.iter().position(|q| q == p));
+                for (i, phase) in v.phases.iter().enumerate() {
+                    let mut state = match (reached, &v.transition) {
+                        (_, Some(t)) if &t.to == phase => {
+                            if t.rollback {
+                                "rolling back to".to_owned()
+                            } else {
+                                "moving to".to_owned()
+                            }
+                        }
+                        (Some(r), _) if r == i => "reached".to_owned(),
+                        (Some(r), _) if r > i => "passed".to_owned(),
+                        _ => "ahead".to_owned(),
+                    };
+                    if &v.target == phase {
+                        state.push_str(", target");
+                    }
+                    if v.point_of_no_return.as_ref() == Some(phase) {
+                        state.push_str(", point of no return");
+                    }
+                    rows.push(vec![
+                        v.name.clone(),
+                        (i + 1).to_string(),
+                        phase.clone(),
+                        state,
+                    ]);
+                }
+            }
+        }
+        Listing::Hosts => {
+            rows.push(
+                vec!["MIGRATION", "HOST", "AGENT", "CONFIRMED", "FENCED"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            );
+            for v in &views {
+                for (host, h) in &v.hosts {
+                    rows.push(vec![
+                        v.name.clone(),
+                        host.clone(),
+                        h.agent.clone(),
+                        h.generation
+                            .map_or("-".into(), |g| format!("generation {g}")),
+                        v.fenced
+                            .get(host)
+                            .map_or("-".into(), |f| format!("by {}: {}", f.by, f.reason)),
+                    ]);
+                }
+            }
+        }
+    }
+    if format != Format::Table {
+        let header = rows.first().cloned().unwrap_or_default();
+        let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
+            .iter()
+            .skip(1)
+            .map(|row| {
+                header
+                    .iter()
+                    .zip(row)
+                    .map(|(k, v)| (k.to_lowercase(), serde_json::Value::String(v.clone())))
+                    .collect()
+            })
+            .collect();
+        print_json(&objects, format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailctl describe migration NAME`: the status, then the last history lines.
+pub fn describe_migration(target: &Target<'_>, name: &str) -> Result<ExitCode> {
+    let client = target.client()?;
+    let runtime = crate::remote::runtime()?;
+    let view = runtime.block_on(client.migration(name)).map_err(said)?;
+    let history = runtime.block_on(client.history(name)).map_err(said)?;
+    print!("{}", describe(&view));
+    println!("  recent history:");
+    for entry in history.iter().rev().take(10).rev() {
+        println!("    {} {}", time_of_day(entry.at_unix), entry.what);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -365,6 +365,25 @@ fn a_migration_between_two_real_agents_moves_the_service_ip_break_before_make() 
     let json: Value =
         serde_json::from_slice(&mailctl(&["status", "-o", "json"]).stdout).expect("json");
     assert_eq!(json[0]["phase"], "live", "{json}");
+    let phases = text(&mailctl(&["get", "phases"]));
+    assert!(
+        phases.contains("bob-to-eve  3  live     reached, target, point of no return"),
+        "{phases}"
+    );
+    assert!(
+        phases.contains("bob-to-eve  1  prepare  passed"),
+        "{phases}"
+    );
+    let hosts = text(&mailctl(&["get", "hosts", "-o", "json"]));
+    let hosts: Value = serde_json::from_str(&hosts).expect("json");
+    assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{hosts}");
+    let described = text(&mailctl(&["describe", "migration", "bob-to-eve"]));
+    assert!(
+        described.contains("migration bob-to-eve: reached live"),
+        "{described}"
+    );
+    assert!(described.contains("recent history:"), "{described}");
+    assert!(described.contains("reached live"), "{described}");
     // The controller's metrics, for an admin: the phase (3 of 3), the
     // steps' durations, the gates' outcomes, the agents reachable.
     let metrics = Command::new("curl")
