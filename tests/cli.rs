@@ -620,13 +620,11 @@ fn schema_prints_one_json_document() {
 fn help_describes_the_options_and_marks_what_is_not_built() {
     let help = |args: &[&str]| String::from_utf8(mailctl(args).stdout).expect("utf-8");
     let top = help(&["--help"]);
-    for verb in ["lab"] {
-        let line = top
-            .lines()
-            .find(|l| l.trim_start().starts_with(verb))
-            .expect("listed");
-        assert!(line.contains("(not built yet)"), "{line}");
-    }
+    let lab = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("lab"))
+        .expect("listed");
+    assert!(lab.contains("(not built yet)"), "{lab}");
     for verb in [
         "validate",
         "plan",
