@@ -823,3 +823,39 @@ async fn an_agent_starts_only_with_its_own_certificate_and_state_folder() {
         "{said}"
     );
 }
+
+/// A client that announces a body and never sends it is answered, and its
+/// connection freed, once the body-read timeout passes.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_cut_after_the_body_timeout() {
+    let Lab {
+        dir: _dir,
+        tls,
+        agent,
+    } = Lab::start().await;
+    let tcp = TcpStream::connect(agent.addr).await.expect("connect");
+    let name = ServerName::try_from("eve").expect("name");
+    let mut stream = TlsConnector::from(client(&tls, &Role::Controller))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let started = tokio::time::Instant::now();
+    stream
+        .write_all(b"PUT /v1/desired HTTP/1.1\r\nHost: eve\r\nContent-Length: 1000\r\n\r\nap")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        mailctl_server::BODY_READ_TIMEOUT + Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(read.is_ok(), "still open after {took:?}: {answer}");
+    assert!(
+        took >= mailctl_server::BODY_READ_TIMEOUT,
+        "{took:?}: {answer}"
+    );
+    assert!(answer.contains("did not arrive within 30s"), "{answer}");
+}

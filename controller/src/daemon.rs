@@ -832,8 +832,12 @@ async fn fence(
 async fn apply(
     State(c): Api,
     axum::Extension(Admin(admin)): axum::Extension<Admin>,
-    body: String,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match mailctl_server::read_body(body, MAX_MANIFESTS).await {
+        Ok(body) => body,
+        Err(e) => return error(ErrorKind::Invalid, e),
+    };
     let _one_at_a_time = c.uploads.lock().await;
     let text = body.clone();
     let checked = tokio::task::spawn_blocking(move || validate_upload(body)).await;

@@ -569,3 +569,29 @@ pub async fn supervise(
         }
     }
 }
+
+/// How long a request's body may take to arrive once its headers did: a
+/// client that announces a body and sends it slowly (or never) would
+/// otherwise hold its connection slot for good.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the body did not arrive within {}s", BODY_READ_TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("the body is not UTF-8 text")]
+    NotText,
+}
+
+/// Reads a request body of at most `limit` bytes within
+/// [`BODY_READ_TIMEOUT`], as text.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<String, BodyError> {
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| BodyError::TimedOut)?
+        .map_err(|_| BodyError::TooLarge { limit })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| BodyError::NotText)
+}

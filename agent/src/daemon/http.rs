@@ -140,7 +140,14 @@ async fn get_desired(State(s): State<ApiState>) -> Response {
 /// (nothing is stored when it is invalid), then the event loop — which owns
 /// the ledger, so concurrent PUTs and edits of the watched files never
 /// interleave — stores it as the next generation. The answer names it.
-async fn put_desired(State(s): State<ApiState>, body: String) -> Response {
+/// The largest desired state a PUT may carry (axum's default, kept).
+const MAX_DESIRED: usize = 2 * 1024 * 1024;
+
+async fn put_desired(State(s): State<ApiState>, body: axum::body::Body) -> Response {
+    let body = match mailctl_server::read_body(body, MAX_DESIRED).await {
+        Ok(body) => body,
+        Err(e) => return error(ErrorKind::Invalid, e),
+    };
     let host = s.host.clone();
     let checked =
         tokio::task::spawn_blocking(move || desired::read_body(body, host.as_deref())).await;
