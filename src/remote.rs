@@ -52,10 +52,18 @@ impl AgentArgs<'_> {
         urls.dedup();
         match urls.as_slice() {
             [url] => Ok((*url).to_owned()),
-            [] => bail!(
-                "no Migration in {} lists host {host} (give --agent https://ADDRESS:7443)",
-                file.display()
-            ),
+            [] => {
+                let known: Vec<&str> = set
+                    .migrations
+                    .iter()
+                    .flat_map(|m| m.hosts.keys().map(String::as_str))
+                    .collect();
+                bail!(
+                    "no Migration in {} lists host {host}{} (give --agent https://ADDRESS:7443)",
+                    file.display(),
+                    mailctl_schemas::select::did_you_mean(host, known.iter().copied())
+                )
+            }
             _ => bail!(
                 "the Migrations in {} give host {host} different agent addresses ({}); pick one with --agent",
                 file.display(),

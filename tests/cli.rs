@@ -286,6 +286,14 @@ fn sync_run_finds_the_agent_in_the_migration_or_says_how_to_name_it() {
         stderr.contains("no Migration in manifests/examples/askja lists host zed"),
         "{stderr}"
     );
+    // A typo of a host the Migration does list: did you mean.
+    let out = mailctl(&["confirm", "eev", "-f", "manifests/examples/askja"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lists host eev; did you mean \"eve\"?"),
+        "{stderr}"
+    );
     let out = mailctl(&["sync", "run", "eve", "mail"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);

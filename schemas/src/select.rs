@@ -58,7 +58,7 @@ pub enum SelectError {
 }
 
 /// `; did you mean "x"?` when a name is close to `wanted`, else nothing.
-fn did_you_mean<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> String {
+pub fn did_you_mean<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> String {
     names
         .into_iter()
         .map(|n| (strsim::damerau_levenshtein(n, wanted), n))
