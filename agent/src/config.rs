@@ -141,7 +141,7 @@ impl ConfigError {
                     problem,
                 };
             }
-            kind => format!("{}: {kind}", key.join(".")),
+            kind => format!("{}: {}", key.join("."), plain_types(&kind.to_string())),
         };
         let place = match &file {
             Some(path) => {
@@ -167,6 +167,21 @@ impl ConfigError {
 
 /// `TOML parse error at line 1, column 25` followed by the line quoted and
 /// the reason, as one line: `FILE:1:25: invalid TOML: REASON`.
+/// figment's Rust type names, in words an admin reads (`expected u64` ->
+/// `expected a whole number`).
+fn plain_types(message: &str) -> String {
+    let mut text = message.to_owned();
+    for (rust, plain) in [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        text = text.replace(rust, plain);
+    }
+    text
+}
+
 fn syntax_error(file: Option<&Path>, message: &str) -> ConfigError {
     let mut lines = message.lines();
     let head = lines.next().unwrap_or_default();
@@ -324,6 +339,10 @@ mod tests {
             )?;
             let e = error("port.toml");
             assert!(e.starts_with("port.toml:2: ssh_port: invalid type"), "{e}");
+            assert!(
+                e.ends_with("expected a whole number from 0 to 65535"),
+                "{e}"
+            );
             assert!(!e.contains('\n'), "{e}");
             jail.create_file("syntax.toml", "listen = \"127.0.0.1:9443\n")?;
             let e = error("syntax.toml");
