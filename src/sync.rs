@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use mailctl_agent::sync::SyncRunner;
 use mailctl_api::client::{AgentClient, ClientError, SyncFollowError};
+use mailctl_api::sync::count;
 use mailctl_api::{ErrorKind, JobStatus, Progress, SyncStep};
 
 /// How often the job's status is read while it runs.
@@ -267,8 +268,8 @@ fn details(progress: &Progress) -> String {
     let mut parts = Vec::new();
     match (progress.files_done, progress.files_total) {
         (0, 0) => {}
-        (done, 0) => parts.push(count(done, "file")),
-        (done, total) => parts.push(format!("{done}/{}", count(total, "file"))),
+        (done, 0) => parts.push(count(done, "file", "files")),
+        (done, total) => parts.push(format!("{done}/{}", count(total, "file", "files"))),
     }
     if progress.bytes_done > 0 || progress.bytes_total > 0 {
         parts.push(if progress.bytes_total > 0 {
@@ -288,15 +289,6 @@ fn details(progress: &Progress) -> String {
         parts.push(format!("ETA {}", HumanDuration(Duration::from_secs(eta))));
     }
     parts.join(", ")
-}
-
-/// `1 file`, `6 files`.
-fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }
 
 #[cfg(test)]

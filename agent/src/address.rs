@@ -875,7 +875,8 @@ impl fmt::Display for NetlinkTarget {
     }
 }
 
-fn list<T: fmt::Display>(items: &[T]) -> String {
+/// The first line of each item, `; `-separated (for error messages).
+pub(crate) fn list<T: fmt::Display>(items: &[T]) -> String {
     items
         .iter()
         .map(|item| {

@@ -133,18 +133,6 @@ pub struct ControllerClient {
     inner: AgentClient,
 }
 
-fn escape(segment: &str) -> String {
-    let mut out = String::new();
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 fn json(body: &impl Serialize) -> Option<(&'static str, String)> {
     Some((
         "application/json",
@@ -164,7 +152,7 @@ impl ControllerClient {
     }
 
     fn migration_path(name: &str) -> String {
-        route::MIGRATION.replace("{name}", &escape(name))
+        route::MIGRATION.replace("{name}", &crate::route::segment(name))
     }
 
     pub async fn migrations(&self) -> Result<Vec<MigrationView>, ClientError> {
@@ -178,7 +166,7 @@ impl ControllerClient {
     }
 
     pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, ClientError> {
-        let path = route::HISTORY.replace("{name}", &escape(name));
+        let path = route::HISTORY.replace("{name}", &crate::route::segment(name));
         self.inner.call(Method::GET, &path, None).await
     }
 
@@ -190,8 +178,8 @@ impl ControllerClient {
         reason: &str,
     ) -> Result<MigrationView, ClientError> {
         let path = route::INTENT
-            .replace("{name}", &escape(name))
-            .replace("{intent}", &escape(intent));
+            .replace("{name}", &crate::route::segment(name))
+            .replace("{intent}", &crate::route::segment(intent));
         let body = IntentBody {
             reason: reason.to_owned(),
         };
@@ -205,8 +193,8 @@ impl ControllerClient {
         reason: &str,
     ) -> Result<MigrationView, ClientError> {
         let path = route::FENCE
-            .replace("{name}", &escape(name))
-            .replace("{host}", &escape(host));
+            .replace("{name}", &crate::route::segment(name))
+            .replace("{host}", &crate::route::segment(host));
         let body = IntentBody {
             reason: reason.to_owned(),
         };

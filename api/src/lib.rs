@@ -69,15 +69,21 @@ pub mod route {
     /// validation (letters, digits, `-`, `_`), so they need no escaping;
     /// any other byte is percent-encoded all the same.
     pub fn sync(job: &str) -> String {
-        let mut encoded = String::with_capacity(job.len());
-        for byte in job.bytes() {
+        SYNC.replace("{job}", &segment(job))
+    }
+
+    /// `text` as one path segment: letters, digits, `-`, `_` and `.` as
+    /// they are, every other byte percent-encoded.
+    pub fn segment(text: &str) -> String {
+        let mut encoded = String::with_capacity(text.len());
+        for byte in text.bytes() {
             if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
                 encoded.push(char::from(byte));
             } else {
                 encoded.push_str(&format!("%{byte:02X}"));
             }
         }
-        SYNC.replace("{job}", &encoded)
+        encoded
     }
 }
 

@@ -426,18 +426,7 @@ pub fn view(set: &ManifestSet, migration: &Migration, record: &MigrationRecord) 
             .phases_of(migration)
             .find(|p| p.name == t.to)
             .and_then(|to| {
-                let current = migration
-                    .hosts
-                    .keys()
-                    .map(|h| {
-                        let spec = t
-                            .from
-                            .as_deref()
-                            .and_then(|f| set.phases_of(migration).find(|p| p.name == f))
-                            .and_then(|p| p.hosts.get(h).cloned());
-                        (h.clone(), spec)
-                    })
-                    .collect();
+                let current = crate::execute::phase_states(set, migration, t.from.as_deref());
                 plan_transition(migration, &current, to).ok()
             })
             .map(|plan| plan.steps.iter().map(|s| s.kind().to_string()).collect())
@@ -680,11 +669,26 @@ async fn history(State(c): Api, UrlPath(name): UrlPath<String>) -> Response {
     axum::Json(entries).into_response()
 }
 
-/// The record of a migration the controller holds, and the set in force.
-fn held(c: &Controller, name: &str) -> Result<(Arc<Shared>, Arc<ManifestSet>), Box<Response>> {
-    match c.shared(name) {
-        Some(shared) => Ok((shared, c.set())),
-        None => Err(Box::new(unknown(c, name))),
+/// A migration the controller holds: its record, and the set in force
+/// with the migration's place in it.
+struct Held {
+    shared: Arc<Shared>,
+    set: Arc<ManifestSet>,
+    index: usize,
+}
+
+impl Held {
+    fn migration(&self) -> &Migration {
+        &self.set.migrations[self.index]
+    }
+}
+
+fn held(c: &Controller, name: &str) -> Result<Held, Box<Response>> {
+    let set = c.set();
+    let index = set.migrations.iter().position(|m| m.name == name);
+    match (c.shared(name), index) {
+        (Some(shared), Some(index)) => Ok(Held { shared, set, index }),
+        _ => Err(Box::new(unknown(c, name))),
     }
 }
 
@@ -706,16 +710,14 @@ async fn intent(
     UrlPath((name, intent)): UrlPath<(String, String)>,
     body: Option<axum::Json<IntentBody>>,
 ) -> Response {
-    let (shared, set) = match held(&c, &name) {
+    let found = match held(&c, &name) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
+    let (shared, set, migration) = (&found.shared, &found.set, found.migration());
     let reason = match reason_of(body) {
         Ok(reason) => reason,
         Err(why) => return error(ErrorKind::Invalid, why),
-    };
-    let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
-        return unknown(&c, &name);
     };
     let record = shared.snapshot();
     match intent.as_str() {
@@ -736,7 +738,7 @@ async fn intent(
                     ErrorKind::Conflict,
                     format!(
                         "migration {name} {why} ({}); nothing was approved",
-                        view(&set, migration, &record).state
+                        view(set, migration, &record).state
                     ),
                 );
             }
@@ -755,7 +757,7 @@ async fn intent(
                     ErrorKind::Conflict,
                     format!(
                         "migration {name} is not paused ({}); nothing to {intent}",
-                        view(&set, migration, &record).state
+                        view(set, migration, &record).state
                     ),
                 );
             }
@@ -770,7 +772,7 @@ async fn intent(
             }
         }
         "rollback" => {
-            if let Err(why) = crate::execute::roll_back_intent(&shared, &set, migration, &admin) {
+            if let Err(why) = crate::execute::roll_back_intent(shared, set, migration, &admin) {
                 return error(ErrorKind::Conflict, format!("{why}; nothing was changed"));
             }
         }
@@ -786,7 +788,7 @@ async fn intent(
     if let Err(e) = c.store.save(&shared.snapshot()) {
         return error(ErrorKind::Internal, e);
     }
-    axum::Json(view(&set, migration, &shared.snapshot())).into_response()
+    axum::Json(view(set, migration, &shared.snapshot())).into_response()
 }
 
 async fn fence(
@@ -795,13 +797,11 @@ async fn fence(
     UrlPath((name, host)): UrlPath<(String, String)>,
     body: Option<axum::Json<IntentBody>>,
 ) -> Response {
-    let (shared, set) = match held(&c, &name) {
+    let found = match held(&c, &name) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let Some(migration) = set.migrations.iter().find(|m| m.name == name) else {
-        return unknown(&c, &name);
-    };
+    let (shared, set, migration) = (&found.shared, &found.set, found.migration());
     if !migration.hosts.contains_key(&host) {
         let hosts: Vec<&str> = migration.hosts.keys().map(String::as_str).collect();
         return error(
@@ -826,7 +826,7 @@ async fn fence(
     if let Err(e) = c.store.save(&shared.snapshot()) {
         return error(ErrorKind::Internal, e);
     }
-    axum::Json(view(&set, migration, &shared.snapshot())).into_response()
+    axum::Json(view(set, migration, &shared.snapshot())).into_response()
 }
 
 async fn apply(

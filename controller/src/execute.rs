@@ -288,12 +288,7 @@ impl<A: Agents, S: Store> Executor<'_, A, S> {
     /// The states in force: the phase reached (the controller put it), or
     /// nothing known before the first phase.
     fn current(&self, record: &MigrationRecord) -> Current {
-        let phase = record.phase.as_deref().and_then(|p| self.phase(p));
-        self.migration
-            .hosts
-            .keys()
-            .map(|h| (h.clone(), phase.and_then(|p| p.hosts.get(h).cloned())))
-            .collect()
+        phase_states(self.set, self.migration, record.phase.as_deref())
     }
 
     fn plan(&self, record: &MigrationRecord, to: &str) -> Result<TransitionPlan, String> {
@@ -965,7 +960,7 @@ fn refused(record: &MigrationRecord, to: &str, rollback: bool) -> Transition {
 }
 
 /// The states of `phase` (`None`: before the first phase, nothing known).
-fn phase_states(set: &ManifestSet, migration: &Migration, phase: Option<&str>) -> Current {
+pub fn phase_states(set: &ManifestSet, migration: &Migration, phase: Option<&str>) -> Current {
     let phase = phase.and_then(|p| set.phases_of(migration).find(|q| q.name == p));
     migration
         .hosts

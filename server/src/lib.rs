@@ -93,7 +93,7 @@ fn stamp(files: &TlsFiles) -> Stamp {
 }
 
 /// An error with its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -3,11 +3,10 @@
 //! (address and interface, table, file, task, service) and, where there is
 //! one, the way out.
 
-use std::fmt;
 use std::io;
 
 use super::Change;
-use crate::address::AddressError;
+use crate::address::{AddressError, list};
 use crate::driver::Resource;
 use crate::files::FileError;
 use crate::firewall::FirewallError;
@@ -62,18 +61,4 @@ impl Error {
             | Error::NotObserved { .. } => true,
         }
     }
-}
-
-fn list<T: fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(|item| {
-            item.to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -566,17 +566,9 @@ where
     }))
 }
 
-/// An error and its causes on one line: `what: because: because`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// An error with its causes, `: `-separated (one for the agent and its
+/// listener).
+pub use mailctl_server::error_chain;
 
 impl fmt::Display for ResourcePlan {
     /// One line per change; `= resource: up to date` or `! resource: error`.
